@@ -1,0 +1,284 @@
+"""Datasets, transforms, the train/validation split and the loaders, from the recipe's `data` section."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from launcher import components
+from launcher.recipe import Data
+
+
+class Digits(Dataset):
+    """scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes) as PIL images.
+
+    Real data that ships with a package: the offline default. Images are 8-bit grayscale, so the
+    same torchvision transforms and `launch predict` on PNG files work as for MNIST.
+    """
+
+    classes = [str(d) for d in range(10)]
+
+    def __init__(self) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        self.images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+        self.targets = [int(t) for t in digits.target]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index], mode="L"), self.targets[index]
+
+
+class CsvTable(Dataset):
+    """A CSV table of numbers whose last column is the target. A header row is detected and skipped.
+
+    Targets may be words or integers; `classes` lists them sorted, and the target is the index.
+    Give `classes` to keep one numbering across several files (the validation file uses the
+    training file's).
+    """
+
+    def __init__(self, path: str, classes: Sequence[str] | None = None) -> None:
+        rows = self._read(Path(path))
+        labels = [row[-1] for row in rows]
+        self.classes = list(classes) if classes is not None else sorted(set(labels), key=_number_first)
+        index = {name: i for i, name in enumerate(self.classes)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise ValueError(f"{path}: targets {unknown[:5]} are not among the classes {self.classes[:10]}")
+        self.features = torch.tensor([[float(v) for v in row[:-1]] for row in rows], dtype=torch.float32)
+        self.targets = [index[label] for label in labels]
+
+    @staticmethod
+    def _read(path: Path) -> list[list[str]]:
+        with path.open(newline="") as file:
+            rows = [[cell.strip() for cell in row] for row in csv.reader(file) if row]
+        if rows and not _is_number(rows[0][0]):
+            rows = rows[1:]  # a header row
+        if not rows:
+            raise ValueError(f"{path}: no data rows")
+        width = len(rows[0])
+        for line, row in enumerate(rows, start=2):
+            if len(row) != width or not all(_is_number(v) for v in row[:-1]):
+                raise ValueError(f"{path}: row {line} is not {width - 1} numbers and a target: {row}")
+        return rows
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.features[index], self.targets[index]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _number_first(label: str) -> tuple[int, float, str]:
+    return (0, float(label), "") if _is_number(label) else (1, 0.0, label)
+
+
+def csv_splits(path: str, val_path: str | None = None) -> tuple[Dataset, Dataset | None]:
+    """`csv`: `path` to train on; `val_path` (optional) to validate on, else a held-out fraction."""
+    train = CsvTable(path)
+    return train, CsvTable(val_path, classes=train.classes) if val_path else None
+
+
+def image_folder_splits(root: str, val_root: str | None = None) -> tuple[Dataset, Dataset | None]:
+    """`ImageFolder`: `root/<class>/<image>`. Validation from `val_root`, else from `root/train`
+    and `root/val` where both exist, else a held-out fraction of `root`."""
+    folder = torchvision.datasets.ImageFolder
+    base = Path(root)
+    if val_root is None and (base / "train").is_dir() and (base / "val").is_dir():
+        root, val_root = str(base / "train"), str(base / "val")
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"ImageFolder root {root} is not a folder")
+    return folder(root), folder(val_root) if val_root else None
+
+
+def digits_splits() -> tuple[Dataset, None]:
+    """`digits`: no split of its own; validation is a seeded held-out fraction."""
+    return Digits(), None
+
+
+# Built-in names map to functions returning (train, validation or None).
+BUILTIN_DATASETS: dict[str, Callable[..., tuple[Dataset, Dataset | None]]] = {
+    "digits": digits_splits,
+    "csv": csv_splits,
+    "ImageFolder": image_folder_splits,
+}
+
+
+class Transformed(Dataset):
+    """Applies a transform to the input of each (input, target) pair of another dataset."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        x, y = self.dataset[index]
+        return (self.transform(x) if self.transform else x), y
+
+
+@dataclass
+class DataInfo:
+    """What the model and `launch predict` need to know about the data; plain, so it goes into checkpoints."""
+
+    classes: list[str]
+    input_shape: list[int]
+    image_mode: str | None  # 'L', 'RGB'... for image datasets, None for tables and tensors
+    image_size: list[int] | None  # [width, height] of the raw images, for `launch predict`
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Datasets:
+    train: Dataset
+    val: Dataset
+    info: DataInfo
+
+
+def build_transform(specs: Sequence[Any]) -> Callable[[Any], Any] | None:
+    if not specs:
+        return None
+    return torchvision.transforms.Compose([components.build(spec, components.TRANSFORM) for spec in specs])
+
+
+def open_splits(section: Data) -> tuple[Dataset, Dataset | None]:
+    """The dataset's own train and validation splits, or (train, None) where it has none."""
+    spec = section.dataset
+    factory = components.resolve(spec.name, components.DATASET)
+    if spec.name in BUILTIN_DATASETS:
+        return factory(**spec.kwargs)
+    if components.accepts(factory, "train"):
+        return _dataset(factory, spec, train=True), _dataset(factory, spec, train=False)
+    if components.accepts(factory, "split"):
+        return _dataset(factory, spec, split="train"), _dataset(factory, spec, split=section.val_split_name)
+    return _dataset(factory, spec), None
+
+
+def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
+    return components.expect(factory(**spec.kwargs, **split), components.DATASET, spec.name)
+
+
+def build_datasets(section: Data, seed: int) -> Datasets:
+    """Train and validation datasets with their transforms, and what the model needs to know."""
+    train, val = open_splits(section)
+    if val is None:
+        train, val = held_out_split(train, section.val_fraction, seed)
+    raw_input = train[0][0]
+    classes = section.classes or _classes_of(train) or _classes_of(val)
+    if classes is None:
+        raise ValueError("the dataset does not say its classes: set data.classes to the list of class names")
+    train = Transformed(train, build_transform(section.transforms.train))
+    val = Transformed(val, build_transform(section.transforms.val))
+    x = train[0][0]
+    info = DataInfo(
+        classes=[str(c) for c in classes],
+        input_shape=list(x.shape) if hasattr(x, "shape") else [],
+        image_mode=raw_input.mode if isinstance(raw_input, Image.Image) else None,
+        image_size=list(raw_input.size) if isinstance(raw_input, Image.Image) else None,
+    )
+    return Datasets(train, val, info)
+
+
+def held_out_split(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """A seeded split: the same seed gives the same validation samples on every machine."""
+    n = len(dataset)  # type: ignore[arg-type]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, round(n * fraction))
+    return Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
+
+
+def _classes_of(dataset: Dataset) -> list[str] | None:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    if classes:
+        return [str(c) for c in classes]
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return [str(i) for i in range(int(max(int(t) for t in targets)) + 1)]
+    return None
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler whose epoch can start part-way through, for resuming mid-epoch.
+
+    The order of an epoch depends only on (seed, epoch), never on a global random state, so a
+    resumed run sees exactly the samples the uninterrupted run would have seen.
+    """
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Start `epoch` after the first `start` samples of this rank's share."""
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def train_loader(
+    dataset: Dataset, section: Data, *, batch_size: int, drop_last: bool, seed: int, rank: int, world_size: int, pin: bool
+) -> DataLoader:
+    sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=section.num_workers,
+        pin_memory=pin,
+        # Workers are started anew each epoch, seeded from this generator by `start_epoch`, so the
+        # augmentations of an epoch are the same in a resumed run as in an uninterrupted one.
+        persistent_workers=False,
+        generator=torch.Generator(),
+    )
+
+
+def start_epoch(loader: DataLoader, epoch: int, skip_batches: int = 0) -> None:
+    """Set the data order and the worker seeds of `epoch`, skipping batches already trained on."""
+    assert isinstance(loader.sampler, ResumableSampler) and loader.generator is not None
+    loader.sampler.set_epoch(epoch, start=skip_batches * (loader.batch_size or 1))
+    loader.generator.manual_seed(loader.sampler.seed * 100_003 + epoch)
+
+
+def eval_loader(dataset: Dataset, section: Data, *, batch_size: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=section.num_workers,
+        pin_memory=pin,
+        persistent_workers=section.num_workers > 0,
+    )

@@ -1,0 +1,70 @@
+"""Using a trained checkpoint: validation metrics (`launch eval`) and predictions (`launch predict`)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from launcher import checkpoint
+from launcher.data import DataInfo, build_datasets, build_transform, eval_loader
+from launcher.evaluate import evaluate
+from launcher.models import build_model
+from launcher.optim import build_loss
+from launcher.recipe import Recipe
+from launcher.runtime import autocast
+
+
+def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.nn.Module, DataInfo]:
+    """The recipe's model with the checkpoint's weights, in eval mode, and what it was trained on."""
+    state = checkpoint.load(path)
+    info = DataInfo(**state["data"])
+    # No download: the checkpoint holds the weights, and a model built for the classes has the head's shape.
+    model = build_model(recipe.model.model_copy(update={"weights": None, "freeze": []}), info)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), info
+
+
+def evaluate_checkpoint(recipe: Recipe, path: Path, device: torch.device) -> dict[str, float]:
+    model, info = load_model(recipe, path, device)
+    data = build_datasets(recipe.data, seed=recipe.train.seed)
+    loader = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or recipe.train.batch_size, pin=False)
+    topk = tuple(k for k in (1, 5) if f"acc{k}" in recipe.eval.metrics and k <= info.num_classes)
+    loss_fn = build_loss(recipe.loss).to(device)
+    return evaluate(model, loader, loss_fn, device, autocast(recipe.train.precision, device), topk)
+
+
+def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) -> Iterator[tuple[str, str, float]]:
+    """(what, class name, probability) for each image file, or each row of each CSV file."""
+    model, info = load_model(recipe, path, device)
+    transform = build_transform(recipe.data.transforms.val)
+    resizes = any("Resize" in t.name or "Crop" in t.name for t in recipe.data.transforms.val)
+    for name in files:
+        for label, x in _inputs(Path(name), info, resizes):
+            x = transform(x) if transform else x
+            with torch.no_grad():
+                probabilities = model(x.unsqueeze(0).to(device)).softmax(dim=1)[0]
+            index = int(probabilities.argmax())
+            yield label, info.classes[index], float(probabilities[index])
+
+
+def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, object]]:
+    if info.image_mode is not None:
+        image = Image.open(path).convert(info.image_mode)
+        if info.image_size and not resizes and list(image.size) != info.image_size:
+            image = image.resize(tuple(info.image_size))
+        yield str(path), image
+        return
+    n_features = info.input_shape[0] if info.input_shape else None
+    with path.open(newline="") as file:
+        for number, row in enumerate(csv.reader(file), start=1):
+            try:
+                values = [float(v) for v in row[:n_features]]
+            except ValueError:
+                continue  # a header row
+            if len(values) != n_features:
+                raise ValueError(f"{path}:{number}: expected {n_features} numbers, got {len(row)} columns")
+            yield f"{path}:{number}", torch.tensor(values, dtype=torch.float32)

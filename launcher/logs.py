@@ -1,0 +1,132 @@
+"""What a run shows and records: the console, a plain log file, a progress bar, TensorBoard.
+
+Only rank 0 gets a `RunLogger`; every other rank gets a `NullLogger` with the same methods that
+does nothing, so the training loop has no `if rank == 0`. The plain-text log (Python's
+`logging`, logger name "launcher") is written by every rank to its own file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+log = logging.getLogger("launcher")
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Console lines that don't tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never take the run down
+            self.handleError(record)
+
+
+def setup_text_log(log_file: Path | None, console: bool) -> None:
+    """Send the launcher's messages to `log_file` (appending) and, if `console`, to the terminal."""
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    if console:
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, mode="a")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(file_handler)
+
+
+def close_text_log() -> None:
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+class Logger(Protocol):
+    def progress(self, batches: Iterable[T], total: int, description: str) -> Iterable[T]: ...
+    def scalars(self, values: dict[str, float], step: int) -> None: ...
+    def histograms(self, model: torch.nn.Module, step: int) -> None: ...
+    def image_grid(self, tag: str, images: torch.Tensor, step: int) -> None: ...
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullLogger:
+    """The logger of every rank but 0."""
+
+    def progress(self, batches: Iterable[T], total: int, description: str) -> Iterable[T]:
+        return batches
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def histograms(self, model: torch.nn.Module, step: int) -> None:
+        pass
+
+    def image_grid(self, tag: str, images: torch.Tensor, step: int) -> None:
+        pass
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RunLogger:
+    """Rank 0's TensorBoard writer and progress bar.
+
+    `resume_step`: the step of the checkpoint a resumed run starts from. Events a crashed run
+    logged after it are purged, so the curves continue without duplicate steps.
+    """
+
+    def __init__(self, tensorboard_dir: Path, resume_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = resume_step + 1 if resume_step is not None else None
+        self.writer = SummaryWriter(str(tensorboard_dir), purge_step=purge)
+
+    def progress(self, batches: Iterable[T], total: int, description: str) -> Iterator[T]:
+        # disable=None: a bar on a terminal, nothing in a log file or CI.
+        return iter(tqdm(batches, total=total, desc=description, disable=None, leave=False, dynamic_ncols=True))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def histograms(self, model: torch.nn.Module, step: int) -> None:
+        for name, parameter in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
+            if parameter.grad is not None:
+                self.writer.add_histogram(f"grads/{name}", parameter.grad.detach().float().cpu(), step)
+
+    def image_grid(self, tag: str, images: torch.Tensor, step: int) -> None:
+        import torchvision
+
+        if images.dim() == 4 and images.shape[1] in (1, 3):
+            grid = torchvision.utils.make_grid(images[:64].detach().float().cpu(), normalize=True, scale_each=True)
+            self.writer.add_image(tag, grid, step)
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        # Written into this run's own event file (SummaryWriter.add_hparams would make a subfolder);
+        # the metrics are the val/* scalars already logged, so TensorBoard's HParams tab finds them.
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        for summary in hparams_summary(hparams, metrics):
+            self.writer.file_writer.add_summary(summary)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,339 @@
+"""The recipe: one typed schema, its defaults, loading and command-line overrides.
+
+Precedence, written down once: command line (`key.sub=value`) > recipe file > the defaults below.
+
+Component sections (`data.dataset`, `model`, `loss`, `optimizer`, `scheduler`, each transform)
+hold a `name` plus the keyword arguments of what it names, flat beside it, so that
+`optimizer.lr=0.1` overrides the learning rate. Those arguments are checked against the
+signature of the resolved callable by `launcher.components`, not here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """A component by name plus the keyword arguments of what it names."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="A built-in name, a name from torch/torchvision, or 'module:attribute'.")
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _component_shorthand(value: Any) -> Any:
+    # `- ToTensor` in a transform list means `- {name: ToTensor}`.
+    return {"name": value} if isinstance(value, str) else value
+
+
+class DatasetSpec(Component):
+    """`digits`, `csv`, `ImageFolder`, a torchvision dataset (`MNIST`, `CIFAR10`...) or `module:attr`."""
+
+
+class Transforms(Section):
+    train: list[Component] = Field(default_factory=list, description="torchvision transforms, composed in order.")
+    val: list[Component] = Field(default_factory=list, description="Transforms for validation and prediction.")
+
+    @field_validator("train", "val", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return [_component_shorthand(v) for v in value] if isinstance(value, list) else value
+
+
+class Data(Section):
+    dataset: DatasetSpec
+    transforms: Transforms = Field(default_factory=Transforms)
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (seeded) when the dataset has no validation split of its own."
+    )
+    val_split_name: str = Field("test", description="For datasets taking `split=`: the split used for validation.")
+    classes: list[str] | None = Field(None, description="Class names, where the dataset does not say them.")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (per training process).")
+    pin_memory: bool | None = Field(None, description="Pin host memory; default: on when training on CUDA.")
+
+
+class Model(Component):
+    """A built-in (`mlp`, `small_cnn`), a torchvision model name, or `module:attr`."""
+
+    weights: str | None = Field(
+        None, description="Pretrained torchvision weights ('DEFAULT', 'IMAGENET1K_V1'...): downloaded once, then cached."
+    )
+    freeze: list[str] = Field(
+        default_factory=list, description="fnmatch patterns of parameter names to freeze ('*' = the whole backbone)."
+    )
+    replace_head: bool | None = Field(
+        None, description="Replace the last Linear layer to fit the number of classes; default: when `weights` is set."
+    )
+
+
+class Loss(Component):
+    name: str = "CrossEntropyLoss"
+
+
+class Optimizer(Component):
+    name: str = "AdamW"
+
+
+class Scheduler(Component):
+    interval: Literal["step", "epoch"] = Field(
+        "epoch", description="Step the schedule after every optimizer step or after every epoch."
+    )
+
+
+class Train(Section):
+    epochs: int | None = Field(10, ge=1, description="Epochs to train; training stops at `epochs` or `max_steps`, whichever comes first.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps to train.")
+    batch_size: int = Field(64, ge=1, description="Batch size per process.")
+    grad_accum_steps: int = Field(1, ge=1, description="Batches accumulated into one optimizer step.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Mixed precision: bf16 on CPU or CUDA, fp16 (with loss scaling) on CUDA only."
+    )
+    seed: int = 0
+    drop_last: bool = Field(True, description="Drop the last incomplete training batch of each epoch.")
+
+    @model_validator(mode="after")
+    def _has_a_length(self) -> Train:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set train.epochs or train.max_steps")
+        return self
+
+
+class Eval(Section):
+    every_n_epochs: int = Field(1, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="Default: train.batch_size.")
+    metrics: list[Literal["acc1", "acc5"]] = Field(
+        default_factory=lambda: ["acc1", "acc5"], description="Besides the loss; acc5 only where there are more than 5 classes."
+    )
+
+
+class Best(Section):
+    metric: str = Field("val/acc1", description="A logged validation metric: val/loss, val/acc1, val/acc5.")
+    mode: Literal["max", "min"] = "max"
+
+
+class Checkpoint(Section):
+    every_n_epochs: int | None = Field(1, ge=1)
+    every_n_steps: int | None = Field(None, ge=1)
+    keep_last: int = Field(3, ge=1, description="How many of the newest checkpoints to keep.")
+    best: Best | None = Field(default_factory=Best, description="Keep a separate best.pt by this metric (null: none).")
+
+
+class Logging(Section):
+    tensorboard_dir: str | None = Field(None, description="Default: <run folder>/tensorboard.")
+    every_n_steps: int = Field(10, ge=1)
+    histograms: bool = Field(False, description="Weight and gradient histograms at every evaluation.")
+    image_grid: bool = Field(False, description="An image grid of the first training batch.")
+
+
+class Run(Section):
+    name: str | None = Field(None, description="Default: the recipe file's name without .yaml.")
+    output: str = Field("runs", description="Run folders go to <output>/<name>/<run-id>/.")
+    import_paths: list[str] = Field(
+        default_factory=list, description="Folders searched for 'module:attr' components (the recipe's folder is added)."
+    )
+
+
+class Recipe(Section):
+    """The whole recipe. Each component gets only its own section."""
+
+    data: Data
+    model: Model
+    loss: Loss = Field(default_factory=Loss)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    scheduler: Scheduler | None = None
+    train: Train = Field(default_factory=Train)
+    eval: Eval = Field(default_factory=Eval)
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    logging: Logging = Field(default_factory=Logging)
+    run: Run = Field(default_factory=Run)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data with every default filled in: what `recipe.yaml` in a run folder holds."""
+        return self.model_dump(mode="json")
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class Problem(typing.NamedTuple):
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class RecipeError(Exception):
+    """Every problem found in a recipe, each with its dotted path."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun} in the recipe; nothing was run.\n{lines}")
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or ''."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean '{lowered[close[0]]}'?)" if close else ""
+
+
+def dotted(loc: typing.Iterable[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _section_class_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class that owns the keys at `loc`, to suggest names for an unknown key."""
+    cls: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            return None
+        cls = _model_in(field.annotation)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problems_from(error: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for item in error.errors():
+        loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and "[" in part))
+        path = dotted(loc)
+        if path in seen:  # a union reports one error per member: the first says enough
+            continue
+        seen.add(path)
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            owner = _section_class_at(loc[:-1])
+            hint = did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
+            problems.append(Problem(path, f"unknown key{hint}"))
+        elif kind == "missing":
+            problems.append(Problem(path, "required, but missing"))
+        elif kind == "value_error":
+            problems.append(Problem(path, item["msg"].removeprefix("Value error, ")))
+        else:
+            problems.append(Problem(path, f"{item['msg'][0].lower()}{item['msg'][1:]}, got {item['input']!r}"))
+    return problems
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=4` -> (['train', 'epochs'], 4). The value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError("command line", [Problem(text, "an override is written key.sub=value")])
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def is_override(text: str) -> bool:
+    key, sep, _ = text.partition("=")
+    return bool(sep) and key.replace(".", "").replace("_", "").isalnum()
+
+
+def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node: Any = tree
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, key, keys[: depth + 1])]
+            continue
+        if not isinstance(node.get(key), (dict, list)):
+            node[key] = {}
+        node = node[key]
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, keys)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list[Any], key: str, keys: list[str]) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise RecipeError("command line", [Problem(".".join(keys), f"no item {key} in a list of {len(node)}")])
+    return int(key)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise RecipeError(str(path), [Problem("", f"cannot read the recipe: {error.strerror}")]) from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(str(path), [Problem("", f"not valid YAML: {error}")]) from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise RecipeError(str(path), [Problem("", f"a recipe is a mapping of sections, got {type(tree).__name__}")])
+    return tree
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; every problem is raised together as a RecipeError.
+
+    This checks the schema only; `launcher.components.check` checks that the names resolve.
+    """
+    path = Path(path)
+    tree = read_yaml(path)
+    for text in overrides:
+        apply_override(tree, *parse_override(text))
+    run = tree.get("run")
+    if isinstance(run, dict) or run is None:
+        run = dict(run or {})
+        run.setdefault("name", path.name.removesuffix(".yaml").removesuffix(".yml"))
+        recipe_dir = str(path.resolve().parent)
+        paths = run.get("import_paths") or []
+        if isinstance(paths, list) and recipe_dir not in paths:
+            run["import_paths"] = [*paths, recipe_dir]
+        tree["run"] = run
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as error:
+        raise RecipeError(str(path), _problems_from(error)) from None
+
+
+def dump_recipe(recipe: Recipe, path: Path, header: str = "") -> None:
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    path.write_text(header + text)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "launcher recipe"
+    return schema

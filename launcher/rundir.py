@@ -1,0 +1,81 @@
+"""Run folders: `<output>/<name>/<run-id>/`, and finding the one to resume."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import checkpoint
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run."""
+
+    path: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.path / "recipe.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    def tensorboard(self, configured: str | None) -> Path:
+        return Path(configured) if configured else self.path / "tensorboard"
+
+
+def new_run_dir(output: str, name: str) -> RunDir:
+    """A new, empty run folder named by the time it starts (with a suffix if two start together)."""
+    parent = Path(output) / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return RunDir(path)
+    raise RuntimeError(f"could not create a run folder under {parent}")
+
+
+class NothingToResume(Exception):
+    """--resume found no checkpoint where it looked."""
+
+
+def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Path]:
+    """The run folder and checkpoint that `--resume [target]` means.
+
+    No target: the newest run of this recipe (`<output>/<name>/`) that has a checkpoint.
+    A folder: that run's newest checkpoint. A file: that checkpoint, in its run folder.
+    """
+    if target is None:
+        parent = Path(output) / name
+        runs = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) if parent.is_dir() else []
+        for run in reversed(runs):
+            found = checkpoint.latest(RunDir(run).checkpoints)
+            if found:
+                return RunDir(run), found
+        raise NothingToResume(f"--resume: no run of '{name}' with a checkpoint under {parent}")
+    path = Path(target)
+    if path.is_file():
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return RunDir(run), path
+    if path.is_dir():
+        run = RunDir(path.parent) if path.name == "checkpoints" else RunDir(path)
+        found = checkpoint.latest(run.checkpoints)
+        if found:
+            return run, found
+        raise NothingToResume(f"--resume {target}: no checkpoint in {run.checkpoints}")
+    raise NothingToResume(f"--resume {target}: no such file or folder")
