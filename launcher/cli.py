@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     args = _parser(command).parse_intermixed_args(argv)
+    if getattr(args, "resume", None) and is_override(args.resume):  # `--resume key=value`: no PATH was given
+        args.overrides.append(args.resume)
+        args.resume = "latest"
     logs.setup_text_log(None, console=True)
     try:
         if command == "schema":
@@ -66,8 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = [o for o in args.overrides if o not in files]
         if command == "predict" and not files:
             raise ValueError("launch predict: name at least one image or CSV file to predict")
-        recipe = load_recipe(args.recipe, overrides)
-        components.check(recipe, source=args.recipe)
+        recipe = load_recipe(args.recipe, overrides, check=components.problems_in)
         if command == "check" or getattr(args, "dry_run", False):
             return check(recipe)
         if command == "eval":

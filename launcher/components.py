@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torchvision
 
-from launcher.recipe import Component, Problem, Recipe, RecipeError, did_you_mean
+from launcher.recipe import Component, Problem, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -137,15 +137,34 @@ def accepts(factory: Any, parameter: str) -> bool:
     return parameter in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _unknown_arguments(factory: Any, names: typing.Iterable[str]) -> list[tuple[str, str]]:
+def _argument_problems(factory: Any, arguments: dict[str, Any]) -> list[tuple[str, str]]:
+    """(argument, problem) for each argument `factory` does not take, or takes as a number but got as text."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins have no signature: let the call decide
         return []
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return []
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return [(name, did_you_mean(name, known)) for name in names if name not in known]
+    where = getattr(factory, "__name__", "it")
+    problems = []
+    for name, value in arguments.items():
+        if name not in known and not open_ended:
+            problems.append((name, f"{where} takes no argument '{name}'{did_you_mean(name, known)}"))
+        elif name in params and isinstance(value, str) and _wants_a_number(params[name]):
+            problems.append((name, f"{where} wants a number for '{name}', got the text {value!r}"))
+    return problems
+
+
+def _wants_a_number(param: inspect.Parameter) -> bool:
+    """True where the annotation or the default says int/float and nothing textual."""
+    annotation = param.annotation
+    if isinstance(annotation, str):  # postponed annotations: read the words
+        words = set(annotation.replace("|", " ").replace(",", " ").replace("[", " ").replace("]", " ").split())
+        return bool(words) and words <= {"float", "int", "Tensor", "Union", "Optional", "None", "bool"} and bool(words & {"float", "int"})
+    if annotation is inspect.Parameter.empty:
+        return type(param.default) in (int, float)
+    members = set(typing.get_args(annotation)) or {annotation}
+    return bool(members & {int, float}) and str not in members and not members & {typing.Any, object}
 
 
 def _describe(value: Any) -> str:
@@ -158,35 +177,59 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _check_one(path: str, spec: Component, kind: Kind) -> list[Problem]:
+def _check_one(path: str, spec: Any, kind: Kind, schema: type[Component] = Component) -> list[Problem]:
+    """The problems of one component given as raw recipe data: a name, or a mapping with `name`.
+
+    `schema` gives the section's own keys (not arguments) and its default name, if any.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    default = schema.model_fields["name"].default
+    if isinstance(spec, dict) and "name" not in spec and isinstance(default, str):
+        spec = {**spec, "name": default}
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return []  # the schema reports a missing or mistyped name
+    name = spec["name"]
     try:
-        factory = resolve(spec.name, kind)
+        factory = resolve(name, kind)
     except ComponentError as error:
-        return [Problem(f"{path}.name", f"{error} (got {spec.name!r})")]
-    where = spec.name.split(":")[-1]
-    return [
-        Problem(f"{path}.{arg}", f"{where} takes no argument '{arg}'{hint}")
-        for arg, hint in _unknown_arguments(factory, spec.kwargs)
-    ]
+        return [Problem(f"{path}.name", str(error))]
+    arguments = {key: value for key, value in spec.items() if key not in schema.model_fields}
+    return [Problem(f"{path}.{arg}", message) for arg, message in _argument_problems(factory, arguments)]
 
 
-def check(recipe: Recipe, source: str = "recipe") -> None:
-    """Resolve every component in the recipe; raise one RecipeError listing every problem."""
-    use_import_paths(recipe.run.import_paths)
-    problems = _check_one("data.dataset", recipe.data.dataset, DATASET)
+def problems_in(tree: dict[str, Any]) -> list[Problem]:
+    """Check every component of a raw recipe: names resolve to the right kind, arguments fit."""
+    from launcher.recipe import Loss, Model, Optimizer, Scheduler
+
+    def section(*keys: str) -> Any:
+        node: Any = tree
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    paths = section("run", "import_paths")
+    use_import_paths(paths if isinstance(paths, list) else [])
+    problems = _check_one("data.dataset", section("data", "dataset"), DATASET)
     for split in ("train", "val"):
-        for index, spec in enumerate(getattr(recipe.data.transforms, split)):
+        specs = section("data", "transforms", split)
+        for index, spec in enumerate(specs if isinstance(specs, list) else []):
             problems += _check_one(f"data.transforms.{split}.{index}", spec, TRANSFORM)
-    problems += _check_one("model", recipe.model, MODEL)
-    problems += _check_one("loss", recipe.loss, LOSS)
-    problems += _check_one("optimizer", recipe.optimizer, OPTIMIZER)
-    if recipe.scheduler is not None:
-        problems += _check_one("scheduler", recipe.scheduler, SCHEDULER)
-    if recipe.checkpoint.best is not None and recipe.checkpoint.best.metric not in VAL_METRICS:
-        metric = recipe.checkpoint.best.metric
-        problems.append(Problem("checkpoint.best.metric", f"unknown metric {metric!r}{did_you_mean(metric, VAL_METRICS)}"))
-    if problems:
-        raise RecipeError(source, problems)
+    problems += _check_one("model", section("model"), MODEL, Model)
+    problems += _check_one("loss", section("loss"), LOSS, Loss)
+    problems += _check_one("optimizer", section("optimizer"), OPTIMIZER, Optimizer)
+    problems += _check_one("scheduler", section("scheduler"), SCHEDULER, Scheduler)
+    problems += _weights_problems(section("model"))
+    return problems
 
 
-VAL_METRICS = ("val/loss", "val/acc1", "val/acc5")
+def _weights_problems(model: Any) -> list[Problem]:
+    if not isinstance(model, dict) or not isinstance(model.get("weights"), str):
+        return []
+    name, weights = model.get("name"), model["weights"]
+    if name not in torchvision.models.list_models():
+        return [Problem("model.weights", f"pretrained weights come from torchvision models; {name!r} is not one")]
+    choices = [w.name for w in torchvision.models.get_model_weights(name)] + ["DEFAULT"]
+    if weights not in choices:
+        return [Problem("model.weights", f"{name} has no weights {weights!r}; choose from {choices}{did_you_mean(weights, choices)}")]
+    return []

@@ -281,4 +281,7 @@ def eval_loader(dataset: Dataset, section: Data, *, batch_size: int, pin: bool) 
         num_workers=section.num_workers,
         pin_memory=pin,
         persistent_workers=section.num_workers > 0,
+        # Its own generator: an iterator draws a seed from it, and evaluating must not move the
+        # global random state, or a run that evaluated more often would train differently.
+        generator=torch.Generator().manual_seed(0),
     )

@@ -56,7 +56,7 @@ def close_text_log() -> None:
 
 
 class Logger(Protocol):
-    def progress(self, batches: Iterable[T], total: int, description: str) -> Iterable[T]: ...
+    def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterable[T]: ...
     def scalars(self, values: dict[str, float], step: int) -> None: ...
     def histograms(self, model: torch.nn.Module, step: int) -> None: ...
     def image_grid(self, tag: str, images: torch.Tensor, step: int) -> None: ...
@@ -67,7 +67,7 @@ class Logger(Protocol):
 class NullLogger:
     """The logger of every rank but 0."""
 
-    def progress(self, batches: Iterable[T], total: int, description: str) -> Iterable[T]:
+    def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterable[T]:
         return batches
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -99,9 +99,13 @@ class RunLogger:
         purge = resume_step + 1 if resume_step is not None else None
         self.writer = SummaryWriter(str(tensorboard_dir), purge_step=purge)
 
-    def progress(self, batches: Iterable[T], total: int, description: str) -> Iterator[T]:
+    def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterator[T]:
         # disable=None: a bar on a terminal, nothing in a log file or CI.
-        return iter(tqdm(batches, total=total, desc=description, disable=None, leave=False, dynamic_ncols=True))
+        bar = tqdm(batches, total=total, initial=done, desc=description, disable=None, leave=False, dynamic_ncols=True)
+        try:
+            yield from bar
+        finally:
+            bar.close()
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

@@ -11,6 +11,7 @@ signature of the resolved callable by `launcher.components`, not here.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -124,7 +125,7 @@ class Eval(Section):
 
 
 class Best(Section):
-    metric: str = Field("val/acc1", description="A logged validation metric: val/loss, val/acc1, val/acc5.")
+    metric: Literal["val/loss", "val/acc1", "val/acc5"] = "val/acc1"
     mode: Literal["max", "min"] = "max"
 
 
@@ -252,12 +253,34 @@ def _problems_from(error: ValidationError) -> list[Problem]:
 # --- loading --------------------------------------------------------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, reading 1e-3 as a number as YAML 1.2 does (YAML 1.1 wants 1.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a subclass of SafeLoader
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.epochs=4` -> (['train', 'epochs'], 4). The value is read as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError("command line", [Problem(text, "an override is written key.sub=value")])
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+    return key.split("."), yaml_load(raw) if raw.strip() else None
 
 
 def is_override(text: str) -> bool:
@@ -293,7 +316,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise RecipeError(str(path), [Problem("", f"cannot read the recipe: {error.strerror}")]) from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml_load(text)
     except yaml.YAMLError as error:
         raise RecipeError(str(path), [Problem("", f"not valid YAML: {error}")]) from None
     if tree is None:
@@ -303,10 +326,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
-def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+def load_recipe(
+    path: str | Path,
+    overrides: typing.Sequence[str] = (),
+    check: typing.Callable[[dict[str, Any]], list[Problem]] | None = None,
+) -> Recipe:
     """Read, override and validate a recipe; every problem is raised together as a RecipeError.
 
-    This checks the schema only; `launcher.components.check` checks that the names resolve.
+    `check` looks further than the schema (`launcher.components.problems_in`: do the names
+    resolve, do the arguments fit); its problems are reported with the schema's.
     """
     path = Path(path)
     tree = read_yaml(path)
@@ -321,10 +349,19 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         if isinstance(paths, list) and recipe_dir not in paths:
             run["import_paths"] = [*paths, recipe_dir]
         tree["run"] = run
+    recipe, problems = None, []
     try:
-        return Recipe.model_validate(tree)
+        recipe = Recipe.model_validate(tree)
     except ValidationError as error:
-        raise RecipeError(str(path), _problems_from(error)) from None
+        problems = _problems_from(error)
+    if check is not None:
+        problems += check(tree)
+    if problems:
+        order = list(Recipe.model_fields)
+        problems.sort(key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order))
+        raise RecipeError(str(path), problems)
+    assert recipe is not None
+    return recipe
 
 
 def dump_recipe(recipe: Recipe, path: Path, header: str = "") -> None:

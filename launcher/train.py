@@ -83,7 +83,8 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
         seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size, pin=pin,
     )  # fmt: skip
     val_batches = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or cfg.batch_size, pin=pin)
-    if len(train_batches) == 0:
+    batches_per_epoch = len(train_batches)  # a whole epoch's; a resumed epoch yields fewer
+    if batches_per_epoch == 0:
         raise ValueError(
             f"no full training batch: {len(data.train)} samples, train.batch_size={cfg.batch_size}; "
             "lower the batch size or set train.drop_last=false"
@@ -91,7 +92,7 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
     model = build_model(recipe.model, data.info).to(device)
     loss_fn = build_loss(recipe.loss).to(device)
     optimizer = build_optimizer(recipe.optimizer, model.parameters())
-    steps_per_epoch = math.ceil(len(train_batches) / cfg.grad_accum_steps)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     epochs = _epochs(cfg.epochs, cfg.max_steps, steps_per_epoch)
     max_steps = min(cfg.max_steps or math.inf, epochs * steps_per_epoch)
     per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
@@ -152,7 +153,7 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
             start_epoch(train_batches, epoch, skip_batches=progress.batches_done)
             window_loss, window_batches, window_samples = torch.zeros((), device=device), 0, 0
             window_start = time.perf_counter()
-            batches = logger.progress(train_batches, total=len(train_batches), description=f"epoch {epoch + 1}/{epochs}")
+            batches = logger.progress(train_batches, total=batches_per_epoch, done=progress.batches_done, description=f"epoch {epoch + 1}/{epochs}")
             for inputs, targets in batches:
                 if progress.step == 0 and progress.batches_done == 0 and recipe.logging.image_grid:
                     logger.image_grid("train/batch", inputs, step=0)
@@ -165,7 +166,7 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
                 window_loss += loss.detach()
                 window_batches += 1
                 window_samples += len(targets)
-                if progress.batches_done % cfg.grad_accum_steps and progress.batches_done < len(train_batches):
+                if progress.batches_done % cfg.grad_accum_steps and progress.batches_done < batches_per_epoch:
                     continue
 
                 # --- one optimizer step ---
@@ -190,13 +191,13 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
                     log.debug("step %d: %s", progress.step, values)
                     window_loss, window_batches, window_samples = torch.zeros((), device=device), 0, 0
                     window_start = time.perf_counter()
-                if _due(recipe.checkpoint.every_n_steps, progress.step) and progress.batches_done < len(train_batches):
+                if _due(recipe.checkpoint.every_n_steps, progress.step) and progress.batches_done < batches_per_epoch:
                     save()  # mid-epoch; at the end of an epoch the save below covers this step
                 if progress.step >= max_steps:
                     break
 
             # --- end of epoch: schedule, evaluation, checkpoint ---
-            finished = progress.batches_done >= len(train_batches)
+            finished = progress.batches_done >= batches_per_epoch
             progress.epoch, progress.batches_done = (epoch + 1, 0) if finished else (epoch, progress.batches_done)
             last = progress.epoch >= epochs or progress.step >= max_steps
             if scheduler is not None and not per_step and not needs_metric(scheduler):

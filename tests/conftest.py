@@ -1,0 +1,39 @@
+"""Shared helpers: run `launch` in this process and find what a run wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from launcher.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+
+
+@pytest.fixture(autouse=True)
+def _small_and_repeatable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bitwise comparisons between runs need the same thread count in each run.
+    torch.set_num_threads(2)
+
+
+def launch(*args: str | Path) -> int:
+    """Run the `launch` command in this process; return its exit code."""
+    return main([str(a) for a in args])
+
+
+def run_dirs(output: Path, name: str) -> list[Path]:
+    """The run folders of recipe `name` under `output`, oldest first."""
+    parent = output / name
+    return sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) if parent.is_dir() else []
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in the run's TensorBoard logs, read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}

@@ -1,0 +1,163 @@
+"""Recipe loading: defaults, overrides and precedence, and every kind of error with its dotted path."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import RECIPES, launch
+from launcher import components
+from launcher.recipe import Recipe, RecipeError, json_schema, load_recipe
+
+MINIMAL = """
+data: {dataset: {name: digits}}
+model: {name: small_cnn}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load(path: Path, *overrides: str) -> Recipe:
+    return load_recipe(path, overrides, check=components.problems_in)
+
+
+def problems(path: Path, *overrides: str) -> dict[str, str]:
+    with pytest.raises(RecipeError) as caught:
+        load(path, *overrides)
+    return {p.path: p.message for p in caught.value.problems}
+
+
+def test_defaults_fill_every_section(tmp_path: Path) -> None:
+    recipe = load(write(tmp_path, MINIMAL, "tiny.yaml"))
+    assert recipe.train.epochs == 10 and recipe.train.batch_size == 64 and recipe.train.grad_accum_steps == 1
+    assert recipe.optimizer.name == "AdamW" and recipe.loss.name == "CrossEntropyLoss" and recipe.scheduler is None
+    assert recipe.checkpoint.keep_last == 3 and recipe.checkpoint.best.metric == "val/acc1"
+    assert recipe.run.name == "tiny"  # from the file name
+    assert str(tmp_path) in recipe.run.import_paths  # the recipe's folder, for user code
+
+
+def test_precedence_command_line_over_file_over_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "train: {epochs: 3, batch_size: 16}\noptimizer: {name: SGD, lr: 0.5}\n")
+    recipe = load(path, "train.epochs=7", "optimizer.momentum=0.9", "scheduler={name: StepLR, step_size: 2}")
+    assert recipe.train.epochs == 7  # command line beats the file
+    assert recipe.train.batch_size == 16  # the file beats the default
+    assert recipe.train.seed == 0  # the default where neither says
+    assert recipe.optimizer.kwargs == {"lr": 0.5, "momentum": 0.9}
+    assert recipe.scheduler is not None and recipe.scheduler.kwargs == {"step_size": 2}
+
+
+def test_override_values_are_yaml_typed(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    recipe = load(path, "optimizer.lr=1e-3", "model.freeze=[a.*, b]", "train.grad_clip=1", "checkpoint.best=null")
+    assert recipe.optimizer.kwargs["lr"] == 0.001  # 1e-3 is a number, as in YAML 1.2
+    assert recipe.model.freeze == ["a.*", "b"]
+    assert recipe.train.grad_clip == 1.0 and recipe.checkpoint.best is None
+
+
+def test_override_into_a_list_item(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "  \ndata:\n  dataset: {name: digits}\n  transforms: {train: [ToTensor, {name: Normalize, mean: [0.5], std: [0.5]}]}\n")
+    recipe = load(path, "data.transforms.train.1.std=[0.25]")
+    assert recipe.data.transforms.train[1].kwargs["std"] == [0.25]
+    assert "data.transforms.train.5" in problems(path, "data.transforms.train.5.std=1")
+
+
+def test_unknown_keys_everywhere_with_did_you_mean(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "train: {epocs: 3}\nchekpoint: {keep_last: 2}\n")
+    found = problems(path, "logging.every_n_step=5")
+    assert found["train.epocs"] == "unknown key (did you mean 'epochs'?)"
+    assert found["chekpoint"] == "unknown key (did you mean 'checkpoint'?)"
+    assert found["logging.every_n_step"] == "unknown key (did you mean 'every_n_steps'?)"
+
+
+def test_wrong_types_name_the_value(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, MINIMAL + "train: {epochs: ten, batch_size: 0, precision: fp8}\n"))
+    assert "valid integer" in found["train.epochs"] and "'ten'" in found["train.epochs"]
+    assert "greater than or equal to 1" in found["train.batch_size"]
+    assert "'fp8'" in found["train.precision"]
+
+
+def test_missing_required_fields(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, "model: {width: 3}\n"))
+    assert found["data"] == "required, but missing"
+    assert found["model.name"] == "required, but missing"
+
+
+def test_bad_component_names_with_did_you_mean(tmp_path: Path) -> None:
+    text = """
+    data:
+      dataset: {name: digitz}
+      transforms: {train: [ToTensr]}
+    model: {name: resnet19}
+    loss: {name: CrossEntropy}
+    optimizer: {name: Adamm}
+    scheduler: {name: CosineAnealingLR}
+    """
+    found = problems(write(tmp_path, text))
+    assert "did you mean 'digits'" in found["data.dataset.name"]
+    assert "did you mean 'ToTensor'" in found["data.transforms.train.0.name"]
+    assert "did you mean 'resnet18'" in found["model.name"]
+    assert "did you mean 'CrossEntropyLoss'" in found["loss.name"]
+    assert "did you mean 'Adam'" in found["optimizer.name"]
+    assert "did you mean 'CosineAnnealingLR'" in found["scheduler.name"]
+
+
+def test_component_arguments_are_checked_against_the_signature(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    found = problems(path, "optimizer.lrr=0.1", "model.widht=8", "loss.label_smothing=0.1", "scheduler={name: StepLR, step_sise: 1}")
+    assert "did you mean 'lr'" in found["optimizer.lrr"]
+    assert "did you mean 'width'" in found["model.widht"]
+    assert "did you mean 'label_smoothing'" in found["loss.label_smothing"]
+    assert "did you mean 'step_size'" in found["scheduler.step_sise"]
+    assert "got the text 'fast'" in problems(path, "optimizer.lr=fast")["optimizer.lr"]
+
+
+def test_user_components_of_the_wrong_kind_say_what_they_are(tmp_path: Path) -> None:
+    (tmp_path / "mine.py").write_text(
+        "import torch\n"
+        "class NotAModel(torch.utils.data.Dataset):\n    pass\n"
+        "NOT_CALLABLE = 3\n"
+    )
+    path = write(tmp_path, "data: {dataset: {name: 'mine:NOT_CALLABLE'}}\nmodel: {name: 'mine:NotAModel'}\noptimizer: {name: 'mine:Nope'}\n")
+    found = problems(path)
+    assert "mine.NotAModel" in found["model.name"] and "not a torch.nn.modules.module.Module" in found["model.name"]
+    assert "is a int" in found["data.dataset.name"]
+    assert "has no 'Nope'" in found["optimizer.name"]
+    assert "cannot import module 'nowhere'" in problems(path, "model.name=nowhere:Net")["model.name"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "data: {dataset: {name: digitz}}\nmodel: {name: small_cnn, widht: 3}\ntrain: {epocs: 1, batch_size: x}\n")
+    assert set(problems(path)) == {"data.dataset.name", "model.widht", "train.epocs", "train.batch_size"}
+
+
+def test_malformed_files(tmp_path: Path) -> None:
+    assert "not valid YAML" in str(problems(write(tmp_path, "data: {\n")))
+    assert "a mapping of sections" in str(problems(write(tmp_path, "[1, 2]\n")))
+    assert "cannot read the recipe" in str(problems(tmp_path / "absent.yaml"))
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "run: {name: !!python/object/apply:os.system ['echo pwned']}\n")
+    assert "not valid YAML" in str(problems(path))
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(recipe: Path) -> None:
+    loaded = load(recipe)
+    assert recipe.read_text().startswith("# yaml-language-server: $schema=recipe.schema.json")
+    assert loaded.run.name == recipe.stem
+
+
+def test_shipped_schema_file_matches_launch_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert launch("schema") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json_schema()
+    assert json.loads((RECIPES / "recipe.schema.json").read_text()) == printed, "regenerate: launch schema > recipes/recipe.schema.json"
+    assert {"data", "model", "optimizer", "train", "checkpoint", "logging", "run"} <= set(printed["properties"])
