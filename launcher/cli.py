@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from launcher import components
+from launcher.errors import UserError
 from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_schema, load_recipe
 
 log = logging.getLogger("launcher")
@@ -32,7 +33,8 @@ USAGE_ERROR = 2
 def _parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="launch" if command == "train" else f"launch {command}",
-        description=__doc__.split("\n\n")[0] if command == "train" else None,
+        description=__doc__ if command == "train" else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Overrides: any recipe key as key.sub=value, the value read as YAML (train.epochs=4, scheduler=null).",
     )
     if command == "schema":
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = [o for o in args.overrides if not is_override(o)] if command == "predict" else []
         overrides = [o for o in args.overrides if o not in files]
         if command == "predict" and not files:
-            raise ValueError("launch predict: name at least one image or CSV file to predict")
+            raise UserError("launch predict: name at least one image or CSV file to predict")
         recipe = load_recipe(args.recipe, overrides, check=components.problems_in)
         if command == "check" or getattr(args, "dry_run", False):
             return check(recipe)
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except _user_errors() as error:
+    except (UserError, FileNotFoundError) as error:
         log.error("error: %s", error)
         return 1
     except Exception:
@@ -91,15 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logs.close_text_log()
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message says it all: no traceback for these."""
-    from launcher.components import ComponentError
-    from launcher.models import WeightsUnavailable
-    from launcher.rundir import NothingToResume
-
-    return (ComponentError, WeightsUnavailable, NothingToResume, FileNotFoundError, ValueError)
 
 
 def train(recipe: Recipe, recipe_path: str, force_cpu: bool, resume: str | None) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torchvision
 
+from launcher.errors import UserError
 from launcher.recipe import Component, Problem, did_you_mean
 
 
@@ -42,7 +43,7 @@ def _classes_in(module: Any, base: type) -> dict[str, Any]:
 def _datasets() -> dict[str, Any]:
     from launcher import data
 
-    return {**data.BUILTIN_DATASETS, **_classes_in(torchvision.datasets, torch.utils.data.Dataset)}
+    return {**_classes_in(torchvision.datasets, torch.utils.data.Dataset), **data.BUILTIN_DATASETS}
 
 
 def _transforms() -> dict[str, Any]:
@@ -77,7 +78,7 @@ SCHEDULER = Kind(
 )
 
 
-class ComponentError(Exception):
+class ComponentError(UserError):
     """A name that does not resolve, or resolves to the wrong kind of thing."""
 
 

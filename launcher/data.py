@@ -15,7 +15,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from launcher import components
+from launcher.errors import UserError
 from launcher.recipe import Data
+
+
+class DataError(UserError):
+    """The data is not what the recipe says: a missing folder, a malformed table."""
 
 
 class Digits(Dataset):
@@ -56,7 +61,7 @@ class CsvTable(Dataset):
         index = {name: i for i, name in enumerate(self.classes)}
         unknown = sorted(set(labels) - set(index))
         if unknown:
-            raise ValueError(f"{path}: targets {unknown[:5]} are not among the classes {self.classes[:10]}")
+            raise DataError(f"{path}: targets {unknown[:5]} are not among the classes {self.classes[:10]}")
         self.features = torch.tensor([[float(v) for v in row[:-1]] for row in rows], dtype=torch.float32)
         self.targets = [index[label] for label in labels]
 
@@ -67,11 +72,11 @@ class CsvTable(Dataset):
         if rows and not _is_number(rows[0][0]):
             rows = rows[1:]  # a header row
         if not rows:
-            raise ValueError(f"{path}: no data rows")
+            raise DataError(f"{path}: no data rows")
         width = len(rows[0])
         for line, row in enumerate(rows, start=2):
             if len(row) != width or not all(_is_number(v) for v in row[:-1]):
-                raise ValueError(f"{path}: row {line} is not {width - 1} numbers and a target: {row}")
+                raise DataError(f"{path}: row {line} is not {width - 1} numbers and a target: {row}")
         return rows
 
     def __len__(self) -> int:
@@ -107,7 +112,7 @@ def image_folder_splits(root: str, val_root: str | None = None) -> tuple[Dataset
     if val_root is None and (base / "train").is_dir() and (base / "val").is_dir():
         root, val_root = str(base / "train"), str(base / "val")
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"ImageFolder root {root} is not a folder")
+        raise DataError(f"ImageFolder root {root} is not a folder")
     return folder(root), folder(val_root) if val_root else None
 
 
@@ -191,7 +196,7 @@ def build_datasets(section: Data, seed: int) -> Datasets:
     raw_input = train[0][0]
     classes = section.classes or _classes_of(train) or _classes_of(val)
     if classes is None:
-        raise ValueError("the dataset does not say its classes: set data.classes to the list of class names")
+        raise DataError("the dataset does not say its classes: set data.classes to the list of class names")
     train = Transformed(train, build_transform(section.transforms.train))
     val = Transformed(val, build_transform(section.transforms.val))
     x = train[0][0]

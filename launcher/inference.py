@@ -11,6 +11,7 @@ from PIL import Image
 
 from launcher import checkpoint
 from launcher.data import DataInfo, build_datasets, build_transform, eval_loader
+from launcher.errors import UserError
 from launcher.evaluate import evaluate
 from launcher.models import build_model
 from launcher.optim import build_loss
@@ -66,5 +67,5 @@ def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, ob
             except ValueError:
                 continue  # a header row
             if len(values) != n_features:
-                raise ValueError(f"{path}:{number}: expected {n_features} numbers, got {len(row)} columns")
+                raise UserError(f"{path}:{number}: expected {n_features} numbers, got {len(row)} columns")
             yield f"{path}:{number}", torch.tensor(values, dtype=torch.float32)

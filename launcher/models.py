@@ -18,6 +18,7 @@ from torch import nn
 
 from launcher import components
 from launcher.data import DataInfo
+from launcher.errors import UserError
 from launcher.recipe import Model
 
 
@@ -75,7 +76,7 @@ class SmallCNN(nn.Module):
 BUILTIN_MODELS = {"mlp": MLP, "small_cnn": SmallCNN}
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(UserError):
     """Pretrained weights could not be had (typically: no network and nothing cached)."""
 
 

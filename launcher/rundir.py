@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher import checkpoint
+from launcher.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def new_run_dir(output: str, name: str) -> RunDir:
     raise RuntimeError(f"could not create a run folder under {parent}")
 
 
-class NothingToResume(Exception):
+class NothingToResume(UserError):
     """--resume found no checkpoint where it looked."""
 
 

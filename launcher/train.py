@@ -16,6 +16,7 @@ import torch
 
 from launcher import checkpoint
 from launcher.data import build_datasets, eval_loader, start_epoch, train_loader
+from launcher.errors import UserError
 from launcher.evaluate import evaluate
 from launcher.logs import Logger, NullLogger, RunLogger
 from launcher.models import build_model, count_parameters
@@ -85,7 +86,7 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
     val_batches = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or cfg.batch_size, pin=pin)
     batches_per_epoch = len(train_batches)  # a whole epoch's; a resumed epoch yields fewer
     if batches_per_epoch == 0:
-        raise ValueError(
+        raise UserError(
             f"no full training batch: {len(data.train)} samples, train.batch_size={cfg.batch_size}; "
             "lower the batch size or set train.drop_last=false"
         )
@@ -102,7 +103,7 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
     topk = tuple(k for k in (1, 5) if f"acc{k}" in recipe.eval.metrics and k <= data.info.num_classes)
     best = recipe.checkpoint.best
     if best is not None and best.metric not in ["val/loss", *(f"val/acc{k}" for k in topk)]:
-        raise ValueError(f"checkpoint.best.metric={best.metric} is not measured for this run (eval.metrics, class count)")
+        raise UserError(f"checkpoint.best.metric={best.metric} is not measured for this run (eval.metrics, class count)")
 
     trainables = Trainables(model, optimizer, scheduler, scaler)
 

@@ -1,0 +1,82 @@
+"""Checkpoint files: atomic writes, what counts as a checkpoint, keep-last-K, safe loading, RNG state."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from launcher import checkpoint
+
+
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = checkpoint.save({"w": torch.arange(5)}, checkpoint.step_path(tmp_path, 7))
+    assert path.name == "step-00000007.pt"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert torch.equal(checkpoint.load(path)["w"], torch.arange(5))
+
+
+def test_a_failed_write_keeps_the_previous_file_whole(tmp_path: Path) -> None:
+    path = checkpoint.save({"w": torch.ones(3)}, tmp_path / "best.pt")
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk trouble halfway")
+
+    with pytest.raises(RuntimeError, match="halfway"):
+        checkpoint.save({"w": torch.zeros(3), "bad": Unpicklable()}, path)
+    assert torch.equal(checkpoint.load(path)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_only_complete_step_files_count(tmp_path: Path) -> None:
+    for step in (30, 4, 100):
+        checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
+    (tmp_path / ".step-00000200.pt.123.tmp").write_bytes(b"half a checkpoint")  # a crash mid-write
+    (tmp_path / "best.pt").write_bytes(b"x")
+    assert [p.name for p in checkpoint.saved_steps(tmp_path)] == ["step-00000004.pt", "step-00000030.pt", "step-00000100.pt"]
+    assert checkpoint.latest(tmp_path).name == "step-00000100.pt"
+    assert checkpoint.latest(tmp_path / "absent") is None
+
+
+def test_prune_keeps_the_newest(tmp_path: Path) -> None:
+    for step in range(1, 7):
+        checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
+    checkpoint.save({"best": True}, tmp_path / checkpoint.BEST)
+    assert checkpoint.prune(tmp_path, keep_last=2) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "step-00000005.pt", "step-00000006.pt"]
+
+
+def test_prune_reports_what_it_could_not_delete(tmp_path: Path) -> None:
+    stuck = checkpoint.step_path(tmp_path, 1)
+    stuck.mkdir()  # a folder where a file should be: unlink fails, even for root
+    for step in range(2, 4):
+        checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
+    assert checkpoint.prune(tmp_path, keep_last=1) == [stuck]
+    assert not checkpoint.step_path(tmp_path, 2).exists() and checkpoint.step_path(tmp_path, 3).exists()
+
+
+def test_loading_refuses_code(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "step-00000001.pt"
+    with path.open("wb") as file:
+        pickle.dump({"model": Payload()}, file, protocol=2)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint.load(path)
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> None:
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    path = checkpoint.save({"rng": checkpoint.rng_states()}, tmp_path / "rng.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    checkpoint.restore_rng_states(checkpoint.load(path)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn()) == expected
