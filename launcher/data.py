@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import urllib.error
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,21 @@ def open_splits(section: Data) -> tuple[Dataset, Dataset | None]:
 
 
 def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
-    return components.expect(factory(**spec.kwargs, **split), components.DATASET, spec.name)
+    try:
+        made = factory(**spec.kwargs, **split)
+    except (urllib.error.URLError, RuntimeError) as error:
+        # torchvision says "Error downloading ..." (after trying its mirrors) or "Dataset not found".
+        text = str(getattr(error, "reason", error))
+        if not isinstance(error, urllib.error.URLError) and not text.startswith(("Error downloading", "Dataset not found")):
+            raise
+        root = spec.kwargs.get("root", "?")
+        if spec.kwargs.get("download"):
+            raise DataError(
+                f"data.dataset: could not download {spec.name} into {root} ({text.splitlines()[0]}). This machine "
+                f"looks offline: download it once where there is a network and copy the folder to {root}."
+            ) from None
+        raise DataError(f"data.dataset: {spec.name} is not in {root}; set data.dataset.download=true to download it") from None
+    return components.expect(made, components.DATASET, spec.name)
 
 
 def build_datasets(section: Data, seed: int) -> Datasets:

@@ -73,7 +73,19 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-BUILTIN_MODELS = {"mlp": MLP, "small_cnn": SmallCNN}
+def resnet_cifar(num_classes: int, arch: str = "resnet18") -> nn.Module:
+    """A torchvision ResNet adapted to 32x32 images, as in the CIFAR literature.
+
+    The ImageNet stem (7x7 stride-2 convolution, then max pooling) shrinks a 32x32 image to 8x8
+    before the first block; a 3x3 stride-1 convolution and no pooling keep the detail.
+    """
+    model = torchvision.models.get_model(arch, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+BUILTIN_MODELS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet_cifar": resnet_cifar}
 
 
 class WeightsUnavailable(UserError):

@@ -248,3 +248,25 @@ def test_finetune_from_cached_weights_freezes_the_backbone_and_fits_the_head(tmp
         assert torch.equal(trained[name], pretrained[name]), name
     assert "(1,539 trainable)" in (run / "log.txt").read_text()  # 512 * 3 + 3
     assert ROOT.exists()
+
+
+def test_torchvision_download_offline_gives_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", "check", str(ROOT / "recipes" / "cifar10_resnet18.yaml"), f"data.dataset.root={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"data.dataset: could not download CIFAR10 into {tmp_path}" in result.stderr
+    assert "This machine looks offline" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shipped_tabular_recipe_on_iris(tmp_path: Path) -> None:
+    # As shipped, from the repository root: the recipe's CSV path is relative to the working directory.
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", "recipes/tabular_csv.yaml", "--cpu", f"run.output={tmp_path}"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = run_dirs(tmp_path, "tabular_csv")
+    assert json.loads((run / "metrics.json").read_text())["final"]["val/acc1"] >= 0.9
+    assert "120 training / 30 validation samples, 3 classes" in (run / "log.txt").read_text()
