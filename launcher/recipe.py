@@ -139,7 +139,7 @@ class Checkpoint(Section):
 class Logging(Section):
     tensorboard_dir: str | None = Field(None, description="Default: <run folder>/tensorboard.")
     every_n_steps: int = Field(10, ge=1)
-    histograms: bool = Field(False, description="Weight and gradient histograms at every evaluation.")
+    histograms: bool = Field(False, description="Weight and gradient histograms at the last step of every epoch.")
     image_grid: bool = Field(False, description="An image grid of the first training batch.")
 
 

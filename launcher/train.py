@@ -106,6 +106,7 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
         raise UserError(f"checkpoint.best.metric={best.metric} is not measured for this run (eval.metrics, class count)")
 
     trainables = Trainables(model, optimizer, scheduler, scaler)
+    progress = Progress()
 
     def save(name: str | None = None) -> None:
         """Rank 0 writes a checkpoint; step checkpoints beyond the last K are deleted."""
@@ -122,7 +123,6 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
         for stuck in checkpoint.prune(run.checkpoints, recipe.checkpoint.keep_last):
             log.warning("could not delete the old checkpoint %s; training goes on", stuck)
 
-    progress = Progress()
     if resume_from is not None:
         state = checkpoint.load(resume_from)
         trainables.load_state_dict(state)
@@ -176,10 +176,12 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
-                optimizer.zero_grad(set_to_none=True)
                 progress.step += 1
                 if per_step:
                     scheduler.step()
+                if recipe.logging.histograms and (progress.batches_done == batches_per_epoch or progress.step == max_steps):
+                    logger.histograms(model, progress.step)  # at an epoch's last step, while the gradients exist
+                optimizer.zero_grad(set_to_none=True)
 
                 if progress.step % recipe.logging.every_n_steps == 0:
                     seconds = time.perf_counter() - window_start
@@ -206,8 +208,6 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
             if _due(recipe.eval.every_n_epochs, progress.epoch) or last:
                 metrics = evaluate(model, val_batches, loss_fn, device, mixed_precision, topk)
                 logger.scalars(metrics, progress.step)
-                if recipe.logging.histograms:
-                    logger.histograms(model, progress.step)
                 if needs_metric(scheduler):
                     scheduler.step(metrics["val/loss"])
                 log.info("epoch %d/%d  step %d  %s", epoch + 1, epochs, progress.step, _fmt(metrics))

@@ -1,0 +1,79 @@
+"""Training switches: gradient accumulation, clipping, mixed precision, histograms, image grids, hparams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import RECIPES, ROOT, launch, run_dirs
+
+pytestmark = pytest.mark.slow
+
+IRIS = ROOT / "recipes" / "tabular_csv.yaml"
+# Iris without the input BatchNorm, so a batch's result does not depend on how it is split.
+PLAIN_MLP = ("model.normalize_input=false", f"data.dataset.path={ROOT / 'recipes' / 'data' / 'iris.csv'}", "optimizer={name: SGD, lr: 0.1}")
+
+
+def _final_model(output: Path, name: str) -> dict[str, torch.Tensor]:
+    (run,) = run_dirs(output, name)
+    return torch.load(sorted((run / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)["model"]
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
+    big, accumulated = tmp_path / "big", tmp_path / "accumulated"
+    assert launch(IRIS, "--cpu", f"run.output={big}", "train.batch_size=32", "train.max_steps=3", *PLAIN_MLP) == 0
+    assert launch(
+        IRIS, "--cpu", f"run.output={accumulated}", "train.batch_size=16", "train.grad_accum_steps=2", "train.max_steps=3", *PLAIN_MLP
+    ) == 0
+    a, b = _final_model(big, "tabular_csv"), _final_model(accumulated, "tabular_csv")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_clipping_bounds_each_step(tmp_path: Path) -> None:
+    clip, lr = 1e-6, 0.1
+    assert launch(
+        IRIS, "--cpu", f"run.output={tmp_path}", "train.max_steps=5", f"train.grad_clip={clip}",
+        "checkpoint.every_n_steps=1", "checkpoint.keep_last=10", "checkpoint.best=null", *PLAIN_MLP,
+    ) == 0  # fmt: skip
+    (run,) = run_dirs(tmp_path, "tabular_csv")
+    steps = sorted((run / "checkpoints").glob("step-*.pt"))
+    assert len(steps) == 5
+    first, last = (torch.load(p, weights_only=True)["model"] for p in (steps[0], steps[-1]))
+    # Plain SGD moves the weights by lr x (clipped) gradient: 4 steps, each of norm <= clip.
+    distance = torch.sqrt(sum(((last[n] - first[n]) ** 2).sum() for n in first))
+    assert 0 < distance <= 4 * lr * clip * 1.001
+
+
+def test_bf16_mixed_precision_trains_on_the_cpu(tmp_path: Path) -> None:
+    assert launch(RECIPES / "digits.yaml", "--cpu", f"run.output={tmp_path}", "train.precision=bf16", "train.epochs=4") == 0
+    import json
+
+    (run,) = run_dirs(tmp_path, "digits")
+    assert json.loads((run / "metrics.json").read_text())["final"]["val/acc1"] >= 0.9
+
+
+def test_histograms_image_grid_and_hparams_reach_tensorboard(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert launch(
+        RECIPES / "digits.yaml", "--cpu", f"run.output={tmp_path}", "train.epochs=1",
+        "logging.histograms=true", "logging.image_grid=true",
+    ) == 0  # fmt: skip
+    (run,) = run_dirs(tmp_path, "digits")
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert "weights/features.0.0.weight" in tags["histograms"] and "grads/head.1.weight" in tags["histograms"]
+    assert tags["images"] == ["train/batch"]
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    content = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(content)
+    session = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["optimizer.lr"].number_value == pytest.approx(0.003)
+    assert session.hparams["model.name"].string_value == "small_cnn"
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "val/acc1", "val/acc5"}
