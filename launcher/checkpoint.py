@@ -75,6 +75,17 @@ def prune(folder: Path, keep_last: int) -> list[Path]:
     return failed
 
 
+def newer_than(folder: Path, step: int) -> list[Path]:
+    """Set aside (rename to `*.abandoned`) the step checkpoints after `step`: a run resumed from an
+    older checkpoint takes another path, and pruning by step number would delete its new files."""
+    moved = []
+    for path in saved_steps(folder):
+        if int(STEP_NAME.match(path.name).group(1)) > step:  # type: ignore[union-attr]
+            path.rename(path.with_name(path.name + ".abandoned"))
+            moved.append(path)
+    return moved
+
+
 def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 

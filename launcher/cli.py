@@ -1,6 +1,7 @@
 """The `launch` command: what runs, and where.
 
     launch RECIPE [key.sub=value ...] [--cpu] [--resume [PATH]] [--dry-run]
+    launch RECIPE --gpus N | --nproc N [--nnodes N --rdzv-endpoint HOST:PORT --rdzv-id ID] [--max-restarts N]
     launch check RECIPE [key.sub=value ...]
     launch eval RECIPE --checkpoint PATH [key.sub=value ...]
     launch predict RECIPE --checkpoint PATH FILE... [key.sub=value ...]
@@ -15,10 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from launcher import components
 from launcher.errors import UserError
@@ -48,6 +52,16 @@ def _parser(command: str) -> argparse.ArgumentParser:
             help="continue the latest run of this recipe, or the run folder or checkpoint PATH",
         )  # fmt: skip
         parser.add_argument("--dry-run", action="store_true", help="same as `launch check`: validate, build, one step")
+        where = parser.add_argument_group("workers (torchrun's vocabulary)")
+        where.add_argument("--gpus", type=int, metavar="N", help="one DDP worker per GPU on this node, NCCL (default: all visible GPUs)")
+        where.add_argument(
+            "--nproc", "--nproc-per-node", type=int, metavar="N",
+            help="N CPU workers on this node, gloo: exercises distributed training, not faster than one process",
+        )  # fmt: skip
+        where.add_argument("--nnodes", default="1", metavar="N|MIN:MAX", help="nodes in the run (default 1)")
+        where.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node")
+        where.add_argument("--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)")
+        where.add_argument("--max-restarts", type=int, default=0, metavar="N", help="restart the workers up to N times after a failure, resuming from the latest checkpoint")
     if command in ("eval", "predict"):
         parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file (.pt)")
     return parser
@@ -58,16 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
-    args = _parser(command).parse_intermixed_args(argv)
-    if getattr(args, "resume", None) and is_override(args.resume):  # `--resume key=value`: no PATH was given
-        args.overrides.append(args.resume)
-        args.resume = "latest"
+    args = _parser(command).parse_intermixed_args(_bare_resume(argv))
     logs.setup_text_log(None, console=True)
     try:
         if command == "schema":
             print(json.dumps(json_schema(), indent=2))
             return 0
-        files = [o for o in args.overrides if not is_override(o)] if command == "predict" else []
+        files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
         overrides = [o for o in args.overrides if o not in files]
         if command == "predict" and not files:
             raise UserError("launch predict: name at least one image or CSV file to predict")
@@ -78,13 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return evaluate(recipe, args.checkpoint, args.cpu)
         if command == "predict":
             return predict(recipe, args.checkpoint, files, args.cpu)
-        return train(recipe, args.recipe, args.cpu, args.resume)
+        return train(recipe, args)
     except RecipeError as error:
         log.error("error: %s", error)
         return USAGE_ERROR
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except SignalException as stop:  # the elastic agent stopped the workers on SIGTERM/SIGINT/SIGHUP
+        log.error("stopped by %s: the workers were stopped", signal.Signals(stop.sigval).name)
+        return 128 + stop.sigval
     except (UserError, FileNotFoundError) as error:
         log.error("error: %s", error)
         return 1
@@ -95,22 +109,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.close_text_log()
 
 
-def train(recipe: Recipe, recipe_path: str, force_cpu: bool, resume: str | None) -> int:
-    from launcher import logs, rundir
+def _bare_resume(argv: list[str]) -> list[str]:
+    """`--resume` followed by the recipe or an override gave no PATH: don't let it take them."""
+    out = list(argv)
+    for i, token in enumerate(out[:-1]):
+        following = out[i + 1]
+        if token == "--resume" and (following.endswith((".yaml", ".yml")) or is_override(following) or following.startswith("-")):
+            out[i] = "--resume=latest"
+    return out
+
+
+def train(recipe: Recipe, args: argparse.Namespace) -> int:
+    """Train in this process, or in workers started by torch.distributed's elastic agent."""
+    from launcher import elastic, logs, rundir
     from launcher.runtime import single_process
     from launcher.train import train as run_training
+    from launcher.worker import worker
 
-    runtime = single_process(force_cpu)
+    placement = elastic.place(
+        args.gpus, args.nproc, args.cpu, args.nnodes, args.rdzv_endpoint, args.rdzv_id, args.max_restarts
+    )
     resume_from = None
-    if resume is not None:
-        run, resume_from = rundir.find_resume(None if resume == "latest" else resume, recipe.run.output, recipe.run.name)
+    if args.resume is not None:
+        target = None if args.resume == "latest" else args.resume
+        run, resume_from = rundir.find_resume(target, recipe.run.output, recipe.run.name)
     else:
-        run = rundir.new_run_dir(recipe.run.output, recipe.run.name)
-    logs.setup_text_log(run.log_file, console=runtime.is_main)
-    dump_recipe(recipe, run.recipe, header=f"# resolved from {recipe_path}; run it again with: launch {run.recipe}\n")
+        # Every node of a multi-node run must write to the same folder: its name is the run's id.
+        run = rundir.new_run_dir(recipe.run.output, recipe.run.name, run_id=args.rdzv_id if placement.multi_node else None)
+    logs.setup_text_log(run.log_file, console=True)
+    dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; run it again with: launch {run.recipe}\n")
     log.info("run folder: %s", run.path)
     log.info("TensorBoard: tensorboard --logdir %s", run.tensorboard(recipe.logging.tensorboard_dir))
-    summary = run_training(recipe, runtime, run, resume_from)
+    if placement.single_process:
+        summary = run_training(recipe, single_process(placement.device_type == "cpu"), run, resume_from)
+    else:
+        if placement.device_type == "cpu":
+            log.info(
+                "%d CPU worker(s) per node with gloo: this exercises distributed training; on a CPU one process "
+                "using every core is faster", placement.nproc_per_node,
+            )  # fmt: skip
+        run_id = args.rdzv_id or elastic.new_run_id()
+        results = elastic.run_workers(
+            placement, run_id, worker, recipe.to_dict(), str(run.path), str(resume_from) if resume_from else None,
+            placement.device_type,
+        )  # fmt: skip
+        if 0 not in results:  # another node runs rank 0 and reports there
+            log.info("this node's workers finished; rank 0's node has the summary in %s", run.metrics)
+            return 0
+        summary = results[0]
     final, best = summary["final"], summary["best"]
     log.info("done in %.1f s: %s", summary["wall_time_s"], "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k))
     if best and best["value"] is not None:
@@ -121,33 +167,27 @@ def train(recipe: Recipe, recipe_path: str, force_cpu: bool, resume: str | None)
 
 
 def check(recipe: Recipe) -> int:
-    """Validate, build the data and the model, run one forward/backward step, and say what was built."""
+    """Validate, build what training builds, run one forward/backward step, and say what was built."""
     import torch
     import yaml
 
-    from launcher.data import build_datasets, train_loader
-    from launcher.models import build_model, count_parameters
-    from launcher.optim import build_loss, build_optimizer
+    from launcher.models import count_parameters
+    from launcher.runtime import single_process
+    from launcher.train import setup
 
     started = time.perf_counter()
     print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
-    data = build_datasets(recipe.data, seed=recipe.train.seed)
-    model = build_model(recipe.model, data.info)
-    build_optimizer(recipe.optimizer, model.parameters())
-    loader = train_loader(
-        data.train, recipe.data.model_copy(update={"num_workers": 0}), batch_size=recipe.train.batch_size,
-        drop_last=False, seed=recipe.train.seed, rank=0, world_size=1, pin=False,
-    )  # fmt: skip
-    inputs, targets = next(iter(loader))
-    outputs = model(inputs)
-    loss = build_loss(recipe.loss)(outputs, targets)
+    s = setup(recipe.model_copy(update={"data": recipe.data.model_copy(update={"num_workers": 0})}), single_process(True))
+    inputs, targets = next(iter(s.train_batches))
+    outputs = s.model(inputs)
+    loss = s.loss_fn(outputs, targets)
     loss.backward()
-    total, trainable = count_parameters(model)
-    print(f"# data: {len(data.train)} training / {len(data.val)} validation samples, {data.info.num_classes} classes")
+    total, trainable = count_parameters(s.net)
+    print(f"# data: {len(s.data.train)} training / {len(s.data.val)} validation samples, {s.data.info.num_classes} classes")
     print(f"# model: {recipe.model.name}, {total:,} parameters ({trainable:,} trainable)")
     print(f"# one batch: inputs {_shape(inputs)}, targets {_shape(targets)}, outputs {_shape(outputs)}")
     print(f"# one forward/backward step: loss {loss.item():.4f}, finite: {bool(torch.isfinite(loss))}")
-    print(f"# ok in {time.perf_counter() - started:.1f} s")
+    print(f"# {s.epochs} epochs of {s.steps_per_epoch} steps, {s.max_steps} steps in all; ok in {time.perf_counter() - started:.1f} s")
     return 0
 
 

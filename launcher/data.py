@@ -114,7 +114,20 @@ def image_folder_splits(root: str, val_root: str | None = None) -> tuple[Dataset
         root, val_root = str(base / "train"), str(base / "val")
     if not Path(root).is_dir():
         raise DataError(f"ImageFolder root {root} is not a folder")
-    return folder(root), folder(val_root) if val_root else None
+    train = folder(root)
+    return train, _same_classes(folder(val_root), train) if val_root else None
+
+
+def _same_classes(val: Any, train: Any) -> Any:
+    """Number the validation classes as the training ones: a class missing from val/ must not shift the labels."""
+    unknown = sorted(set(val.classes) - set(train.classes))
+    if unknown:
+        raise DataError(f"ImageFolder: validation classes {unknown} are not among the training classes {train.classes}")
+    renumber = {index: train.class_to_idx[name] for name, index in val.class_to_idx.items()}
+    val.samples = [(path, renumber[target]) for path, target in val.samples]
+    val.imgs, val.targets = val.samples, [target for _, target in val.samples]
+    val.classes, val.class_to_idx = train.classes, train.class_to_idx
+    return val
 
 
 def digits_splits() -> tuple[Dataset, None]:
@@ -290,14 +303,31 @@ def start_epoch(loader: DataLoader, epoch: int, skip_batches: int = 0) -> None:
     """Set the data order and the worker seeds of `epoch`, skipping batches already trained on."""
     assert isinstance(loader.sampler, ResumableSampler) and loader.generator is not None
     loader.sampler.set_epoch(epoch, start=skip_batches * (loader.batch_size or 1))
-    loader.generator.manual_seed(loader.sampler.seed * 100_003 + epoch)
+    loader.generator.manual_seed((loader.sampler.seed * 100_003 + epoch) * 1_009 + loader.sampler.rank)
 
 
-def eval_loader(dataset: Dataset, section: Data, *, batch_size: int, pin: bool) -> DataLoader:
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Every `world_size`-th index from `rank`: each sample on exactly one rank, none repeated.
+
+    DistributedSampler pads the last round by repeating samples, which would count them twice
+    in the validation metrics.
+    """
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int) -> None:
+        self.indices = range(rank, len(dataset), world_size)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def eval_loader(dataset: Dataset, section: Data, *, batch_size: int, pin: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=False,
+        sampler=ShardSampler(dataset, rank, world_size),
         num_workers=section.num_workers,
         pin_memory=pin,
         persistent_workers=section.num_workers > 0,

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from launcher.distributed import all_reduce_sum
+
 
 @torch.no_grad()
 def evaluate(
@@ -18,24 +20,28 @@ def evaluate(
     autocast: contextlib.AbstractContextManager,
     topk: tuple[int, ...] = (1, 5),
 ) -> dict[str, float]:
-    """`val/loss` and `val/acc<k>` for each k in `topk`, each sample counted once."""
+    """`val/loss` and `val/acc<k>` for each k in `topk`, each sample counted once.
+
+    With several workers each evaluates its own shard and the sums are added up across them, so
+    the metrics are those of exactly the whole validation set.
+    """
     was_training = model.training
     model.eval()
     # Sums, not means: a mean of batch means would overweight a short last batch.
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros(len(topk), dtype=torch.float64, device=device)
-    count = 0
+    # sums = [loss, correct@k..., count]
+    sums = torch.zeros(len(topk) + 2, dtype=torch.float64, device=device)
     for inputs, targets in batches:
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast:
             outputs = model(inputs)
             loss = loss_fn(outputs, targets)
-        loss_sum += loss.double() * len(targets)
-        top = outputs.topk(max(topk), dim=1).indices
-        hits = top == targets.unsqueeze(1)
-        correct += torch.stack([hits[:, :k].any(dim=1).sum() for k in topk]).double()
-        count += len(targets)
+        sums[0] += loss.double() * len(targets)
+        if topk:
+            hits = outputs.topk(max(topk), dim=1).indices == targets.unsqueeze(1)
+            sums[1:-1] += torch.stack([hits[:, :k].any(dim=1).sum() for k in topk]).double()
+        sums[-1] += len(targets)
     model.train(was_training)
-    metrics = {"val/loss": (loss_sum / max(count, 1)).item()}
-    metrics.update({f"val/acc{k}": (c / max(count, 1)).item() for k, c in zip(topk, correct)})
+    loss_sum, *correct, count = all_reduce_sum(sums).tolist()
+    metrics = {"val/loss": loss_sum / max(count, 1)}
+    metrics.update({f"val/acc{k}": c / max(count, 1) for k, c in zip(topk, correct)})
     return metrics

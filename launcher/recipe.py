@@ -96,9 +96,17 @@ class Scheduler(Component):
         "epoch", description="Step the schedule after every optimizer step or after every epoch."
     )
 
+    @model_validator(mode="after")
+    def _plateau_is_per_epoch(self) -> Scheduler:
+        if self.name == "ReduceLROnPlateau" and self.interval == "step":
+            raise ValueError("ReduceLROnPlateau steps on the validation loss, after each evaluation: use interval: epoch")
+        return self
+
 
 class Train(Section):
-    epochs: int | None = Field(10, ge=1, description="Epochs to train; training stops at `epochs` or `max_steps`, whichever comes first.")
+    epochs: int | None = Field(
+        None, ge=1, description="Epochs to train (10 when neither this nor max_steps is set); training stops at whichever comes first."
+    )
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps to train.")
     batch_size: int = Field(64, ge=1, description="Batch size per process.")
     grad_accum_steps: int = Field(1, ge=1, description="Batches accumulated into one optimizer step.")
@@ -112,7 +120,7 @@ class Train(Section):
     @model_validator(mode="after")
     def _has_a_length(self) -> Train:
         if self.epochs is None and self.max_steps is None:
-            raise ValueError("set train.epochs or train.max_steps")
+            self.epochs = 10
         return self
 
 
@@ -143,6 +151,18 @@ class Logging(Section):
     image_grid: bool = Field(False, description="An image grid of the first training batch.")
 
 
+class Distributed(Section):
+    """How several workers cooperate (`launch --gpus N` / `--nproc N`); ignored by a single process."""
+
+    timeout_s: float = Field(
+        300, gt=0, description="Seconds a worker waits for the others (process-group start, each collective) before failing."
+    )
+    sync_batchnorm: bool = Field(False, description="Batch-norm statistics over the global batch (SyncBatchNorm; GPUs only).")
+    scale_lr: bool = Field(
+        False, description="Multiply the learning rate by the number of workers (the linear scaling rule for the global batch)."
+    )
+
+
 class Run(Section):
     name: str | None = Field(None, description="Default: the recipe file's name without .yaml.")
     output: str = Field("runs", description="Run folders go to <output>/<name>/<run-id>/.")
@@ -163,6 +183,7 @@ class Recipe(Section):
     eval: Eval = Field(default_factory=Eval)
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)
     logging: Logging = Field(default_factory=Logging)
+    distributed: Distributed = Field(default_factory=Distributed)
     run: Run = Field(default_factory=Run)
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,7 +275,7 @@ def _problems_from(error: ValidationError) -> list[Problem]:
 
 
 class _Loader(yaml.SafeLoader):
-    """The safe loader, reading 1e-3 as a number as YAML 1.2 does (YAML 1.1 wants 1.0e-3)."""
+    """The safe loader, also reading exponent floats without a dot (1e-3) as numbers, not text."""
 
 
 _Loader.add_implicit_resolver(
@@ -262,7 +283,7 @@ _Loader.add_implicit_resolver(
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.X,
@@ -280,7 +301,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError("command line", [Problem(text, "an override is written key.sub=value")])
-    return key.split("."), yaml_load(raw) if raw.strip() else None
+    try:
+        return key.split("."), yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise RecipeError("command line", [Problem(key, f"the value {raw!r} is not valid YAML: {error}")]) from None
 
 
 def is_override(text: str) -> bool:
@@ -292,8 +316,13 @@ def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     node: Any = tree
     for depth, key in enumerate(keys[:-1]):
         if isinstance(node, list):
-            node = node[_list_index(node, key, keys[: depth + 1])]
+            index = _list_index(node, key, keys[: depth + 1])
+            if isinstance(node[index], str):  # `- ToTensor` is `- {name: ToTensor}`
+                node[index] = {"name": node[index]}
+            node = node[index]
             continue
+        if not isinstance(node, dict):
+            raise RecipeError("command line", [Problem(".".join(keys[:depth]), f"is {node!r}, not a section with keys")])
         if not isinstance(node.get(key), (dict, list)):
             node[key] = {}
         node = node[key]
@@ -343,7 +372,8 @@ def load_recipe(
     run = tree.get("run")
     if isinstance(run, dict) or run is None:
         run = dict(run or {})
-        run.setdefault("name", path.name.removesuffix(".yaml").removesuffix(".yml"))
+        if not run.get("name"):
+            run["name"] = path.name.removesuffix(".yaml").removesuffix(".yml")
         recipe_dir = str(path.resolve().parent)
         paths = run.get("import_paths") or []
         if isinstance(paths, list) and recipe_dir not in paths:

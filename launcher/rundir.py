@@ -36,10 +36,14 @@ class RunDir:
         return Path(configured) if configured else self.path / "tensorboard"
 
 
-def new_run_dir(output: str, name: str) -> RunDir:
-    """A new, empty run folder named by the time it starts (with a suffix if two start together)."""
+def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
+    """A new run folder named by the time it starts (with a suffix if two start together), or
+    `run_id` (shared: every node of a multi-node run names the same folder)."""
     parent = Path(output) / name
     parent.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        (parent / run_id).mkdir(exist_ok=True)
+        return RunDir(parent / run_id)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")

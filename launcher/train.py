@@ -1,7 +1,8 @@
-"""The training loop, read top to bottom: setup, the epoch loop, evaluation and checkpoints, teardown."""
+"""The training loop, read top to bottom: setup, the epoch loop, evaluation and checkpoints, the end."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -13,9 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from launcher import checkpoint
-from launcher.data import build_datasets, eval_loader, start_epoch, train_loader
+from launcher.data import Datasets, build_datasets, eval_loader, start_epoch, train_loader
+from launcher.distributed import all_reduce_sum, barrier, gather, no_sync, wrap_model
 from launcher.errors import UserError
 from launcher.evaluate import evaluate
 from launcher.logs import Logger, NullLogger, RunLogger
@@ -33,31 +36,42 @@ class Progress:
     """Where training stands; saved in every checkpoint."""
 
     epoch: int = 0  # the epoch in progress (or the next one, at an epoch boundary)
-    batches_done: int = 0  # batches of `epoch` already trained on
+    batches_done: int = 0  # batches of `epoch` already trained on, by each rank
     step: int = 0  # optimizer steps taken
     best: float | None = None  # the best value of checkpoint.best.metric so far
     best_step: int | None = None
 
 
 @dataclass
-class Trainables:
-    """Everything whose state a checkpoint carries besides the progress and the random generators."""
+class Setup:
+    """Everything the loop works with, built from the recipe (also by `launch check`)."""
 
-    model: torch.nn.Module
+    data: Datasets
+    train_batches: DataLoader
+    val_batches: DataLoader
+    net: torch.nn.Module  # the model itself: what checkpoints hold
+    model: torch.nn.Module  # what the loop calls: the model, or its DDP wrapper
+    loss_fn: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
+    mixed_precision: contextlib.AbstractContextManager
+    topk: tuple[int, ...]
+    batches_per_epoch: int  # a whole epoch's, per rank; a resumed epoch yields fewer
+    steps_per_epoch: int
+    epochs: int
+    max_steps: int
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -70,152 +84,196 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | None = None) -> dict[str, Any]:
-    """Train as the recipe says; return the final and best metrics (also written to metrics.json)."""
-    started = time.perf_counter()
+def setup(recipe: Recipe, runtime: Runtime) -> Setup:
+    """Build data, model, loss, optimizer and schedule; fail here, before training, if they don't fit."""
     cfg, device = recipe.train, runtime.device
     seed_everything(cfg.seed + runtime.rank)
-
-    # --- setup: data, model, loss, optimizer, schedule ---
     data = build_datasets(recipe.data, seed=cfg.seed)
     pin = recipe.data.pin_memory if recipe.data.pin_memory is not None else device.type == "cuda"
     train_batches = train_loader(
         data.train, recipe.data, batch_size=cfg.batch_size, drop_last=cfg.drop_last,
         seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size, pin=pin,
     )  # fmt: skip
-    val_batches = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or cfg.batch_size, pin=pin)
-    batches_per_epoch = len(train_batches)  # a whole epoch's; a resumed epoch yields fewer
+    val_batches = eval_loader(
+        data.val, recipe.data, batch_size=recipe.eval.batch_size or cfg.batch_size, pin=pin,
+        rank=runtime.rank, world_size=runtime.world_size,
+    )  # fmt: skip
+    batches_per_epoch = len(train_batches)
     if batches_per_epoch == 0:
         raise UserError(
-            f"no full training batch: {len(data.train)} samples, train.batch_size={cfg.batch_size}; "
-            "lower the batch size or set train.drop_last=false"
+            f"no full training batch: {len(data.train)} samples over {runtime.world_size} process(es), "
+            f"train.batch_size={cfg.batch_size}; lower the batch size or set train.drop_last=false"
         )
-    model = build_model(recipe.model, data.info).to(device)
-    loss_fn = build_loss(recipe.loss).to(device)
-    optimizer = build_optimizer(recipe.optimizer, model.parameters())
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
-    epochs = _epochs(cfg.epochs, cfg.max_steps, steps_per_epoch)
-    max_steps = min(cfg.max_steps or math.inf, epochs * steps_per_epoch)
-    per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
-    scheduler = build_scheduler(recipe.scheduler, optimizer, length=int(max_steps) if per_step else epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
-    mixed_precision = autocast(cfg.precision, device)
     topk = tuple(k for k in (1, 5) if f"acc{k}" in recipe.eval.metrics and k <= data.info.num_classes)
     best = recipe.checkpoint.best
     if best is not None and best.metric not in ["val/loss", *(f"val/acc{k}" for k in topk)]:
-        raise UserError(f"checkpoint.best.metric={best.metric} is not measured for this run (eval.metrics, class count)")
+        raise UserError(
+            f"checkpoint.best.metric={best.metric} is not measured here ({data.info.num_classes} classes, "
+            f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"
+        )
 
-    trainables = Trainables(model, optimizer, scheduler, scaler)
+    net = build_model(recipe.model, data.info).to(device)
+    model = wrap_model(net, runtime, recipe.distributed.sync_batchnorm)
+    loss_fn = build_loss(recipe.loss).to(device)
+    optimizer = build_optimizer(recipe.optimizer, net.parameters())
+    if recipe.distributed.scale_lr and runtime.world_size > 1:
+        for group in optimizer.param_groups:  # the linear scaling rule: the recipe's lr is for one worker
+            group["lr"] *= runtime.world_size
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
+    epochs = _epochs(cfg.epochs, cfg.max_steps, steps_per_epoch)
+    max_steps = min(cfg.max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch)
+    per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
+    scheduler = build_scheduler(recipe.scheduler, optimizer, length=max_steps if per_step else epochs)
+    return Setup(
+        data=data, train_batches=train_batches, val_batches=val_batches, net=net, model=model, loss_fn=loss_fn,
+        optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda"),
+        mixed_precision=autocast(cfg.precision, device), topk=topk, batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch, epochs=epochs, max_steps=max_steps,
+    )  # fmt: skip
+
+
+def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | None = None) -> dict[str, Any]:
+    """Train as the recipe says; return the final and best metrics (also written to metrics.json)."""
+    started = time.perf_counter()
+    cfg, device, best = recipe.train, runtime.device, recipe.checkpoint.best
+    s = setup(recipe, runtime)
+    per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
     progress = Progress()
+    last_saved_step = -1
 
     def save(name: str | None = None) -> None:
-        """Rank 0 writes a checkpoint; step checkpoints beyond the last K are deleted."""
-        if not runtime.is_main:
+        """Rank 0 writes a checkpoint and deletes the step checkpoints beyond the last K; every
+        rank then waits at a barrier, so none goes on to read a file still being written."""
+        nonlocal last_saved_step
+        if name is None and progress.step == last_saved_step:
             return
-        state = {
-            **trainables.state_dict(),
-            "progress": asdict(progress),
-            "rng": checkpoint.rng_states(),
-            "data": asdict(data.info),
-            "recipe": recipe.to_dict(),
-        }
-        checkpoint.save(state, run.checkpoints / name if name else checkpoint.step_path(run.checkpoints, progress.step))
-        for stuck in checkpoint.prune(run.checkpoints, recipe.checkpoint.keep_last):
-            log.warning("could not delete the old checkpoint %s; training goes on", stuck)
+        rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
+        if runtime.is_main:
+            state = {**s.state_dict(), "progress": asdict(progress), "rng": rng, "data": asdict(s.data.info), "recipe": recipe.to_dict()}
+            checkpoint.save(state, run.checkpoints / name if name else checkpoint.step_path(run.checkpoints, progress.step))
+            for stuck in checkpoint.prune(run.checkpoints, recipe.checkpoint.keep_last):
+                log.warning("could not delete the old checkpoint %s; training goes on", stuck)
+        if name is None:
+            last_saved_step = progress.step
+        barrier()
 
     if resume_from is not None:
         state = checkpoint.load(resume_from)
-        trainables.load_state_dict(state)
-        checkpoint.restore_rng_states(state["rng"])
+        s.load_state_dict(state)
+        ranks = len(state["rng"])
+        if ranks != runtime.world_size:
+            log.warning("the checkpoint holds %d rank(s)' random states, this run has %d: rank 0's are used", ranks, runtime.world_size)
+        checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
         progress = Progress(**state["progress"])
+        last_saved_step = progress.step
+        if runtime.is_main:
+            for newer in checkpoint.newer_than(run.checkpoints, progress.step):
+                log.warning("set aside %s: this run goes on from the older step %d", newer.name, progress.step)
         log.info("resumed from %s at epoch %d, step %d", resume_from, progress.epoch + 1, progress.step)
+        if progress.epoch >= s.epochs or progress.step >= s.max_steps:
+            raise UserError(
+                f"nothing to do: {resume_from} is already at epoch {progress.epoch}, step {progress.step} of this recipe's "
+                f"{s.epochs} epochs; resume with a longer run, e.g. train.epochs={s.epochs + 10}"
+            )
     logger: Logger = (
         RunLogger(run.tensorboard(recipe.logging.tensorboard_dir), resume_step=progress.step if resume_from else None)
         if runtime.is_main
         else NullLogger()
     )
-    total, trainable = count_parameters(model)
+    total, trainable = count_parameters(s.net)
     log.info(
         "%d training / %d validation samples, %d classes; %s: %s parameters (%s trainable) on %s",
-        len(data.train), len(data.val), data.info.num_classes, recipe.model.name, f"{total:,}", f"{trainable:,}", device,
+        len(s.data.train), len(s.data.val), s.data.info.num_classes, recipe.model.name, f"{total:,}", f"{trainable:,}", device,
     )  # fmt: skip
     log.info(
         "batch %d per process x %d process(es) x %d accumulation = %d per step; %d steps per epoch, %d epochs",
         cfg.batch_size, runtime.world_size, cfg.grad_accum_steps,
-        cfg.batch_size * runtime.world_size * cfg.grad_accum_steps, steps_per_epoch, epochs,
+        cfg.batch_size * runtime.world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.epochs,
     )  # fmt: skip
 
     metrics: dict[str, float] = {}
-    model.train()
+    s.model.train()
     try:
         # --- the epoch loop ---
-        while progress.epoch < epochs and progress.step < max_steps:
+        while progress.epoch < s.epochs and progress.step < s.max_steps:
             epoch = progress.epoch
-            start_epoch(train_batches, epoch, skip_batches=progress.batches_done)
+            start_epoch(s.train_batches, epoch, skip_batches=progress.batches_done)
             window_loss, window_batches, window_samples = torch.zeros((), device=device), 0, 0
             window_start = time.perf_counter()
-            batches = logger.progress(train_batches, total=batches_per_epoch, done=progress.batches_done, description=f"epoch {epoch + 1}/{epochs}")
+            batches = logger.progress(
+                s.train_batches, total=s.batches_per_epoch, done=progress.batches_done, description=f"epoch {epoch + 1}/{s.epochs}"
+            )
             for inputs, targets in batches:
                 if progress.step == 0 and progress.batches_done == 0 and recipe.logging.image_grid:
                     logger.image_grid("train/batch", inputs, step=0)
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                with mixed_precision:
-                    loss = loss_fn(model(inputs), targets)
-                # Accumulated gradients are a sum: divide so an accumulated step equals one big batch.
-                scaler.scale(loss / cfg.grad_accum_steps).backward()
+                # Micro-batches of this optimizer step: grad_accum_steps, fewer at the end of an epoch.
+                window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
+                micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
                 progress.batches_done += 1
+                steps_now = progress.batches_done == window_first + micro_batches
+                # DDP's gradient all-reduce happens only in the backward of the step's last micro-batch.
+                with no_sync(s.model, skip=not steps_now), s.mixed_precision:
+                    loss = s.loss_fn(s.model(inputs), targets)
+                    # Gradients add up over micro-batches: divide, so the step is that of one big batch.
+                    s.scaler.scale(loss / micro_batches).backward()
                 window_loss += loss.detach()
                 window_batches += 1
                 window_samples += len(targets)
-                if progress.batches_done % cfg.grad_accum_steps and progress.batches_done < batches_per_epoch:
+                if not steps_now:
                     continue
 
                 # --- one optimizer step ---
                 if cfg.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                    s.scaler.unscale_(s.optimizer)
+                    torch.nn.utils.clip_grad_norm_(s.net.parameters(), cfg.grad_clip)
+                lr = s.optimizer.param_groups[0]["lr"]  # the rate this step used
+                s.scaler.step(s.optimizer)
+                s.scaler.update()
                 progress.step += 1
                 if per_step:
-                    scheduler.step()
-                if recipe.logging.histograms and (progress.batches_done == batches_per_epoch or progress.step == max_steps):
-                    logger.histograms(model, progress.step)  # at an epoch's last step, while the gradients exist
-                optimizer.zero_grad(set_to_none=True)
+                    s.scheduler.step()
+                if recipe.logging.histograms and (progress.batches_done == s.batches_per_epoch or progress.step == s.max_steps):
+                    logger.histograms(s.net, progress.step)  # at an epoch's last step, while the gradients exist
+                s.optimizer.zero_grad(set_to_none=True)
 
                 if progress.step % recipe.logging.every_n_steps == 0:
                     seconds = time.perf_counter() - window_start
+                    # The mean over every worker's batches: the loss of the global batch.
+                    mean_loss = all_reduce_sum(window_loss / window_batches) / runtime.world_size
                     values = {
-                        "train/loss": (window_loss / window_batches).item(),
-                        "train/lr": optimizer.param_groups[0]["lr"],
+                        "train/loss": mean_loss.item(),
+                        "train/lr": lr,
                         "train/samples_per_s": window_samples * runtime.world_size / max(seconds, 1e-9),
                     }
                     logger.scalars(values, progress.step)
-                    log.debug("step %d: %s", progress.step, values)
                     window_loss, window_batches, window_samples = torch.zeros((), device=device), 0, 0
                     window_start = time.perf_counter()
-                if _due(recipe.checkpoint.every_n_steps, progress.step) and progress.batches_done < batches_per_epoch:
+                if _due(recipe.checkpoint.every_n_steps, progress.step) and progress.batches_done < s.batches_per_epoch:
                     save()  # mid-epoch; at the end of an epoch the save below covers this step
-                if progress.step >= max_steps:
+                if progress.step >= s.max_steps:
                     break
 
-            # --- end of epoch: schedule, evaluation, checkpoint ---
-            finished = progress.batches_done >= batches_per_epoch
-            progress.epoch, progress.batches_done = (epoch + 1, 0) if finished else (epoch, progress.batches_done)
-            last = progress.epoch >= epochs or progress.step >= max_steps
-            if scheduler is not None and not per_step and not needs_metric(scheduler):
-                scheduler.step()
-            if _due(recipe.eval.every_n_epochs, progress.epoch) or last:
-                metrics = evaluate(model, val_batches, loss_fn, device, mixed_precision, topk)
+            # --- end of epoch (or of the run, part-way through one): schedule, evaluation, checkpoint ---
+            finished = progress.batches_done >= s.batches_per_epoch
+            if finished:
+                progress.epoch, progress.batches_done = epoch + 1, 0
+            last = progress.epoch >= s.epochs or progress.step >= s.max_steps
+            if finished and s.scheduler is not None and not per_step and not needs_metric(s.scheduler):
+                s.scheduler.step()
+            if (finished and _due(recipe.eval.every_n_epochs, progress.epoch)) or last:
+                metrics = evaluate(s.model, s.val_batches, s.loss_fn, device, s.mixed_precision, s.topk)
                 logger.scalars(metrics, progress.step)
-                if needs_metric(scheduler):
-                    scheduler.step(metrics["val/loss"])
-                log.info("epoch %d/%d  step %d  %s", epoch + 1, epochs, progress.step, _fmt(metrics))
+                if finished and needs_metric(s.scheduler):
+                    s.scheduler.step(metrics["val/loss"])
+                log.info("epoch %d/%d  step %d  %s", epoch + 1, s.epochs, progress.step, _fmt(metrics))
                 if best is not None and _improves(metrics[best.metric], progress.best, best.mode):
                     progress.best, progress.best_step = metrics[best.metric], progress.step
                     save(checkpoint.BEST)
-            step_due = _due(recipe.checkpoint.every_n_steps, progress.step)
-            if _due(recipe.checkpoint.every_n_epochs, progress.epoch) or step_due or last:
+            if (finished and _due(recipe.checkpoint.every_n_epochs, progress.epoch)) or last:
+                save()
+            elif _due(recipe.checkpoint.every_n_steps, progress.step):
                 save()
 
         # --- the end: summary for people and for scripts ---
@@ -237,16 +295,16 @@ def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> 
     return min(n for n in (epochs, by_steps) if n is not None)
 
 
+def _due(every: int | None, count: int) -> bool:
+    return bool(every) and count % every == 0
+
+
 def _improves(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
 def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-def _due(every: int | None, count: int) -> bool:
-    return bool(every) and count % every == 0
 
 
 def _flat_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

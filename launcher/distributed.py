@@ -1,0 +1,95 @@
+"""Inside a worker: the process group, the DDP wrapper and the few collectives the loop needs.
+
+Every helper here is a no-op in a single-process run (world size 1), so the training loop calls
+them unconditionally and reads the same either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from launcher.runtime import Runtime
+
+
+def runtime_from_environment(device_type: str) -> Runtime:
+    """This worker's place, from the variables the elastic agent sets (RANK, LOCAL_RANK, WORLD_SIZE)."""
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+        # N workers on C cores: C/N threads each, or they fight over the cores.
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+def init_process_group(runtime: Runtime, timeout_s: float) -> None:
+    """NCCL on GPUs, gloo on CPUs; `timeout_s` bounds the init and every collective."""
+    backend = "nccl" if runtime.device.type == "cuda" else "gloo"
+    device_id = runtime.device if runtime.device.type == "cuda" else None
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), device_id=device_id)
+
+
+def destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def wrap_model(model: nn.Module, runtime: Runtime, sync_batchnorm: bool) -> nn.Module:
+    """DDP across the workers (with SyncBatchNorm if asked); the model itself in one process."""
+    if not is_distributed():
+        return model
+    if sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP: what checkpoints hold, so they load with or without DDP."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@contextlib.contextmanager
+def no_sync(model: nn.Module, skip: bool) -> Iterator[None]:
+    """While accumulating gradients, skip DDP's all-reduce: only the last micro-batch syncs."""
+    if skip and isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    else:
+        yield
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over all workers, in place."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def gather(value: object) -> list[object]:
+    """Every worker's `value`, in rank order (a list of one in a single process)."""
+    if not is_distributed():
+        return [value]
+    values: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
