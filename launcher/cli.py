@@ -201,7 +201,7 @@ def evaluate(recipe: Recipe, checkpoint_path: Path, force_cpu: bool) -> int:
 
     metrics = evaluate_checkpoint(recipe, checkpoint_path, single_process(force_cpu).device)
     for name, value in metrics.items():
-        print(f"{name} {value:.4f}")
+        print(f"{name} {value:.6f}")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import uuid
 from dataclasses import dataclass
@@ -114,6 +115,10 @@ def run_workers(placement: Placement, run_id: str, entrypoint: Any, *args: Any) 
     from torch.distributed.launcher.api import elastic_launch
 
     quiet_agent_logs()
+    # Workers get a store of their own for each attempt. Seen with torch 2.15: on the agent's
+    # shared store, a group restarted by --max-restarts failed to connect (gloo: connection
+    # refused), apparently meeting the failed attempt's addresses.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     try:
         return elastic_launch(launch_config(placement, run_id), entrypoint)(*args)
     except ChildFailedError as error:
