@@ -63,7 +63,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
         where.add_argument("--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)")
         where.add_argument("--max-restarts", type=int, default=0, metavar="N", help="restart the workers up to N times after a failure, resuming from the latest checkpoint")
     if command in ("eval", "predict"):
-        parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file (.pt)")
+        parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file (.pt), or a run folder (its newest checkpoint)")
     return parser
 
 
@@ -137,7 +137,8 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
         # Every node of a multi-node run must write to the same folder: its name is the run's id.
         run = rundir.new_run_dir(recipe.run.output, recipe.run.name, run_id=args.rdzv_id if placement.multi_node else None)
     logs.setup_text_log(run.log_file, console=True)
-    dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; run it again with: launch {run.recipe}\n")
+    if resume_from is None:  # a resumed run's recipe.yaml is rewritten once the checkpoint has loaded
+        dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; run it again with: launch {run.recipe}\n")
     log.info("run folder: %s", run.path)
     log.info("TensorBoard: tensorboard --logdir %s", run.tensorboard(recipe.logging.tensorboard_dir))
     if placement.single_process:

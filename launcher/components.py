@@ -30,6 +30,7 @@ class Kind:
     library: str
     base: type | None  # classes must subclass this; factories are checked when called
     names: Callable[[], dict[str, Any]]
+    provided: frozenset[str] = frozenset()  # arguments the launcher passes itself
 
 
 def _classes_in(module: Any, base: type) -> dict[str, Any]:
@@ -65,17 +66,17 @@ def _losses() -> dict[str, Any]:
 
 LR_SCHEDULER = torch.optim.lr_scheduler.LRScheduler
 
-DATASET = Kind("dataset", "torchvision.datasets", torch.utils.data.Dataset, _datasets)
+DATASET = Kind("dataset", "torchvision.datasets", torch.utils.data.Dataset, _datasets, frozenset({"train", "split"}))
 TRANSFORM = Kind("transform", "torchvision.transforms", None, _transforms)
-MODEL = Kind("model", "torchvision.models", torch.nn.Module, _models)
+MODEL = Kind("model", "torchvision.models", torch.nn.Module, _models, frozenset({"num_classes", "in_features", "in_channels"}))
 LOSS = Kind("loss", "torch.nn", torch.nn.Module, _losses)
-OPTIMIZER = Kind("optimizer", "torch.optim", torch.optim.Optimizer, lambda: _classes_in(torch.optim, torch.optim.Optimizer))
-SCHEDULER = Kind(
-    "scheduler",
-    "torch.optim.lr_scheduler",
-    LR_SCHEDULER,
-    lambda: {**_classes_in(torch.optim.lr_scheduler, LR_SCHEDULER), "ReduceLROnPlateau": torch.optim.lr_scheduler.ReduceLROnPlateau},
+OPTIMIZER = Kind(
+    "optimizer", "torch.optim", torch.optim.Optimizer, lambda: _classes_in(torch.optim, torch.optim.Optimizer), frozenset({"params"})
 )
+SCHEDULER = Kind(
+    "scheduler", "torch.optim.lr_scheduler", LR_SCHEDULER, lambda: _classes_in(torch.optim.lr_scheduler, LR_SCHEDULER),
+    frozenset({"optimizer", "T_max", "total_steps"}),
+)  # fmt: skip
 
 
 class ComponentError(UserError):
@@ -105,6 +106,8 @@ def _import(reference: str, kind: Kind) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ComponentError(f"cannot import module '{module_name}' for '{reference}': {error}") from None
+    except Exception as error:  # noqa: BLE001 - the user's module failed while importing: say where
+        raise ComponentError(f"importing '{module_name}' for '{reference}' failed: {type(error).__name__}: {error}") from None
     try:
         value = getattr(module, attribute)
     except AttributeError:
@@ -112,14 +115,22 @@ def _import(reference: str, kind: Kind) -> Any:
         raise ComponentError(f"module '{module_name}' has no '{attribute}'{did_you_mean(attribute, public)}") from None
     if kind.base is not None and isinstance(value, type) and not issubclass(value, kind.base):
         raise ComponentError(f"'{reference}' is the class {_describe(value)}, not a {_qualname(kind.base)}")
-    if not callable(value):
+    if not callable(value):  # also catches 'module:' with nothing after it
         raise ComponentError(f"'{reference}' is {_describe(value)}, not a {kind.noun} class or function")
     return value
 
 
 def build(spec: Component, kind: Kind, **extra: Any) -> Any:
     """Call the named component with the recipe's keyword arguments plus `extra`; check the result."""
-    return expect(resolve(spec.name, kind)(**spec.kwargs, **extra), kind, spec.name)
+    return expect(call(resolve(spec.name, kind), spec.name, kind, **spec.kwargs, **extra), kind, spec.name)
+
+
+def call(factory: Any, name: str, kind: Kind, **kwargs: Any) -> Any:
+    """`factory(**kwargs)`; arguments it rejects (torch raises TypeError or ValueError) become a ComponentError."""
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ComponentError(f"{kind.noun} {name}: {error}") from error
 
 
 def expect(made: Any, kind: Kind, name: str) -> Any:
@@ -138,8 +149,9 @@ def accepts(factory: Any, parameter: str) -> bool:
     return parameter in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _argument_problems(factory: Any, arguments: dict[str, Any]) -> list[tuple[str, str]]:
-    """(argument, problem) for each argument `factory` does not take, or takes as a number but got as text."""
+def _argument_problems(factory: Any, arguments: dict[str, Any], provided: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(argument, problem) for each argument `factory` does not take, takes as a number but got as
+    text, or needs but was not given (and the launcher does not pass: `provided`)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins have no signature: let the call decide
@@ -153,6 +165,10 @@ def _argument_problems(factory: Any, arguments: dict[str, Any]) -> list[tuple[st
             problems.append((name, f"{where} takes no argument '{name}'{did_you_mean(name, known)}"))
         elif name in params and isinstance(value, str) and _wants_a_number(params[name]):
             problems.append((name, f"{where} wants a number for '{name}', got the text {value!r}"))
+    for name, param in params.items():
+        required = param.default is param.empty and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+        if required and name not in arguments and name not in provided:
+            problems.append((name, f"{where} needs '{name}', which the recipe does not give"))
     return problems
 
 
@@ -196,7 +212,7 @@ def _check_one(path: str, spec: Any, kind: Kind, schema: type[Component] = Compo
     except ComponentError as error:
         return [Problem(f"{path}.name", str(error))]
     arguments = {key: value for key, value in spec.items() if key not in schema.model_fields}
-    return [Problem(f"{path}.{arg}", message) for arg, message in _argument_problems(factory, arguments)]
+    return [Problem(f"{path}.{arg}", message) for arg, message in _argument_problems(factory, arguments, kind.provided)]
 
 
 def problems_in(tree: dict[str, Any]) -> list[Problem]:

@@ -68,17 +68,20 @@ class CsvTable(Dataset):
 
     @staticmethod
     def _read(path: Path) -> list[list[str]]:
-        with path.open(newline="") as file:
-            rows = [[cell.strip() for cell in row] for row in csv.reader(file) if row]
-        if rows and not _is_number(rows[0][0]):
-            rows = rows[1:]  # a header row
-        if not rows:
+        try:
+            with path.open(newline="") as file:
+                numbered = [(line, [cell.strip() for cell in row]) for line, row in enumerate(csv.reader(file), start=1) if row]
+        except OSError as error:
+            raise DataError(f"data.dataset: cannot read the table {path}: {error.strerror}") from None
+        if numbered and not _is_number(numbered[0][1][0]):
+            numbered = numbered[1:]  # a header row
+        if not numbered:
             raise DataError(f"{path}: no data rows")
-        width = len(rows[0])
-        for line, row in enumerate(rows, start=2):
+        width = len(numbered[0][1])
+        for line, row in numbered:
             if len(row) != width or not all(_is_number(v) for v in row[:-1]):
-                raise DataError(f"{path}: row {line} is not {width - 1} numbers and a target: {row}")
-        return rows
+                raise DataError(f"{path}: line {line} is not {width - 1} numbers and a target: {row}")
+        return [row for _, row in numbered]
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -113,7 +116,7 @@ def image_folder_splits(root: str, val_root: str | None = None) -> tuple[Dataset
     if val_root is None and (base / "train").is_dir() and (base / "val").is_dir():
         root, val_root = str(base / "train"), str(base / "val")
     if not Path(root).is_dir():
-        raise DataError(f"ImageFolder root {root} is not a folder")
+        raise DataError(f"data.dataset.root: {root} is not a folder (ImageFolder wants root/<class>/<image>)")
     train = folder(root)
     return train, _same_classes(folder(val_root), train) if val_root else None
 
@@ -190,7 +193,7 @@ def open_splits(section: Data) -> tuple[Dataset, Dataset | None]:
     spec = section.dataset
     factory = components.resolve(spec.name, components.DATASET)
     if spec.name in BUILTIN_DATASETS:
-        return factory(**spec.kwargs)
+        return components.call(factory, spec.name, components.DATASET, **spec.kwargs)
     if components.accepts(factory, "train"):
         return _dataset(factory, spec, train=True), _dataset(factory, spec, train=False)
     if components.accepts(factory, "split"):
@@ -200,7 +203,7 @@ def open_splits(section: Data) -> tuple[Dataset, Dataset | None]:
 
 def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
     try:
-        made = factory(**spec.kwargs, **split)
+        made = components.call(factory, spec.name, components.DATASET, **spec.kwargs, **split)
     except (urllib.error.URLError, RuntimeError) as error:
         # torchvision says "Error downloading ..." (after trying its mirrors) or "Dataset not found".
         text = str(getattr(error, "reason", error))
@@ -220,6 +223,8 @@ def build_datasets(section: Data, seed: int) -> Datasets:
     """Train and validation datasets with their transforms, and what the model needs to know."""
     train, val = open_splits(section)
     if val is None:
+        if len(train) < 2:  # type: ignore[arg-type]
+            raise DataError(f"data.dataset: {len(train)} sample(s): too few to hold out a validation set")  # type: ignore[arg-type]
         train, val = held_out_split(train, section.val_fraction, seed)
     raw_input = train[0][0]
     classes = section.classes or _classes_of(train) or _classes_of(val)
@@ -228,6 +233,13 @@ def build_datasets(section: Data, seed: int) -> Datasets:
     train = Transformed(train, build_transform(section.transforms.train))
     val = Transformed(val, build_transform(section.transforms.val))
     x = train[0][0]
+    for split, dataset in (("train", train), ("val", val)):
+        sample = dataset[0][0]
+        if not isinstance(sample, torch.Tensor):
+            raise DataError(
+                f"data.transforms.{split}: the samples come out as {type(sample).__name__}, not tensors; "
+                "end the transforms with ToTensor (image datasets give PIL images)"
+            )
     info = DataInfo(
         classes=[str(c) for c in classes],
         input_shape=list(x.shape) if hasattr(x, "shape") else [],

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from launcher import checkpoint
 from launcher.data import DataInfo, build_datasets, build_transform, eval_loader
@@ -19,19 +19,27 @@ from launcher.recipe import Recipe
 from launcher.runtime import autocast
 
 
-def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.nn.Module, DataInfo]:
-    """The recipe's model with the checkpoint's weights, in eval mode, and what it was trained on."""
+def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.nn.Module, DataInfo, dict]:
+    """The recipe's model with the checkpoint's weights, in eval mode, what it was trained on, and its recipe."""
+    if path.is_dir():  # a run folder or its checkpoints/: the newest checkpoint there
+        from launcher.rundir import find_resume
+
+        path = find_resume(str(path), recipe.run.output, recipe.run.name)[1]
     state = checkpoint.load(path)
     info = DataInfo(**state["data"])
     # No download: the checkpoint holds the weights, and a model built for the classes has the head's shape.
     model = build_model(recipe.model.model_copy(update={"weights": None, "freeze": []}), info)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), info
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit this recipe's model ({recipe.model.name}): {' '.join(str(error).split())[:400]}") from None
+    return model.to(device).eval(), info, state["recipe"]
 
 
 def evaluate_checkpoint(recipe: Recipe, path: Path, device: torch.device) -> dict[str, float]:
-    model, info = load_model(recipe, path, device)
-    data = build_datasets(recipe.data, seed=recipe.train.seed)
+    model, info, trained_with = load_model(recipe, path, device)
+    # The held-out split depends on the seed: use the one the checkpoint was trained with.
+    data = build_datasets(recipe.data, seed=trained_with["train"]["seed"])
     loader = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or recipe.train.batch_size, pin=False)
     topk = tuple(k for k in (1, 5) if f"acc{k}" in recipe.eval.metrics and k <= info.num_classes)
     loss_fn = build_loss(recipe.loss).to(device)
@@ -40,7 +48,7 @@ def evaluate_checkpoint(recipe: Recipe, path: Path, device: torch.device) -> dic
 
 def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) -> Iterator[tuple[str, str, float]]:
     """(what, class name, probability) for each image file, or each row of each CSV file."""
-    model, info = load_model(recipe, path, device)
+    model, info, _ = load_model(recipe, path, device)
     transform = build_transform(recipe.data.transforms.val)
     resizes = any("Resize" in t.name or "Crop" in t.name for t in recipe.data.transforms.val)
     for name in files:
@@ -54,7 +62,10 @@ def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) 
 
 def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, object]]:
     if info.image_mode is not None:
-        image = Image.open(path).convert(info.image_mode)
+        try:
+            image = Image.open(path).convert(info.image_mode)
+        except (OSError, UnidentifiedImageError) as error:
+            raise UserError(f"{path}: not an image this model can read ({error})") from None
         if info.image_size and not resizes and list(image.size) != info.image_size:
             image = image.resize(tuple(info.image_size))
         yield str(path), image

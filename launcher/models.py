@@ -102,7 +102,7 @@ def build_model(section: Model, info: DataInfo) -> nn.Module:
     for name, value in _input_arguments(info).items():
         if _names_parameter(factory, name):
             kwargs.setdefault(name, value)
-    model = _pretrained(section, kwargs) if pretrained else factory(**kwargs)
+    model = _pretrained(section, kwargs) if pretrained else components.call(factory, section.name, components.MODEL, **kwargs)
     components.expect(model, components.MODEL, section.name)
     freeze(model, section.freeze)
     if section.replace_head if section.replace_head is not None else pretrained:
@@ -136,7 +136,7 @@ def _pretrained(section: Model, kwargs: dict) -> nn.Module:
             f"model.weights: could not download the {weights} weights of {section.name} from {weights.url} "
             f"({error.__class__.__name__}: {getattr(error, 'reason', error)}). This machine looks offline: "
             f"download them once where there is a network, or copy the file to {cached}; "
-            "or set model.weights=null to train from scratch."
+            "or set model.weights=null model.freeze=[] to train from scratch."
         ) from None
 
 

@@ -134,7 +134,13 @@ class Eval(Section):
 
 class Best(Section):
     metric: Literal["val/loss", "val/acc1", "val/acc5"] = "val/acc1"
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] | None = Field(None, description="Default: min for val/loss, max for accuracies.")
+
+    @model_validator(mode="after")
+    def _mode_follows_metric(self) -> Best:
+        if self.mode is None:
+            self.mode = "min" if self.metric == "val/loss" else "max"
+        return self
 
 
 class Checkpoint(Section):

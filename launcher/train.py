@@ -24,7 +24,7 @@ from launcher.evaluate import evaluate
 from launcher.logs import Logger, NullLogger, RunLogger
 from launcher.models import build_model, count_parameters
 from launcher.optim import build_loss, build_optimizer, build_scheduler, needs_metric
-from launcher.recipe import Recipe
+from launcher.recipe import Recipe, dump_recipe
 from launcher.rundir import RunDir
 from launcher.runtime import Runtime, autocast
 
@@ -104,6 +104,11 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"no full training batch: {len(data.train)} samples over {runtime.world_size} process(es), "
             f"train.batch_size={cfg.batch_size}; lower the batch size or set train.drop_last=false"
         )
+    if cfg.grad_accum_steps > batches_per_epoch:
+        raise UserError(
+            f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches_per_epoch} batches of an epoch "
+            "(per process): an optimizer step cannot span epochs"
+        )
     topk = tuple(k for k in (1, 5) if f"acc{k}" in recipe.eval.metrics and k <= data.info.num_classes)
     best = recipe.checkpoint.best
     if best is not None and best.metric not in ["val/loss", *(f"val/acc{k}" for k in topk)]:
@@ -160,7 +165,12 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
 
     if resume_from is not None:
         state = checkpoint.load(resume_from)
-        s.load_state_dict(state)
+        try:
+            s.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise UserError(f"{resume_from} does not fit this recipe: {' '.join(str(error).split())[:400]}") from None
+        for difference in recipe_differences(state["recipe"], recipe.to_dict()):
+            log.warning("resuming with a different recipe: %s (the optimizer and schedule state come from the checkpoint)", difference)
         ranks = len(state["rng"])
         if ranks != runtime.world_size:
             log.warning("the checkpoint holds %d rank(s)' random states, this run has %d: rank 0's are used", ranks, runtime.world_size)
@@ -176,6 +186,8 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
                 f"nothing to do: {resume_from} is already at epoch {progress.epoch}, step {progress.step} of this recipe's "
                 f"{s.epochs} epochs; resume with a longer run, e.g. train.epochs={s.epochs + 10}"
             )
+        if runtime.is_main:
+            dump_recipe(recipe, run.recipe, header=f"# resumed from {resume_from}\n")
     logger: Logger = (
         RunLogger(run.tensorboard(recipe.logging.tensorboard_dir), resume_step=progress.step if resume_from else None)
         if runtime.is_main
@@ -288,6 +300,18 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
         return summary
     finally:
         logger.close()
+
+
+def recipe_differences(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """'key: old -> new' for each value that differs between two resolved recipes."""
+    found = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += recipe_differences(a, b, f"{prefix}{key}.")
+        elif a != b and key != "import_paths":
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
 
 
 def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> int:

@@ -69,3 +69,36 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert result.returncode == 0
     for word in ("--cpu", "--resume", "--dry-run", "key.sub=value"):
         assert word in result.stdout
+
+
+def test_mistakes_found_while_building_are_named_without_a_traceback(tmp_path: Path) -> None:
+    digits = RECIPES / "digits.yaml"
+    cases = {
+        "data.transforms.train=[]": "data.transforms.train: the samples come out as Image, not tensors; end the transforms with ToTensor",
+        "optimizer.lr=-0.1": "optimizer AdamW: Invalid learning rate: -0.1",
+        "train.grad_accum_steps=100": "train.grad_accum_steps=100 is more than the 22 batches of an epoch",
+        "checkpoint.best.metric=val/acc5": None,  # 10 classes: measured, fine
+    }
+    for override, expected in cases.items():
+        result = launch_process("check", digits, override, cwd=tmp_path)
+        if expected is None:
+            assert result.returncode == 0, result.stderr
+            continue
+        assert result.returncode == 1, (override, result.stderr)
+        assert expected in result.stderr, (override, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_path: Path) -> None:
+    digits = RECIPES / "digits.yaml"
+    first = launch_process(digits, "--cpu", "train.epochs=1", "run.output=out", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (run,) = (tmp_path / "out" / "digits").iterdir()
+    before = (run / "recipe.yaml").read_text()
+    second = launch_process(digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", cwd=tmp_path)
+    assert second.returncode == 1
+    assert "does not fit this recipe" in second.stderr and "size mismatch" in second.stderr
+    assert (run / "recipe.yaml").read_text() == before
+    done = launch_process(digits, "--cpu", "--resume", run, "train.epochs=1", "run.output=out", cwd=tmp_path)
+    assert done.returncode == 1 and "nothing to do" in done.stderr
+    assert '"val/acc1"' in (run / "metrics.json").read_text()  # the finished run's results are kept

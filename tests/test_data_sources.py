@@ -127,7 +127,7 @@ def test_csv_errors_name_the_file_and_row(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "bad.yaml", f"data: {{dataset: {{name: csv, path: {tmp_path / 'bad.csv'}}}}}\nmodel: {{name: mlp}}\n")
     result = subprocess.run([sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1
-    assert "bad.csv: row 3 is not 2 numbers and a target" in result.stderr
+    assert "bad.csv: line 3 is not 2 numbers and a target" in result.stderr
 
 
 def test_user_components_from_the_recipes_folder(tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_user_components_from_the_recipes_folder(tmp_path: Path) -> None:
 
 def test_user_factory_returning_the_wrong_kind_is_named(tmp_path: Path) -> None:
     (tmp_path / "wrong.py").write_text("def make_model(num_classes):\n    return 'a string'\n")
-    recipe = write_recipe(tmp_path / "wrong.yaml", "data: {dataset: {name: digits}, num_workers: 0}\nmodel: {name: 'wrong:make_model'}\n")
+    recipe = write_recipe(tmp_path / "wrong.yaml", "data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: 'wrong:make_model'}\n")
     result = subprocess.run([sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1
     assert "model 'wrong:make_model' built a str ('a string'), expected a torch.nn.modules.module.Module" in result.stderr
@@ -202,7 +202,7 @@ def _offline_env(torch_home: Path) -> dict[str, str]:
 
 def test_pretrained_weights_offline_give_a_clear_error(tmp_path: Path) -> None:
     recipe = write_recipe(
-        tmp_path / "ft.yaml", "data: {dataset: {name: digits}}\nmodel: {name: resnet18, weights: IMAGENET1K_V1}\n"
+        tmp_path / "ft.yaml", "data: {dataset: {name: digits}, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: resnet18, weights: IMAGENET1K_V1}\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "launcher", "check", str(recipe)],

@@ -116,6 +116,21 @@ def test_component_arguments_are_checked_against_the_signature(tmp_path: Path) -
     assert "did you mean 'label_smoothing'" in found["loss.label_smothing"]
     assert "did you mean 'step_size'" in found["scheduler.step_sise"]
     assert "got the text 'fast'" in problems(path, "optimizer.lr=fast")["optimizer.lr"]
+    # Required arguments the launcher does not fill in itself (T_max and total_steps it does).
+    assert problems(path, "scheduler={name: StepLR}")["scheduler.step_size"] == "StepLR needs 'step_size', which the recipe does not give"
+    assert load(path, "scheduler={name: CosineAnnealingLR}").scheduler.kwargs == {}
+
+
+def test_best_checkpoint_mode_follows_the_metric(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    assert load(path, "checkpoint.best.metric=val/loss").checkpoint.best.mode == "min"
+    assert load(path).checkpoint.best.mode == "max"
+    assert load(path, "checkpoint.best={metric: val/loss, mode: max}").checkpoint.best.mode == "max"
+
+
+def test_plateau_schedule_must_be_per_epoch(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, MINIMAL), "scheduler={name: ReduceLROnPlateau, interval: step}")
+    assert "use interval: epoch" in found["scheduler"]
 
 
 def test_user_components_of_the_wrong_kind_say_what_they_are(tmp_path: Path) -> None:
