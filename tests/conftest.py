@@ -14,7 +14,7 @@ RECIPES = ROOT / "recipes"
 
 
 @pytest.fixture(autouse=True)
-def _small_and_repeatable(monkeypatch: pytest.MonkeyPatch) -> None:
+def _repeatable() -> None:
     # Bitwise comparisons between runs need the same thread count in each run.
     torch.set_num_threads(2)
 

@@ -61,7 +61,7 @@ def test_dry_run_is_check(tmp_path: Path) -> None:
 def test_resume_with_nothing_to_resume_says_where_it_looked(tmp_path: Path) -> None:
     result = launch_process(RECIPES / "digits.yaml", "--resume", "--cpu", cwd=tmp_path)
     assert result.returncode == 1
-    assert f"--resume: no run of 'digits' with a checkpoint under runs/digits" in result.stderr
+    assert "--resume: no run of 'digits' with a checkpoint under runs/digits" in result.stderr
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
