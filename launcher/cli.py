@@ -151,8 +151,8 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
             )  # fmt: skip
         run_id = args.rdzv_id or elastic.new_run_id()
         results = elastic.run_workers(
-            placement, run_id, worker, recipe.to_dict(), str(run.path), str(resume_from) if resume_from else None,
-            placement.device_type,
+            placement, run_id, recipe.distributed.timeout_s, worker, recipe.to_dict(), str(run.path),
+            str(resume_from) if resume_from else None, placement.device_type,
         )  # fmt: skip
         if 0 not in results:  # another node runs rank 0 and reports there
             log.info("this node's workers finished; rank 0's node has the summary in %s", run.metrics)

@@ -85,7 +85,7 @@ def _gpu_names() -> str:
     return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 
 
-def launch_config(placement: Placement, run_id: str) -> Any:
+def launch_config(placement: Placement, run_id: str, join_timeout_s: float) -> Any:
     from torch.distributed.launcher.api import LaunchConfig
 
     low, high = placement.node_range
@@ -98,7 +98,7 @@ def launch_config(placement: Placement, run_id: str) -> Any:
         rdzv_backend="c10d",
         rdzv_endpoint=endpoint,
         # A single node is the rendezvous host; several nodes agree who is (torchrun's rule).
-        rdzv_configs={"is_host": True} if not placement.multi_node else {},
+        rdzv_configs={"is_host": True} if not placement.multi_node else {"join_timeout": int(join_timeout_s)},
         max_restarts=placement.max_restarts,
         monitor_interval=0.2,  # notice a dead worker within a fraction of a second
         start_method="spawn",
@@ -110,8 +110,12 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def run_workers(placement: Placement, run_id: str, entrypoint: Any, *args: Any) -> dict[int, Any]:
-    """Start the workers through the elastic agent; return each rank's result, or raise WorkersFailed."""
+def run_workers(placement: Placement, run_id: str, join_timeout_s: float, entrypoint: Any, *args: Any) -> dict[int, Any]:
+    """Start the workers through the elastic agent; return each rank's result, or raise WorkersFailed.
+
+    `join_timeout_s`: how long the nodes of a multi-node run wait for each other to join.
+    """
+    from torch.distributed.elastic.rendezvous.api import RendezvousTimeoutError
     from torch.distributed.launcher.api import elastic_launch
 
     quiet_agent_logs()
@@ -120,9 +124,16 @@ def run_workers(placement: Placement, run_id: str, entrypoint: Any, *args: Any) 
     # refused), apparently meeting the failed attempt's addresses.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     try:
-        return elastic_launch(launch_config(placement, run_id), entrypoint)(*args)
+        return elastic_launch(launch_config(placement, run_id, join_timeout_s), entrypoint)(*args)
     except ChildFailedError as error:
         raise WorkersFailed(error) from None
+    except RendezvousTimeoutError:
+        low, high = placement.node_range
+        raise UserError(
+            f"the rendezvous at {placement.rdzv_endpoint} (run id {run_id}) did not gather {low} node(s) within "
+            f"{join_timeout_s:.0f} s (distributed.timeout_s); start `launch` on the missing nodes with the same "
+            "--rdzv-endpoint, --rdzv-id and --nnodes"
+        ) from None
 
 
 class WorkersFailed(UserError):

@@ -228,3 +228,15 @@ def test_sigterm_on_launch_stops_the_workers(tmp_path: Path) -> None:
     assert "stopped by SIGTERM" in output
     time.sleep(1)
     assert session_members(process.pid) == []
+
+
+def test_a_node_that_never_joins_ends_the_wait_with_a_message(tmp_path: Path) -> None:
+    endpoint = f"127.0.0.1:{_free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", DIGITS, "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint,
+         "--rdzv-id", "alone", "distributed.timeout_s=5", f"run.output={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"the rendezvous at {endpoint} (run id alone) did not gather 2 node(s) within 5 s" in result.stderr
+    assert "Traceback" not in result.stderr
