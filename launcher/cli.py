@@ -22,9 +22,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch.distributed.elastic.multiprocessing.api import SignalException
-
-from launcher import components
 from launcher.errors import UserError
 from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_schema, load_recipe
 
@@ -73,11 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     args = _parser(command).parse_intermixed_args(_bare_resume(argv))
+    if command == "schema":  # before importing torch: editors call this
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from launcher import components
+
     logs.setup_text_log(None, console=True)
     try:
-        if command == "schema":
-            print(json.dumps(json_schema(), indent=2))
-            return 0
         files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
         overrides = [o for o in args.overrides if o not in files]
         if command == "predict" and not files:

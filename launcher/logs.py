@@ -11,10 +11,12 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import torch
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -98,18 +100,22 @@ class RunLogger:
 
         purge = resume_step + 1 if resume_step is not None else None
         self.writer = SummaryWriter(str(tensorboard_dir), purge_step=purge)
+        self.bar: tqdm | None = None
 
     def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterator[T]:
         # disable=None: a bar on a terminal, nothing in a log file or CI.
-        bar = tqdm(batches, total=total, initial=done, desc=description, disable=None, leave=False, dynamic_ncols=True)
+        self.bar = tqdm(batches, total=total, initial=done, desc=description, disable=None, leave=False, dynamic_ncols=True)
         try:
-            yield from bar
+            yield from self.bar
         finally:
-            bar.close()
+            self.bar.close()
+            self.bar = None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
+        if self.bar is not None and "train/loss" in values:
+            self.bar.set_postfix(loss=f"{values['train/loss']:.4f}", lr=f"{values['train/lr']:.3g}", refresh=False)
 
     def histograms(self, model: torch.nn.Module, step: int) -> None:
         for name, parameter in model.named_parameters():

@@ -199,7 +199,7 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
         len(s.data.train), len(s.data.val), s.data.info.num_classes, recipe.model.name, f"{total:,}", f"{trainable:,}", device,
     )  # fmt: skip
     log.info(
-        "batch %d per process x %d process(es) x %d accumulation = %d per step; %d steps per epoch, %d epochs",
+        "batch %d per process x %d process(es) x %d accumulation = %d per step; %d step(s) per epoch, %d epoch(s)",
         cfg.batch_size, runtime.world_size, cfg.grad_accum_steps,
         cfg.batch_size * runtime.world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.epochs,
     )  # fmt: skip
