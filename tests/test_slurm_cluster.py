@@ -1,0 +1,51 @@
+"""The single-host SLURM cluster of slurm/cluster.sh, used for real: two nodes, accounting, submitit.
+
+Marked `slurm`: skipped where no SLURM controller answers, except where LAUNCHER_REQUIRE_SLURM=1
+(CI brings the cluster up and sets it), where a missing cluster fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+
+def _cluster_answers() -> bool:
+    return shutil.which("sinfo") is not None and subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> None:
+    if _cluster_answers():
+        return
+    if os.environ.get("LAUNCHER_REQUIRE_SLURM") == "1":
+        pytest.fail("LAUNCHER_REQUIRE_SLURM=1 but no SLURM controller answers: run slurm/cluster.sh up")
+    pytest.skip("no SLURM controller answers (start one with: slurm/cluster.sh up)")
+
+
+def test_two_nodes_run_one_task_each() -> None:
+    result = subprocess.run(
+        ["srun", "-N2", "-n2", "bash", "-c", "echo $SLURM_PROCID $SLURMD_NODENAME"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split("\n")[:2]) == ["0 node1", "1 node2"]
+
+
+def test_submitit_job_on_two_nodes_and_its_accounting(tmp_path: Path) -> None:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(nodes=2, tasks_per_node=1, timeout_min=5, slurm_partition="debug")
+    # A function the job can import (a test module is not importable there): a shell command.
+    job = executor.submit(submitit.helpers.CommandFunction(["bash", "-c", "echo $SLURM_PROCID $SLURMD_NODENAME"]))
+    results = [line.strip() for line in job.results()]
+    assert results == ["0 node1", "1 node2"]
+    # submitit reads states through sacct: accounting must know the job.
+    accounted = subprocess.run(["sacct", "-n", "-X", "-j", job.job_id, "-o", "state"], capture_output=True, text=True)
+    assert accounted.stdout.split() == ["COMPLETED"]
