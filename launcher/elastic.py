@@ -140,9 +140,10 @@ class WorkersFailed(UserError):
     """A worker failed: the first failure's rank, host and traceback, not a bare ChildFailedError."""
 
     def __init__(self, error: ChildFailedError) -> None:
-        rank, failure = first_cause(with_siblings(error.failures))
+        failures = with_siblings(error.failures)
+        rank, failure = first_cause(failures)
         self.rank, self.exitcode = rank, failure.exitcode
-        others = sorted(r for r in error.failures if r != rank)
+        others = sorted(r for r in failures if r != rank)
         also = f" (also failed: rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})" if others else ""
         super().__init__(f"rank {rank} failed on host {socket.gethostname()}{also}:\n{describe_failure(failure)}")
 
