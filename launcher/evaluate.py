@@ -11,6 +11,11 @@ from torch import nn
 from launcher.distributed import all_reduce_sum
 
 
+def measured_topk(metrics: list[str], num_classes: int) -> tuple[int, ...]:
+    """The k of each top-k accuracy asked for in eval.metrics that makes sense for the class count."""
+    return tuple(k for k in (1, 5) if f"acc{k}" in metrics and k <= num_classes)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from launcher import checkpoint
 from launcher.data import DataInfo, build_datasets, build_transform, eval_loader
 from launcher.errors import UserError
-from launcher.evaluate import evaluate
+from launcher.evaluate import evaluate, measured_topk
 from launcher.models import build_model
 from launcher.optim import build_loss
 from launcher.recipe import Recipe
@@ -41,7 +41,7 @@ def evaluate_checkpoint(recipe: Recipe, path: Path, device: torch.device) -> dic
     # The held-out split depends on the seed: use the one the checkpoint was trained with.
     data = build_datasets(recipe.data, seed=trained_with["train"]["seed"])
     loader = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or recipe.train.batch_size, pin=False)
-    topk = tuple(k for k in (1, 5) if f"acc{k}" in recipe.eval.metrics and k <= info.num_classes)
+    topk = measured_topk(recipe.eval.metrics, info.num_classes)
     loss_fn = build_loss(recipe.loss).to(device)
     return evaluate(model, loader, loss_fn, device, autocast(recipe.train.precision, device), topk)
 

@@ -20,7 +20,7 @@ from launcher import checkpoint
 from launcher.data import Datasets, build_datasets, eval_loader, start_epoch, train_loader
 from launcher.distributed import all_reduce_sum, barrier, gather, no_sync, wrap_model
 from launcher.errors import UserError
-from launcher.evaluate import evaluate
+from launcher.evaluate import evaluate, measured_topk
 from launcher.logs import Logger, NullLogger, RunLogger
 from launcher.models import build_model, count_parameters
 from launcher.optim import build_loss, build_optimizer, build_scheduler, needs_metric
@@ -109,7 +109,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches_per_epoch} batches of an epoch "
             "(per process): an optimizer step cannot span epochs"
         )
-    topk = tuple(k for k in (1, 5) if f"acc{k}" in recipe.eval.metrics and k <= data.info.num_classes)
+    topk = measured_topk(recipe.eval.metrics, data.info.num_classes)
     best = recipe.checkpoint.best
     if best is not None and best.metric not in ["val/loss", *(f"val/acc{k}" for k in topk)]:
         raise UserError(
