@@ -136,7 +136,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
         run, resume_from = rundir.find_resume(target, recipe.run.output, recipe.run.name)
     else:
         # Every node of a multi-node run must write to the same folder: its name is the run's id.
-        run = rundir.new_run_dir(recipe.run.output, recipe.run.name, run_id=args.rdzv_id if placement.multi_node else None)
+        run = rundir.new_run_dir(recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None)
     logs.setup_text_log(run.log_file, console=True)
     if resume_from is None:  # a resumed run's recipe.yaml is rewritten once the checkpoint has loaded
         dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; run it again with: launch {run.recipe}\n")
@@ -150,7 +150,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
                 "%d CPU worker(s) per node with gloo: this exercises distributed training; on a CPU one process "
                 "using every core is faster", placement.nproc_per_node,
             )  # fmt: skip
-        run_id = args.rdzv_id or elastic.new_run_id()
+        run_id = placement.rdzv_id or elastic.new_run_id()
         results = elastic.run_workers(
             placement, run_id, recipe.distributed.timeout_s, worker, recipe.to_dict(), str(run.path),
             str(resume_from) if resume_from else None, placement.device_type,

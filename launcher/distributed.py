@@ -59,11 +59,6 @@ def wrap_model(model: nn.Module, runtime: Runtime, sync_batchnorm: bool) -> nn.M
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP: what checkpoints hold, so they load with or without DDP."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 @contextlib.contextmanager
 def no_sync(model: nn.Module, skip: bool) -> Iterator[None]:
     """While accumulating gradients, skip DDP's all-reduce: only the last micro-batch syncs."""
