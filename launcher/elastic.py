@@ -57,7 +57,7 @@ def place(gpus: int | None, nproc: int | None, cpu: bool, nnodes: str, rdzv_endp
     except ValueError:
         raise UserError(f"--nnodes {nnodes}: give a number of nodes N, or MIN:MAX") from None
     multi_node = int(high or low) > 1
-    if multi_node and not rdzv_endpoint:
+    if multi_node and not (rdzv_endpoint and rdzv_id):
         raise UserError("--nnodes above 1 needs --rdzv-endpoint HOST:PORT (the same on every node) and --rdzv-id")
     if gpus is not None and (nproc is not None or cpu):
         raise UserError("--gpus puts one worker on each GPU; --nproc and --cpu are for CPU workers: choose one")
