@@ -2,6 +2,8 @@
 
     launch RECIPE [key.sub=value ...] [--cpu] [--resume [PATH]] [--dry-run]
     launch RECIPE --gpus N | --nproc N [--nnodes N --rdzv-endpoint HOST:PORT --rdzv-id ID] [--max-restarts N]
+    launch RECIPE --slurm [--nodes N] [--gpus N | --nproc N] [--partition P --time T ...] [--wait]
+    launch status|logs|cancel RUN_FOLDER_OR_JOB_ID        (logs: [--rank N] [--follow])
     launch check RECIPE [key.sub=value ...]
     launch eval RECIPE --checkpoint PATH [key.sub=value ...]
     launch predict RECIPE --checkpoint PATH FILE... [key.sub=value ...]
@@ -27,7 +29,9 @@ from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_
 
 log = logging.getLogger("launcher")
 
-COMMANDS = ("train", "check", "eval", "predict", "schema")
+COMMANDS = ("train", "check", "eval", "predict", "schema", "status", "logs", "cancel")
+JOB_COMMANDS = ("status", "logs", "cancel")
+SLURM_FLAGS = ("nodes", "partition", "time", "account", "qos", "constraint", "mem", "cpus_per_task")
 USAGE_ERROR = 2
 
 
@@ -39,6 +43,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
         epilog="Overrides: any recipe key as key.sub=value, the value read as YAML (train.epochs=4, scheduler=null).",
     )
     if command == "schema":
+        return parser
+    if command in JOB_COMMANDS:
+        parser.add_argument("target", metavar="RUN_FOLDER_OR_JOB_ID", help="a run folder of `launch --slurm`, or a SLURM job id")
+        if command == "logs":
+            parser.add_argument("--rank", type=int, default=0, help="whose log (default 0)")
+            parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
         return parser
     parser.add_argument("recipe", help="the recipe (YAML)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
@@ -59,6 +69,18 @@ def _parser(command: str) -> argparse.ArgumentParser:
         where.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node")
         where.add_argument("--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)")
         where.add_argument("--max-restarts", type=int, default=0, metavar="N", help="restart the workers up to N times after a failure, resuming from the latest checkpoint")
+        cluster = parser.add_argument_group("SLURM (sbatch's vocabulary; also the recipe's slurm: section, which these flags override)")
+        cluster.add_argument("--slurm", action="store_true", help="submit the run to SLURM (one task per GPU, or --nproc CPU tasks, per node) and return")
+        cluster.add_argument("--nodes", type=int, metavar="N", help="nodes of the SLURM job")
+        cluster.add_argument("--partition", metavar="P")
+        cluster.add_argument("--time", metavar="T", help="time limit: minutes, H:MM:SS or D-H:MM:SS")
+        cluster.add_argument("--account", metavar="A")
+        cluster.add_argument("--qos", metavar="Q")
+        cluster.add_argument("--constraint", metavar="C")
+        cluster.add_argument("--mem", metavar="SIZE", help="memory per node, e.g. 64G")
+        cluster.add_argument("--cpus-per-task", type=int, metavar="N")
+        cluster.add_argument("--wait", action="store_true", help="follow rank 0's log until the job ends; exit with the job's status")
+        cluster.add_argument("--srun", action="store_true", help="run as one task of an srun step, in a job script of your own (slurm/train.sbatch)")
     if command in ("eval", "predict"):
         parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file (.pt), or a run folder (its newest checkpoint)")
     return parser
@@ -73,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "schema":  # before importing torch: editors call this
         print(json.dumps(json_schema(), indent=2))
         return 0
+    if command in JOB_COMMANDS:
+        return follow_job(command, args)
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
     from launcher import components
@@ -90,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return evaluate(recipe, args.checkpoint, args.cpu)
         if command == "predict":
             return predict(recipe, args.checkpoint, files, args.cpu)
+        if args.slurm:
+            return submit(recipe, args)
+        if args.srun:
+            return srun_task(recipe, args)
         return train(recipe, args)
     except RecipeError as error:
         log.error("error: %s", error)
@@ -127,6 +155,8 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     from launcher.train import train as run_training
     from launcher.worker import worker
 
+    if args.wait or args.nodes is not None:
+        raise UserError(f"{'--wait' if args.wait else '--nodes'} is for --slurm runs (on your own nodes: --nnodes, torchrun's flag)")
     placement = elastic.place(
         args.gpus, args.nproc, args.cpu, args.nnodes, args.rdzv_endpoint, args.rdzv_id, args.max_restarts
     )
@@ -166,6 +196,78 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     log.info("checkpoints: %s", run.checkpoints)
     log.info("metrics: %s", run.metrics)
     return 0
+
+
+def submit(recipe: Recipe, args: argparse.Namespace) -> int:
+    """`--slurm`: check, create the run folder, submit; say where to look; with --wait, follow the job."""
+    from launcher import rundir, slurm
+
+    if args.nnodes != "1" or args.rdzv_endpoint or args.rdzv_id or args.max_restarts or args.cpu or args.srun:
+        raise UserError("--slurm places the tasks itself: drop --nnodes, --rdzv-*, --max-restarts, --cpu and --srun (SLURM requeues, see slurm.max_requeues)")
+    recipe = slurm.with_flags(recipe, {"gpus": args.gpus, "nproc": args.nproc, **{key: getattr(args, key) for key in SLURM_FLAGS}})
+    slurm.check_resources(recipe.slurm)
+    if args.resume is not None:
+        run, resume_from = rundir.find_resume(None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.name)
+        log.info("the job resumes from the newest checkpoint of %s (now %s)", run.path, resume_from.name)
+    else:
+        try:
+            run = rundir.new_run_dir(recipe.run.output, recipe.run.name)
+        except OSError as error:
+            raise UserError(f"run.output={recipe.run.output}: cannot create the run folder there ({error.strerror})") from None
+        dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; submit it again with: launch {run.recipe} --slurm\n")
+    job = slurm.Job(slurm.submit(recipe, run), run, run.path / "slurm")
+    s = recipe.slurm
+    print(f"submitted job {job.job_id}: {s.nodes} node(s) x {slurm.tasks_per_node(s)} task(s) ({'GPU' if s.gpus else 'CPU'}), "
+          f"partition {s.partition or '(default)'}, time limit {s.time}")  # fmt: skip
+    print(f"run folder:  {run.path}")
+    print(f"logs:        {job.log_file(0)} (rank 0; rank N: {job.job_id}_N_log.out)")
+    print(f"TensorBoard: tensorboard --logdir {run.tensorboard(recipe.logging.tensorboard_dir)}")
+    print(f"follow it:   launch status {run.path}  |  launch logs {run.path} --follow  |  launch cancel {run.path}")
+    sys.stdout.flush()
+    if not args.wait:
+        return 0
+    for line in slurm.follow(job):
+        print(line, end="", flush=True)
+    state = slurm.wait_until_ended(job.job_id)
+    log.info("job %s ended: %s (exit code %s)", job.job_id, state["State"], state.get("ExitCode"))
+    return slurm.exit_status(state)
+
+
+def srun_task(recipe: Recipe, args: argparse.Namespace) -> int:
+    """`--srun`: one task of an srun step; SLURM's variables say which."""
+    import torch
+
+    from launcher import slurm_job
+
+    use_cuda = torch.cuda.is_available() and not args.cpu and args.nproc is None
+    slurm_job.srun_task(recipe, "cuda" if use_cuda else "cpu")
+    return 0
+
+
+def follow_job(command: str, args: argparse.Namespace) -> int:
+    """`launch status|logs|cancel RUN_FOLDER_OR_JOB_ID`."""
+    from launcher import logs, slurm
+
+    logs.setup_text_log(None, console=True)
+    try:
+        job = slurm.find_job(args.target)
+        if command == "status":
+            print("\n".join(slurm.describe(job)))
+        elif command == "logs":
+            if not job.log_file(args.rank).exists() and not args.follow:
+                raise UserError(f"no log yet at {job.log_file(args.rank)} (job {job.job_id}: {slurm.job_state(job.job_id)['State']})")
+            for line in slurm.follow(job, args.rank, keep_following=args.follow):
+                print(line, end="", flush=True)
+        else:
+            slurm.cancel(job)
+        return 0
+    except UserError as error:
+        log.error("error: %s", error)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        logs.close_text_log()
 
 
 def check(recipe: Recipe) -> int:

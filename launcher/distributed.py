@@ -27,10 +27,17 @@ def runtime_from_environment(device_type: str) -> Runtime:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-        # N workers on C cores: C/N threads each, or they fight over the cores.
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
     return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+def _cpu_threads(local_world: int) -> int:
+    """N workers on C cores: C/N threads each, or they fight over the cores. Under SLURM, C is
+    what the job was given on this node, not the whole machine."""
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    cores = int(os.environ.get("SLURM_CPUS_ON_NODE", 0)) or len(os.sched_getaffinity(0))
+    return max(1, cores // local_world)
 
 
 def init_process_group(runtime: Runtime, timeout_s: float) -> None:

@@ -140,3 +140,18 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def last_scalars(tensorboard_dir: Path) -> tuple[int, dict[str, float]] | None:
+    """The newest value of each scalar a run logged, and the newest step, read with TensorBoard's
+    own reader (which honours the purges of resumed runs); None before anything was logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not tensorboard_dir.is_dir():
+        return None
+    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    latest = {tag: events.Scalars(tag)[-1] for tag in events.Tags()["scalars"]}
+    if not latest:
+        return None
+    return max(e.step for e in latest.values()), {tag: e.value for tag, e in sorted(latest.items())}

@@ -177,6 +177,56 @@ class Run(Section):
     )
 
 
+class Slurm(Section):
+    """Where `launch --slurm` submits the run; the command line's flags win over these."""
+
+    nodes: int = Field(1, ge=1, description="Nodes (--nodes).")
+    gpus: int | None = Field(None, ge=1, description="GPUs per node, one task on each (--gpus).")
+    nproc: int | None = Field(None, ge=1, description="CPU tasks per node with gloo, where there are no GPUs (--nproc; default 1).")
+    partition: str | None = Field(None, description="Default: the cluster's default partition.")
+    time: str = Field("1:00:00", description="Time limit in SLURM's forms: minutes, MM:SS, H:MM:SS, D-H, D-H:MM, D-H:MM:SS.")
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    mem: str | None = Field(None, description="Memory per node, e.g. 64G (sbatch --mem).")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (sbatch --cpus-per-task).")
+    max_requeues: int = Field(5, ge=0, description="How many times a preempted or timed-out run is requeued before it stops.")
+    signal_delay_s: int = Field(120, ge=0, description="SLURM sends USR2 this long before the time limit: the run checkpoints and requeues.")
+    setup: list[str] = Field(default_factory=list, description="Shell lines run before the tasks start (module load ..., source ...).")
+    sbatch: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="Any other sbatch option, without its dashes (exclusive: true, mail-type: END)."
+    )
+
+    @field_validator("time")
+    @classmethod
+    def _slurm_time(cls, value: str) -> str:
+        time_limit_minutes(value)
+        return value
+
+
+def time_limit_minutes(text: str) -> int:
+    """A SLURM time limit in whole minutes (what sbatch --time takes), rounded up."""
+    seconds = slurm_duration_s(text)
+    if seconds <= 0:
+        raise ValueError(f"'{text}': a time limit must be above zero")
+    return -(-seconds // 60)
+
+
+def slurm_duration_s(text: str) -> int:
+    """Seconds in a SLURM duration: minutes, MM:SS, H:MM:SS, D-H, D-H:MM or D-H:MM:SS."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
+    if not match:
+        raise ValueError(f"'{text}' is not a SLURM time: use minutes, MM:SS, H:MM:SS or D-H:MM:SS")
+    days, first, second, third = (int(g) if g else None for g in match.groups())
+    if days is not None:  # D-H, D-H:MM, D-H:MM:SS
+        return days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
+    if third is not None:  # H:MM:SS
+        return first * 3600 + second * 60 + third
+    if second is not None:  # MM:SS
+        return first * 60 + second
+    return first * 60  # minutes
+
+
 class Recipe(Section):
     """The whole recipe. Each component gets only its own section."""
 
@@ -191,6 +241,7 @@ class Recipe(Section):
     logging: Logging = Field(default_factory=Logging)
     distributed: Distributed = Field(default_factory=Distributed)
     run: Run = Field(default_factory=Run)
+    slurm: Slurm = Field(default_factory=Slurm)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with every default filled in: what `recipe.yaml` in a run folder holds."""
@@ -254,7 +305,7 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def _problems_from(error: ValidationError) -> list[Problem]:
+def problems_from(error: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[str] = set()
     for item in error.errors():
@@ -389,7 +440,7 @@ def load_recipe(
     try:
         recipe = Recipe.model_validate(tree)
     except ValidationError as error:
-        problems = _problems_from(error)
+        problems = problems_from(error)
     if check is not None:
         problems += check(tree)
     if problems:

@@ -27,6 +27,7 @@ from launcher.optim import build_loss, build_optimizer, build_scheduler, needs_m
 from launcher.recipe import Recipe, dump_recipe
 from launcher.rundir import RunDir
 from launcher.runtime import Runtime, autocast
+from launcher.stopping import StopRequests, TrainingStopped
 
 log = logging.getLogger("launcher")
 
@@ -138,8 +139,14 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     )  # fmt: skip
 
 
-def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | None = None) -> dict[str, Any]:
-    """Train as the recipe says; return the final and best metrics (also written to metrics.json)."""
+def train(
+    recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | None = None, stop: StopRequests | None = None
+) -> dict[str, Any]:
+    """Train as the recipe says; return the final and best metrics (also written to metrics.json).
+
+    `stop`: where the run may be asked to stop early (preemption, time limits); it then stops at
+    a step all ranks agree on, checkpoints it and raises TrainingStopped.
+    """
     started = time.perf_counter()
     cfg, device, best = recipe.train, runtime.device, recipe.checkpoint.best
     s = setup(recipe, runtime)
@@ -265,7 +272,11 @@ def train(recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | Non
                 if _due(recipe.checkpoint.every_n_steps, progress.step) and progress.batches_done < s.batches_per_epoch:
                     save()  # mid-epoch; at the end of an epoch the save below covers this step
                 if progress.step >= s.max_steps:
-                    break
+                    break  # the last step: finishing beats stopping
+                if stop is not None and (reasons := stop.agreed()):
+                    # At an epoch's last batch too: the resumed run then does this epoch's evaluation.
+                    save()
+                    raise TrainingStopped(reasons, progress.step, checkpoint.step_path(run.checkpoints, progress.step))
 
             # --- end of epoch (or of the run, part-way through one): schedule, evaluation, checkpoint ---
             finished = progress.batches_done >= s.batches_per_epoch

@@ -1,0 +1,349 @@
+"""Submitting a run to SLURM through submitit, and following it: status, logs, cancel.
+
+`launch RECIPE --slurm` resolves the `slurm:` section (command-line flags win), checks what can
+be checked without waiting in the queue (the resources against what `sinfo` says the partition
+has, the output folder), creates the run folder and submits one task per GPU (or `nproc` CPU
+tasks) on each node. The run folder's `slurm/` holds submitit's files, one log per task, and
+`job.json`, which names the job(s), so that `launch status|logs|cancel RUN_FOLDER` find them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from launcher.errors import UserError
+from launcher.recipe import Recipe, RecipeError, Slurm, did_you_mean, problems_from, slurm_duration_s, time_limit_minutes
+from launcher.rundir import RunDir
+
+log = logging.getLogger("launcher")
+
+# States after which a job runs no more (a REQUEUED or PENDING job comes back).
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+
+
+def with_flags(recipe: Recipe, flags: dict[str, Any]) -> Recipe:
+    """The recipe with the command line's SLURM flags (those given) over its `slurm:` section."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given:
+        return recipe
+    try:
+        return Recipe.model_validate({**recipe.to_dict(), "slurm": {**recipe.slurm.model_dump(), **given}})
+    except ValidationError as error:
+        raise RecipeError("the command line", problems_from(error)) from None
+
+
+def device_type(slurm: Slurm) -> str:
+    return "cuda" if slurm.gpus else "cpu"
+
+
+def tasks_per_node(slurm: Slurm) -> int:
+    return slurm.gpus or slurm.nproc or 1
+
+
+# --- before submitting: what sinfo says the partition has -------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cpus: int
+    memory_mb: int
+    gpus: int
+
+
+def check_resources(slurm: Slurm) -> None:
+    """Fail before the queue where the request cannot fit the partition; name the values that disagree."""
+    problems = []
+    if slurm.gpus and slurm.nproc:
+        problems.append(f"slurm.gpus={slurm.gpus} and slurm.nproc={slurm.nproc}: one task per GPU, or nproc CPU tasks; choose one")
+    partitions, default = _partitions()
+    name = slurm.partition or default
+    if name is None:
+        problems.append("no slurm.partition given and the cluster has no default partition: set --partition")
+    elif name not in partitions:
+        problems.append(f"slurm.partition={name}: no such partition; {did_you_mean(name, partitions) or 'there are: ' + ', '.join(partitions)}")
+    if problems or name is None:
+        raise UserError("cannot submit:\n  " + "\n  ".join(problems))
+    nodes, max_time = partitions[name]
+    tasks, cpus_per_task = tasks_per_node(slurm), slurm.cpus_per_task or 1
+    needed = {"cpus": tasks * cpus_per_task, "gpus": slurm.gpus or 0, "memory_mb": _memory_mb(slurm.mem) if slurm.mem else 0}
+    if len(nodes) < slurm.nodes:
+        problems.append(f"slurm.nodes={slurm.nodes}, but partition '{name}' has {len(nodes)} node(s): {', '.join(n.name for n in nodes)}")
+    for what, amount in needed.items():
+        most = max(getattr(n, what) for n in nodes)
+        if amount > most:
+            problems.append(f"{_asked(what, slurm, tasks, cpus_per_task)}, but the nodes of '{name}' have at most {_amount(what, most)}")
+    fitting = [n for n in nodes if all(getattr(n, what) >= amount for what, amount in needed.items())]
+    if not problems and len(fitting) < slurm.nodes:
+        problems.append(f"slurm.nodes={slurm.nodes}, but only {len(fitting)} node(s) of '{name}' have what each node needs: {needed}")
+    if max_time is not None and time_limit_minutes(slurm.time) * 60 > max_time:
+        problems.append(f"slurm.time={slurm.time} is above partition '{name}''s limit of {max_time // 60} minutes")
+    if problems:
+        raise UserError("cannot submit: the resources asked for don't fit the cluster:\n  " + "\n  ".join(problems))
+
+
+def _asked(what: str, slurm: Slurm, tasks: int, cpus_per_task: int) -> str:
+    if what == "cpus":
+        return f"{tasks} task(s) per node (slurm.{'gpus' if slurm.gpus else 'nproc'}) x {cpus_per_task} CPU(s) per task (slurm.cpus_per_task) = {tasks * cpus_per_task} CPUs per node"
+    if what == "gpus":
+        return f"slurm.gpus={slurm.gpus} per node"
+    return f"slurm.mem={slurm.mem} per node"
+
+
+def _amount(what: str, value: int) -> str:
+    return {"cpus": f"{value} CPUs", "gpus": f"{value} GPU(s)", "memory_mb": f"{value} MB"}[what]
+
+
+def _partitions() -> tuple[dict[str, tuple[list[Node], int | None]], str | None]:
+    """Each partition's nodes and time limit (seconds; None: unlimited), and the default partition."""
+    out = _slurm_command(["sinfo", "-h", "-N", "-o", "%N|%c|%m|%G|%l|%P"])
+    partitions: dict[str, tuple[list[Node], int | None]] = {}
+    default = None
+    for line in out.splitlines():
+        node, cpus, memory, gres, limit, partition = line.split("|")
+        if partition.endswith("*"):
+            partition = default = partition[:-1]
+        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+        seconds = None if limit in ("infinite", "n/a") else slurm_duration_s(limit)
+        nodes, _ = partitions.setdefault(partition, ([], seconds))
+        nodes.append(Node(node, int(cpus.rstrip("+")), int(memory.rstrip("+")), gpus))
+    return partitions, default
+
+
+def _memory_mb(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([KMGT]?)B?", text.strip().upper())
+    if not match:
+        raise UserError(f"slurm.mem={text}: give a size such as 64G or 4000M")
+    return int(match.group(1)) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[match.group(2)]
+
+
+def _slurm_command(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise UserError(f"`{command[0]}` not found: SLURM commands run where the SLURM client is (a login node)") from None
+    if done.returncode != 0:
+        raise UserError(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+# --- submitting ---------------------------------------------------------------------------------
+
+
+def executor(folder: Path, slurm: Slurm, name: str) -> Any:
+    """A submitit executor for `slurm`: one task per GPU (or `nproc` CPU tasks) on each node."""
+    import submitit
+
+    # slurm_max_num_timeout belongs to the constructor; the requeue limit is ours (slurm.max_requeues).
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=slurm.max_requeues)
+    parameters: dict[str, Any] = {
+        "name": name,
+        "nodes": slurm.nodes,
+        "tasks_per_node": tasks_per_node(slurm),
+        "timeout_min": time_limit_minutes(slurm.time),
+        "stderr_to_stdout": True,  # one log per task, tracebacks in place
+        "slurm_signal_delay_s": slurm.signal_delay_s,
+        # A task that fails takes the others down; a requeued job appends to its logs.
+        "slurm_srun_args": ["--kill-on-bad-exit=1"],
+        "slurm_additional_parameters": {"open-mode": "append", **slurm.sbatch},
+        "slurm_setup": slurm.setup,
+    }
+    optional = {
+        "gpus_per_node": slurm.gpus, "cpus_per_task": slurm.cpus_per_task, "slurm_partition": slurm.partition,
+        "slurm_account": slurm.account, "slurm_qos": slurm.qos, "slurm_constraint": slurm.constraint, "slurm_mem": slurm.mem,
+    }  # fmt: skip
+    ex.update_parameters(**parameters, **{key: value for key, value in optional.items() if value is not None})
+    return ex
+
+
+def submit(recipe: Recipe, run: RunDir) -> str:
+    """Submit the run in `run` (its recipe.yaml written); return the job id."""
+    from launcher.slurm_job import TrainingJob
+
+    job = executor(run.path / "slurm", recipe.slurm, recipe.run.name).submit(
+        TrainingJob(recipe.to_dict(), str(run.path), device_type(recipe.slurm))
+    )
+    record_job(run, job.job_id, run.path / "slurm")
+    return job.job_id
+
+
+def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parallel: int | None = None) -> list[str]:
+    """Submit many runs as one job array (the same resources for all: the first recipe's
+    `slurm:`), at most `parallel` running at once; return their job ids, in order."""
+    from launcher.slurm_job import TrainingJob
+
+    slurm = recipes[0].slurm
+    for recipe in recipes[1:]:
+        if recipe.slurm != slurm:
+            raise UserError(f"a job array gives all its runs the same resources; '{recipe.run.name}' asks for other slurm: settings")
+    check_resources(slurm)
+    ex = executor(folder, slurm, recipes[0].run.name)
+    if parallel is not None:
+        ex.update_parameters(slurm_array_parallelism=parallel)
+    with ex.batch():
+        jobs = [ex.submit(TrainingJob(r.to_dict(), str(run.path), device_type(slurm))) for r, run in zip(recipes, runs)]
+    for job, run in zip(jobs, runs):
+        record_job(run, job.job_id, folder)
+    return [job.job_id for job in jobs]
+
+
+def record_job(run: RunDir, job_id: str, logs_folder: Path) -> None:
+    """Append the job to the run folder's slurm/job.json (a resumed run has several)."""
+    path = run.path / "slurm" / "job.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    jobs = json.loads(path.read_text())["jobs"] if path.exists() else []
+    jobs.append({"job_id": job_id, "logs": str(logs_folder.resolve()), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    path.write_text(json.dumps({"jobs": jobs}, indent=2) + "\n")
+
+
+# --- following a job -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    run: RunDir
+    logs: Path  # the folder with <job id>_<rank>_log.out
+
+    def log_file(self, rank: int) -> Path:
+        return self.logs / f"{self.job_id}_{rank}_log.out"
+
+
+def find_job(target: str) -> Job:
+    """The job that `target` names: a run folder (its newest job) or a job id."""
+    path = Path(target)
+    if path.is_dir():
+        record = path / "slurm" / "job.json"
+        if not record.exists():
+            raise UserError(f"{path}: no {record.relative_to(path)} here; was this run submitted with launch --slurm?")
+        newest = json.loads(record.read_text())["jobs"][-1]
+        return Job(newest["job_id"], RunDir(path), Path(newest["logs"]))
+    if re.fullmatch(r"\d+(_\d+)?", target):
+        # The controller knows where the job writes (while it remembers the job, MinJobAge after its end).
+        shown = subprocess.run(["scontrol", "show", "job", target], capture_output=True, text=True).stdout
+        match = re.search(r"StdOut=(\S+)", shown)
+        if match:
+            logs = Path(match.group(1)).parent
+            return Job(target, RunDir(logs.parent) if logs.name == "slurm" else _run_of(target, logs), logs)
+        raise UserError(f"job {target}: the controller does not know it (any more); give its run folder instead")
+    raise UserError(f"{target}: neither a run folder nor a SLURM job id")
+
+
+def _run_of(job_id: str, logs: Path) -> RunDir:
+    """A job of an array: its run folder is the one whose job.json names it."""
+    for record in Path(logs).parent.glob("**/slurm/job.json"):
+        if any(job["job_id"] == job_id for job in json.loads(record.read_text())["jobs"]):
+            return RunDir(record.parent.parent)
+    raise UserError(f"job {job_id}: no run folder under {logs.parent} names it")
+
+
+def job_state(job_id: str) -> dict[str, str]:
+    """What accounting says of the job: State, Elapsed, NodeList, ExitCode, Start, End."""
+    out = _slurm_command(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Elapsed,NodeList,ExitCode,Start,End"])
+    for line in out.splitlines():
+        fields = dict(zip(["JobID", "State", "Elapsed", "NodeList", "ExitCode", "Start", "End"], line.split("|")))
+        if fields["JobID"] == job_id:
+            fields["State"] = fields["State"].split()[0]  # "CANCELLED by 0" -> CANCELLED
+            return fields
+    return {"State": "UNKNOWN"}
+
+
+def restarts(job_id: str) -> int | None:
+    match = re.search(r"Restarts=(\d+)", subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout)
+    return int(match.group(1)) if match else None
+
+
+def wait_until_ended(job_id: str, timeout_s: float | None = None, poll_s: float = 2.0) -> dict[str, str]:
+    started = time.monotonic()
+    while True:
+        state = job_state(job_id)
+        if state["State"] in ENDED or (timeout_s is not None and time.monotonic() - started > timeout_s):
+            return state
+        time.sleep(poll_s)
+
+
+def follow(job: Job, rank: int = 0, keep_following: bool = True, poll_s: float = 1.0) -> Iterator[str]:
+    """The task's log, line by line; with `keep_following`, what it writes next, until the job ends."""
+    position, last_check, ended = 0, 0.0, False
+    while True:
+        path = job.log_file(rank)
+        if path.exists():
+            with path.open() as file:
+                file.seek(position)
+                text = file.read()
+                position = file.tell()
+            yield from text.splitlines(keepends=True)
+        if not keep_following or ended:
+            return
+        if time.monotonic() - last_check > 5 * poll_s:
+            last_check = time.monotonic()
+            ended = job_state(job.job_id)["State"] in ENDED  # one more read after the end: its last lines
+        if not ended:
+            time.sleep(poll_s)
+
+
+def exit_status(state: dict[str, str]) -> int:
+    """0 for a completed job; otherwise its exit code, or 1."""
+    if state["State"] == "COMPLETED":
+        return 0
+    code = int(state.get("ExitCode", "1:0").split(":")[0] or 1)
+    return code or 1
+
+
+def describe(job: Job) -> list[str]:
+    """`launch status`: the job's state, where it runs, how long, its newest checkpoint and metrics."""
+    import yaml
+
+    from launcher import checkpoint, logs
+
+    state = job_state(job.job_id)
+    requeued = restarts(job.job_id)
+    lines = [
+        f"job {job.job_id}: {state['State']}"
+        + (f" on {state['NodeList']}" if state.get("NodeList") not in (None, "", "None assigned") else "")
+        + (f", elapsed {state['Elapsed']}" if state.get("Elapsed") else "")
+        + (f", requeued {requeued} time(s)" if requeued else ""),
+        f"run folder: {job.run.path}",
+        f"log (rank 0): {job.log_file(0)}",
+    ]
+    latest = checkpoint.latest(job.run.checkpoints)
+    lines.append(f"newest checkpoint: {latest if latest else 'none yet'}")
+    if job.run.metrics.exists():
+        final = json.loads(job.run.metrics.read_text())["final"]
+        lines.append("final metrics: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()))
+    else:
+        configured = yaml.safe_load(job.run.recipe.read_text())["logging"]["tensorboard_dir"] if job.run.recipe.exists() else None
+        scalars = logs.last_scalars(job.run.tensorboard(configured))
+        if scalars:
+            step, values = scalars
+            lines.append(f"last metrics (up to step {step}): " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    return lines
+
+
+def cancel(job: Job, timeout_s: float = 120) -> dict[str, str]:
+    """scancel the job; wait for its tasks to stop (they checkpoint the step they are on, within
+    SLURM's KillWait) and say where the run can go on from."""
+    from launcher import checkpoint
+
+    state = job_state(job.job_id)
+    if state["State"] in ENDED:
+        log.info("job %s has already ended: %s", job.job_id, state["State"])
+        return state
+    _slurm_command(["scancel", job.job_id])
+    log.info("cancelling job %s; waiting for its tasks to stop", job.job_id)
+    state = wait_until_ended(job.job_id, timeout_s)
+    latest = checkpoint.latest(job.run.checkpoints)
+    log.info("job %s: %s; newest checkpoint: %s", job.job_id, state["State"], latest or "none")
+    if latest:
+        log.info("go on with: launch %s --slurm --resume %s", job.run.recipe, job.run.path)
+    return state

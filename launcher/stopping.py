@@ -1,0 +1,92 @@
+"""Stopping a run early and cleanly: preemption signals and time limits.
+
+A signal reaches each rank on its own, at its own moment; stopping where it lands would leave
+the ranks at different steps, and a checkpoint of no step at all. So a signal only raises this
+rank's flag, and after every optimizer step the ranks agree on the flags (one small all-reduce):
+if any rank asks, every rank stops at that same step, rank 0 writes a checkpoint, and training
+ends with `TrainingStopped`. Where the cluster sends no warning, the rank that knows the job's
+end time asks to stop once the time left gets close to what the next step, the evaluation and
+the checkpoint have been measured to take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from launcher.distributed import all_reduce_sum
+
+log = logging.getLogger("launcher")
+
+# Why a run stops early, in the order the flags travel in the all-reduce.
+TERMINATED = "terminated"  # SIGTERM: SLURM cancels or requeues the job itself, or preempts it
+WARNED = "warned"  # SIGUSR2: the warning before the time limit or a preemption; requeue the job
+OUT_OF_TIME = "out of time"  # no warning came, but the time limit is near; requeue the job
+REASONS = (TERMINATED, WARNED, OUT_OF_TIME)
+SIGNALS = {signal.SIGTERM: TERMINATED, signal.SIGUSR2: WARNED}
+
+
+class TrainingStopped(Exception):
+    """Training stopped early at a step every rank agreed on; the checkpoint of that step is written."""
+
+    def __init__(self, reasons: set[str], step: int, checkpoint: Any) -> None:
+        self.reasons, self.step, self.checkpoint = reasons, step, checkpoint
+        super().__init__(f"stopped at step {step} ({', '.join(sorted(reasons))}); checkpoint: {checkpoint}")
+
+    @property
+    def wants_requeue(self) -> bool:
+        """A warning or the time limit: the job should come back. A SIGTERM alone: SLURM decides."""
+        return bool(self.reasons & {WARNED, OUT_OF_TIME})
+
+
+class StopRequests:
+    """This rank's reasons to stop, and the step at which all ranks agree to.
+
+    `end_time`: when the job will be killed (a time.time() value), where this rank should watch
+    the clock; `margin_s`: time kept spare beyond the measured longest gap between two checks.
+    """
+
+    def __init__(self, device: torch.device, end_time: float | None = None, margin_s: float = 30.0) -> None:
+        self.device, self.end_time, self.margin_s = device, end_time, margin_s
+        self.reasons: set[str] = set()
+        self._last_check: float | None = None
+        self._longest_gap = 0.0  # between two checks: a step, or a step plus evaluation and checkpoint
+
+    @contextlib.contextmanager
+    def catching(self, signals: Sequence[signal.Signals] = tuple(SIGNALS)) -> Iterator[StopRequests]:
+        """While inside, `signals` raise this rank's flag instead of their usual effect."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        reason = SIGNALS[signal.Signals(signum)]
+        if reason not in self.reasons:
+            # Only a flag here: the loop is mid-step, maybe mid-collective, and carries on to the step's end.
+            log.warning("received %s: stopping at the end of this step, with a checkpoint", signal.Signals(signum).name)
+        self.reasons.add(reason)
+
+    def agreed(self) -> set[str]:
+        """Every rank calls this after each optimizer step: the reasons any rank has to stop now (empty: go on)."""
+        now = time.time()
+        if self._last_check is not None:
+            self._longest_gap = max(self._longest_gap, now - self._last_check)
+        self._last_check = now
+        if self.end_time is not None and OUT_OF_TIME not in self.reasons:
+            # Two of the longest gaps seen: the step under way may end with an evaluation and a save.
+            reserve = 2 * self._longest_gap + self.margin_s
+            if self.end_time - now < reserve:
+                log.warning("%.0f s left before the time limit, %.0f s needed to stop cleanly: stopping now", self.end_time - now, reserve)
+                self.reasons.add(OUT_OF_TIME)
+        flags = torch.tensor([float(reason in self.reasons) for reason in REASONS], device=self.device)
+        all_reduce_sum(flags)
+        return {reason for reason, count in zip(REASONS, flags.tolist()) if count > 0}
