@@ -184,7 +184,7 @@ class Slurm(Section):
     gpus: int | None = Field(None, ge=1, description="GPUs per node, one task on each (--gpus).")
     nproc: int | None = Field(None, ge=1, description="CPU tasks per node with gloo, where there are no GPUs (--nproc; default 1).")
     partition: str | None = Field(None, description="Default: the cluster's default partition.")
-    time: str = Field("1:00:00", description="Time limit in SLURM's forms: minutes, MM:SS, H:MM:SS, D-H, D-H:MM, D-H:MM:SS.")
+    time: str | int = Field("1:00:00", description="Time limit in SLURM's forms: minutes, MM:SS, H:MM:SS, D-H, D-H:MM, D-H:MM:SS.")
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
@@ -197,10 +197,13 @@ class Slurm(Section):
         default_factory=dict, description="Any other sbatch option, without its dashes (exclusive: true, mail-type: END)."
     )
 
-    @field_validator("time")
+    @field_validator("time", mode="before")
     @classmethod
-    def _slurm_time(cls, value: str) -> str:
-        time_limit_minutes(value)
+    def _slurm_time(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `time: 30` in YAML: minutes, as sbatch reads it
+        if isinstance(value, str):
+            time_limit_minutes(value)
         return value
 
 

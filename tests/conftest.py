@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,14 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """The SLURM cluster of slurm/cluster.sh: tests that use it skip where no controller answers,
+    except where LAUNCHER_REQUIRE_SLURM=1 (CI brings the cluster up), where they fail instead."""
+    if shutil.which("sinfo") is not None and subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0:
+        return
+    if os.environ.get("LAUNCHER_REQUIRE_SLURM") == "1":
+        pytest.fail("LAUNCHER_REQUIRE_SLURM=1 but no SLURM controller answers: run slurm/cluster.sh up")
+    pytest.skip("no SLURM controller answers (start one with: slurm/cluster.sh up)")

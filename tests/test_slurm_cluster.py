@@ -1,32 +1,17 @@
 """The single-host SLURM cluster of slurm/cluster.sh, used for real: two nodes, accounting, submitit.
 
 Marked `slurm`: skipped where no SLURM controller answers, except where LAUNCHER_REQUIRE_SLURM=1
-(CI brings the cluster up and sets it), where a missing cluster fails instead.
+(CI brings the cluster up and sets it), where a missing cluster fails instead (conftest.slurm_cluster).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slurm
-
-
-def _cluster_answers() -> bool:
-    return shutil.which("sinfo") is not None and subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> None:
-    if _cluster_answers():
-        return
-    if os.environ.get("LAUNCHER_REQUIRE_SLURM") == "1":
-        pytest.fail("LAUNCHER_REQUIRE_SLURM=1 but no SLURM controller answers: run slurm/cluster.sh up")
-    pytest.skip("no SLURM controller answers (start one with: slurm/cluster.sh up)")
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 
 def test_two_nodes_run_one_task_each() -> None:

@@ -1,0 +1,238 @@
+"""`launch --slurm` against the real single-host cluster of slurm/cluster.sh: two nodes, gloo.
+
+Marked `slurm` (skipped where no controller answers, failing instead where
+LAUNCHER_REQUIRE_SLURM=1, as in CI). Jobs run `launch` from this Python's environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, launch, run_dirs, scalars
+from launcher import checkpoint, slurm
+from launcher.recipe import dump_recipe, load_recipe
+from launcher.rundir import new_run_dir
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+DIGITS = ROOT / "recipes" / "digits.yaml"
+TWO_NODES = ("--slurm", "--nodes", "2", "--nproc", "1", "--time", "10")
+
+
+def launch_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "launcher", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def submitted(result: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
+    """The job id and run folder that `launch --slurm` printed."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    job_id = re.search(r"submitted job (\S+):", result.stdout).group(1)
+    run = Path(re.search(r"run folder:\s+(\S+)", result.stdout).group(1))
+    return job_id, run
+
+
+def wait_for_line(path: Path, text: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"'{text}' did not appear in {path} within {timeout_s} s")
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(checkpoint.latest(run / "checkpoints"))["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def assert_no_duplicate_steps(run: Path) -> None:
+    for tag, series in scalars(run).items():
+        steps = [step for step, _ in series]
+        assert steps == sorted(set(steps)), tag
+
+
+@pytest.fixture(scope="module")
+def two_node_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, float]:
+    """The digits recipe as one uninterrupted 2-node job (1 CPU task per node); and how long
+    from `launch --slurm` to its first logged step."""
+    output = tmp_path_factory.mktemp("slurm")
+    started = time.time()
+    result = launch_cli(DIGITS, *TWO_NODES, "--wait", f"run.output={output}", cwd=output)
+    job_id, run = submitted(result)
+    assert "epoch 15/15" in result.stdout  # --wait followed rank 0's log
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    first_logged = min(events.Scalars("train/loss"), key=lambda e: e.step).wall_time
+    return job_id, run, first_logged - started
+
+
+@pytest.mark.slow
+def test_two_node_job_trains_as_the_local_run_does(two_node_job: tuple[str, Path, float], tmp_path: Path) -> None:
+    job_id, run, to_first_step = two_node_job
+    print(f"launch --slurm to the first logged step: {to_first_step:.1f} s")
+    assert launch(DIGITS, "--nproc", "2", f"run.output={tmp_path}") == 0
+    (local,) = run_dirs(tmp_path, "digits")
+    on_slurm = json.loads((run / "metrics.json").read_text())["final"]
+    here = json.loads((local / "metrics.json").read_text())["final"]
+    assert on_slurm["val/acc1"] == pytest.approx(here["val/acc1"]) and on_slurm["val/acc1"] > 0.95
+    assert_same_weights(final_weights(run), final_weights(local))
+    # Only rank 0 wrote TensorBoard; both ranks logged, each on its own node.
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert "task 0 of 2" in (run / "slurm" / f"{job_id}_0_log.out").read_text()
+    assert "task 1 of 2" in (run / "slurm" / f"{job_id}_1_log.out").read_text()
+
+
+@pytest.mark.slow
+def test_status_and_logs_show_the_job(two_node_job: tuple[str, Path, float]) -> None:
+    job_id, run, _ = two_node_job
+    for target in (run, job_id):
+        status = launch_cli("status", target, cwd=run)
+        assert status.returncode == 0, status.stderr
+        assert f"job {job_id}: COMPLETED on node[1-2]" in status.stdout
+        assert "val/acc1 0.9" in status.stdout and "step-00000165.pt" in status.stdout
+    logs = launch_cli("logs", run, "--rank", "1", cwd=run)
+    assert logs.returncode == 0 and "task 1 of 2" in logs.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preemption", ["scontrol requeue", "USR2 warning"])
+def test_a_preempted_job_resumes_to_the_same_weights(preemption: str, two_node_job: tuple[str, Path, float], tmp_path: Path) -> None:
+    _, uninterrupted, _ = two_node_job
+    job_id, run = submitted(launch_cli(DIGITS, *TWO_NODES, f"run.output={tmp_path}", cwd=tmp_path))
+    log = run / "slurm" / f"{job_id}_0_log.out"
+    wait_for_line(log, "epoch 3/15")
+    if preemption == "scontrol requeue":  # SLURM requeues the job and sends SIGTERM
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+    else:  # the warning ahead of a time limit or a preemption: the job requeues itself (submitit)
+        subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
+    state = slurm.wait_until_ended(job_id, timeout_s=400)
+    text = log.read_text()
+    assert state["State"] == "COMPLETED", text[-3000:]
+    stopped = int(re.search(r"stopped at step (\d+)", text).group(1))
+    assert 22 < stopped < 165
+    assert f"resumed from {run / 'checkpoints' / f'step-{stopped:08d}.pt'} at epoch {stopped // 11 + 1}, step {stopped}" in text
+    assert slurm.restarts(job_id) == 1
+    assert_same_weights(final_weights(run), final_weights(uninterrupted))
+    assert_no_duplicate_steps(run)
+    assert [s for s, _ in scalars(run)["train/loss"]] == [s for s, _ in scalars(uninterrupted)["train/loss"]]
+
+
+@pytest.mark.slow
+def test_the_requeue_limit_stops_the_run_with_a_clear_message(tmp_path: Path) -> None:
+    job_id, run = submitted(launch_cli(DIGITS, *TWO_NODES, "slurm.max_requeues=0", f"run.output={tmp_path}", cwd=tmp_path))
+    log = run / "slurm" / f"{job_id}_0_log.out"
+    wait_for_line(log, "epoch 2/15")
+    subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
+    state = slurm.wait_until_ended(job_id, timeout_s=300)
+    assert state["State"] == "FAILED"
+    text = log.read_text()
+    assert "the limit is slurm.max_requeues=0: not requeueing it again" in text
+    assert f"go on with: launch {run / 'recipe.yaml'} --slurm --resume {run}" in text
+    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["step"] == int(re.search(r"stopped at step (\d+)", text).group(1))
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_job_and_keeps_its_last_checkpoint(tmp_path: Path) -> None:
+    job_id, run = submitted(launch_cli(DIGITS, *TWO_NODES, "train.epochs=300", f"run.output={tmp_path}", cwd=tmp_path))
+    wait_for_line(run / "slurm" / f"{job_id}_0_log.out", "epoch 6/300")
+    cancel = launch_cli("cancel", run, cwd=tmp_path)
+    assert cancel.returncode == 0, cancel.stderr
+    assert f"job {job_id}: CANCELLED" in cancel.stderr
+    assert slurm.job_state(job_id)["State"] == "CANCELLED"
+    text = (run / "slurm" / f"{job_id}_0_log.out").read_text()
+    stopped = int(re.search(r"stopped at step (\d+) \(terminated\)", text).group(1))
+    newest = checkpoint.latest(run / "checkpoints")
+    assert checkpoint.load(newest)["progress"]["step"] == stopped >= 66
+    assert not [p for p in (run / "checkpoints").iterdir() if not p.name.endswith(".pt")]  # no half-written file
+    assert f"--slurm --resume {run}" in cancel.stderr
+
+
+@pytest.mark.slow
+def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
+    recipes = [
+        load_recipe(DIGITS, ["train.epochs=2", f"train.seed={seed}", f"run.output={tmp_path}", "slurm.time=10"]) for seed in (1, 2, 3)
+    ]
+    runs = [new_run_dir(r.run.output, r.run.name, run_id=f"seed-{r.train.seed}") for r in recipes]
+    for recipe, run in zip(recipes, runs):
+        dump_recipe(recipe, run.recipe)
+    job_ids = slurm.submit_array(recipes, runs, tmp_path / "array", parallel=2)
+    assert len(set(job_ids)) == 3 and all(re.fullmatch(r"\d+_[012]", j) for j in job_ids)
+    for job_id in job_ids:
+        assert slurm.wait_until_ended(job_id, timeout_s=300)["State"] == "COMPLETED"
+    finals = [json.loads(run.metrics.read_text())["final"] for run in runs]
+    assert [f["step"] for f in finals] == [44, 44, 44]
+    assert len({f["val/loss"] for f in finals}) == 3  # three seeds, three runs
+    # At most 2 ran at once.
+    spans = []
+    for job_id in job_ids:
+        state = slurm.job_state(job_id)
+        spans.append((datetime.fromisoformat(state["Start"]), datetime.fromisoformat(state["End"])))
+    assert max(sum(s <= start < e for s, e in spans) for start, _ in spans) <= 2
+    status = launch_cli("status", runs[1].path, cwd=tmp_path)
+    assert f"job {job_ids[1]}: COMPLETED" in status.stdout, status.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--nodes", "3"), "slurm.nodes=3, but partition 'debug' has 2 node(s): node1, node2"),
+        (("--nproc", "4"), "4 task(s) per node (slurm.nproc) x 1 CPU(s) per task (slurm.cpus_per_task) = 4 CPUs per node, but the nodes of 'debug' have at most 2 CPUs"),
+        (("--gpus", "1"), "slurm.gpus=1 per node, but the nodes of 'debug' have at most 0 GPU(s)"),
+        (("--mem", "64G"), "slurm.mem=64G per node, but the nodes of 'debug' have at most 4000 MB"),
+        (("--partition", "gpu"), "slurm.partition=gpu: no such partition"),
+        (("--gpus", "2", "--nproc", "2"), "slurm.gpus=2 and slurm.nproc=2: one task per GPU, or nproc CPU tasks; choose one"),
+    ],
+)  # fmt: skip
+def test_inconsistent_resources_fail_before_the_queue(flags: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs_before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert launch(DIGITS, "--slurm", *flags, f"run.output={tmp_path}") == 1
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no run folder
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == jobs_before
+
+
+def test_a_bad_time_limit_is_a_recipe_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert launch(DIGITS, "--slurm", "--time", "soon", f"run.output={tmp_path}") == 2
+    assert "slurm.time" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_job_script_checkpoints_before_its_time_limit_without_a_warning(tmp_path: Path) -> None:
+    # slurm/train.sbatch as it ships, less its GPUs and its warning signal: the run must watch the
+    # clock. A 1-minute limit and about a minute of training or more: one requeue or several.
+    script = tmp_path / "train.sbatch"
+    lines = (ROOT / "slurm" / "train.sbatch").read_text().splitlines()
+    script.write_text("\n".join(line for line in lines if not line.startswith(("#SBATCH --signal", "#SBATCH --gpus"))) + "\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=1", f"--output={tmp_path}/slurm-%j.out",
+         script, DIGITS, "train.epochs=100", "slurm.max_requeues=10", f"run.output={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, check=True,
+    )  # fmt: skip
+    job_id = submit.stdout.strip()
+    state = slurm.wait_until_ended(job_id, timeout_s=500)
+    text = (tmp_path / f"slurm-{job_id}.out").read_text()
+    assert state["State"] == "COMPLETED", text[-3000:]
+    assert "s left before the time limit" in text and f"requeueing job {job_id} (requeue 1 of at most 10)" in text
+    run = tmp_path / "digits" / f"slurm-{job_id}"
+    assert json.loads((run / "metrics.json").read_text())["final"]["step"] == 100 * 11
+    assert slurm.restarts(job_id) >= 1
+    assert_no_duplicate_steps(run)
