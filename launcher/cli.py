@@ -235,10 +235,14 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
 
 def srun_task(recipe: Recipe, args: argparse.Namespace) -> int:
     """`--srun`: one task of an srun step; SLURM's variables say which."""
+    import os
+
     import torch
 
     from launcher import slurm_job
 
+    if "SLURM_PROCID" not in os.environ or "SLURM_JOB_ID" not in os.environ:
+        raise UserError("--srun runs as one task of an srun step, inside a SLURM job (see slurm/train.sbatch); to submit a job: --slurm")
     use_cuda = torch.cuda.is_available() and not args.cpu and args.nproc is None
     slurm_job.srun_task(recipe, "cuda" if use_cuda else "cpu")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,19 @@ def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_pat
     done = launch_process(digits, "--cpu", "--resume", run, "train.epochs=1", "run.output=out", cwd=tmp_path)
     assert done.returncode == 1 and "nothing to do" in done.stderr
     assert '"val/acc1"' in (run / "metrics.json").read_text()  # the finished run's results are kept
+
+
+def test_slurm_flags_outside_slurm_say_what_to_use(tmp_path: Path) -> None:
+    env_without_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    cases = [
+        (["--nodes", "2"], "--nodes is for --slurm runs (on your own nodes: --nnodes, torchrun's flag)"),
+        (["--srun"], "--srun runs as one task of an srun step, inside a SLURM job"),
+        (["--slurm", "--nnodes", "2"], "--slurm places the tasks itself"),
+    ]
+    for flags, message in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "launcher", RECIPES / "digits.yaml", *flags, f"run.output={tmp_path}"],
+            capture_output=True, text=True, cwd=tmp_path, env=env_without_slurm, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 1 and message in result.stderr, (flags, result.stderr)
+    assert not list(tmp_path.iterdir())

@@ -163,6 +163,12 @@ def test_cancel_stops_the_job_and_keeps_its_last_checkpoint(tmp_path: Path) -> N
     assert checkpoint.load(newest)["progress"]["step"] == stopped >= 66
     assert not [p for p in (run / "checkpoints").iterdir() if not p.name.endswith(".pt")]  # no half-written file
     assert f"--slurm --resume {run}" in cancel.stderr
+    # ... and the run goes on from it, as the message says, in a new job.
+    resumed = launch_cli(run / "recipe.yaml", *TWO_NODES, "--resume", run, "--wait", "train.epochs=20", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from {newest} at epoch" in resumed.stdout
+    assert [job["job_id"] for job in json.loads((run / "slurm" / "job.json").read_text())["jobs"]][0] == job_id
+    assert json.loads((run / "metrics.json").read_text())["final"]["step"] == 220
 
 
 @pytest.mark.slow
