@@ -314,10 +314,13 @@ def train(
 
 
 def recipe_differences(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
-    """'key: old -> new' for each value that differs between two resolved recipes."""
+    """'key: old -> new' for each value that differs between two resolved recipes (not where
+    they run: a run submitted to SLURM can be resumed anywhere)."""
     found = []
     for key in sorted(set(before) | set(now)):
         a, b = before.get(key), now.get(key)
+        if f"{prefix}{key}" == "slurm":
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             found += recipe_differences(a, b, f"{prefix}{key}.")
         elif a != b and key != "import_paths":
