@@ -230,6 +230,9 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
         print(line, end="", flush=True)
     state = slurm.wait_until_ended(job.job_id)
     log.info("job %s ended: %s (exit code %s)", job.job_id, state["State"], state.get("ExitCode"))
+    if state["State"] != "COMPLETED":
+        for failure in slurm.failures(job):
+            log.error("failed: %s", failure)
     return slurm.exit_status(state)
 
 

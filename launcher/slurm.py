@@ -292,6 +292,28 @@ def follow(job: Job, rank: int = 0, keep_following: bool = True, poll_s: float =
             time.sleep(poll_s)
 
 
+def failures(job: Job) -> list[str]:
+    """For a job that failed: each task whose log holds a traceback, with its node and the error;
+    the tasks that failed first come first, those that only lost a failed peer after them."""
+    found = []
+    for path in job.logs.glob(f"{job.job_id}_*_log.out"):
+        text = re.sub(r"(?m)^\[rank\d+\]: ", "", path.read_text(errors="replace"))  # torch's prefix on each line
+        start = text.rfind("Traceback (most recent call last)")
+        if start < 0:
+            continue
+        rank = int(path.name.split("_")[-2])
+        node = re.search(r"task \d+ of \d+ on (\S+);", text)
+        trace = text[start:].splitlines()
+        # The traceback up to its error line; the srun noise after it is left out.
+        end = next((i for i in range(len(trace) - 1, 0, -1) if re.match(r"^[\w.]+(Error|Exception|Exit)\b", trace[i])), len(trace) - 1)
+        error = trace[end]
+        lost_a_peer = "Connection closed by peer" in error or "remote worker" in error
+        report = f"rank {rank} on {node.group(1) if node else 'an unknown node'} ({path}){': its peer failed' if lost_a_peer else ''}:"
+        shown = trace[: end + 1] if end < 9 else [trace[0], "  ...", *trace[end - 7 : end + 1]]
+        found.append((lost_a_peer, rank, report + "\n  " + "\n  ".join(shown)))
+    return [report for *_, report in sorted(found)]
+
+
 def exit_status(state: dict[str, str]) -> int:
     """0 for a completed job; otherwise its exit code, or 1."""
     if state["State"] == "COMPLETED":
@@ -316,6 +338,8 @@ def describe(job: Job) -> list[str]:
         f"run folder: {job.run.path}",
         f"log (rank 0): {job.log_file(0)}",
     ]
+    if state["State"] in ENDED - {"COMPLETED"}:
+        lines += [f"failed: {failure}" for failure in failures(job)]
     latest = checkpoint.latest(job.run.checkpoints)
     lines.append(f"newest checkpoint: {latest if latest else 'none yet'}")
     if job.run.metrics.exists():

@@ -83,7 +83,8 @@ def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[]
     if restarts > limit:  # SLURM requeued it on its own (a preemption) once too often
         raise UserError(_limit_reached(job.job_id, restarts, limit, latest, run))
     with joined(recipe, run, device_type, console_on_every_rank=True) as runtime:
-        log.info("SLURM job %s, task %d of %d on %s; run folder %s", job.job_id, runtime.rank, runtime.world_size, job.hostname, run.path)
+        node = os.environ.get("SLURMD_NODENAME", job.hostname)
+        log.info("SLURM job %s, task %d of %d on %s; run folder %s", job.job_id, runtime.rank, runtime.world_size, node, run.path)
         if restarts:
             log.info("requeued %d time(s); resuming from %s", restarts, latest or "the start (no checkpoint yet)")
         stop = StopRequests(runtime.device, end_time=job_end_time(job.job_id) if runtime.is_main else None)

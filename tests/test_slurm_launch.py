@@ -242,3 +242,36 @@ def test_the_job_script_checkpoints_before_its_time_limit_without_a_warning(tmp_
     assert json.loads((run / "metrics.json").read_text())["final"]["step"] == 100 * 11
     assert slurm.restarts(job_id) >= 1
     assert_no_duplicate_steps(run)
+
+
+FAILING = '''
+import os
+from torch import nn
+
+class FailsOnRank1(nn.Module):
+    """A linear model whose rank 1 raises at its 5th training forward."""
+    def __init__(self, in_features, num_classes):
+        super().__init__()
+        self.layer, self.calls = nn.Linear(in_features, num_classes), 0
+    def forward(self, x):
+        self.calls += self.training
+        if self.training and os.environ["RANK"] == "1" and self.calls == 5:
+            raise RuntimeError("boom in rank 1")
+        return self.layer(x.flatten(1))
+'''
+
+
+@pytest.mark.slow
+def test_a_failing_rank_fails_the_job_and_is_named_with_its_node_and_traceback(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(FAILING)
+    recipe = tmp_path / "failing.yaml"
+    recipe.write_text("data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\n"
+                      "model: {name: 'failing:FailsOnRank1'}\ntrain: {epochs: 3, batch_size: 16}\ndistributed: {timeout_s: 60}\n")  # fmt: skip
+    result = launch_cli(recipe, *TWO_NODES, "--wait", f"run.output={tmp_path}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "ended: FAILED" in result.stderr
+    assert re.search(r"failed: rank 1 on node2 \(.*_1_log.out\):\n  Traceback", result.stderr), result.stderr
+    assert "RuntimeError: boom in rank 1" in result.stderr
+    _, run = submitted(subprocess.CompletedProcess([], 0, result.stdout, ""))
+    status = launch_cli("status", run, cwd=tmp_path)
+    assert "FAILED" in status.stdout and "RuntimeError: boom in rank 1" in status.stdout
