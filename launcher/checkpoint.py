@@ -1,14 +1,18 @@
-"""Checkpoints: written atomically, found newest-first, pruned to the last K, loaded safely.
+"""Checkpoints: written atomically, counted only when complete, pruned to the last K, loaded safely.
 
-A checkpoint is one file `checkpoints/step-<N>.pt` (plus `best.pt` when asked). It is written
-to a temporary name in the same folder, flushed to disk, then renamed into place: a reader sees
-either the whole file or none of it. Only names matching `step-*.pt` count, so a temporary file
-left by a crash is never mistaken for a checkpoint. Loading uses `weights_only=True`, so a
-checkpoint cannot run code: everything saved is tensors and plain Python data.
+A checkpoint is one file `checkpoints/step-<N>.pt` (plus `best.pt` when asked) and, beside it,
+its checksum `step-<N>.pt.sha256` (sha256sum's format: `sha256sum -c` checks it). The file is
+written to a temporary name in the same folder, flushed to disk and renamed into place; the
+checksum is written the same way, last. Only a `step-*.pt` with its checksum counts, so neither
+a temporary file left by a crash nor a file whose checksum never got written is mistaken for a
+checkpoint, and loading compares the checksum, so a file damaged later (truncated, a disk
+error) is refused with a clear error instead of half-loaded. Loading uses `weights_only=True`:
+a checkpoint cannot run code; everything saved is tensors and plain Python data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -18,28 +22,90 @@ from typing import Any
 import numpy as np
 import torch
 
+from launcher.errors import UserError
+
 STEP_NAME = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"
+CHECKSUM = ".sha256"
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint whose bytes are not those that were written."""
 
 
 def step_path(folder: Path, step: int) -> Path:
     return folder / f"step-{step:08d}.pt"
 
 
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + CHECKSUM)
+
+
 def save(state: dict[str, Any], path: Path) -> Path:
-    """Write `state` to `path` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `state` to `path` atomically, then its checksum: the mark that it is complete."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Overwriting (best.pt): the old checksum goes just before its file is replaced, so that a
+        # crash in between leaves no checksum that disagrees with the file.
+        _write_atomically(path, lambda file: _torch_save(state, file), before_rename=checksum_path(path).unlink)
+        digest = _sha256(path)
+        _write_atomically(checksum_path(path), lambda file: file.write(f"{digest}  {path.name}\n".encode()))
+    except OSError as error:  # disk full, quota, read-only or vanished folder
+        raise UserError(
+            f"cannot write the checkpoint {path}: {error.strerror or error}; "
+            f"the complete checkpoints already in {path.parent} are untouched"
+        ) from None
+    return path
+
+
+class _ReportingFile:
+    """A file whose write errors survive torch.save, which turns them into a vague RuntimeError."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(state: dict[str, Any], file: Any) -> None:
+    reporting = _ReportingFile(file)
+    try:
+        torch.save(state, reporting)
+    except RuntimeError:
+        if reporting.error is not None:
+            raise reporting.error from None
+        raise
+
+
+def _write_atomically(path: Path, write: Any, before_rename: Any = None) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as file:
-            torch.save(state, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
+        if before_rename is not None:
+            before_rename(missing_ok=True)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     _fsync_folder(path.parent)
-    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -52,10 +118,10 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def saved_steps(folder: Path) -> list[Path]:
-    """The `step-N.pt` checkpoints in `folder`, oldest first."""
+    """The complete `step-N.pt` checkpoints in `folder` (those with their checksum), oldest first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_NAME.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_NAME.match(p.name)) and checksum_path(p).exists()]
     return [p for _, p in sorted(found)]
 
 
@@ -69,6 +135,7 @@ def prune(folder: Path, keep_last: int) -> list[Path]:
     failed = []
     for path in saved_steps(folder)[:-keep_last]:
         try:
+            checksum_path(path).unlink()  # first: a file left behind no longer counts
             path.unlink()
         except OSError:
             failed.append(path)
@@ -79,15 +146,25 @@ def newer_than(folder: Path, step: int) -> list[Path]:
     """Set aside (rename to `*.abandoned`) the step checkpoints after `step`: a run resumed from an
     older checkpoint takes another path, and pruning by step number would delete its new files."""
     moved = []
-    for path in saved_steps(folder):
-        if int(STEP_NAME.match(path.name).group(1)) > step:  # type: ignore[union-attr]
+    for path in folder.glob("step-*.pt") if folder.is_dir() else []:
+        match = STEP_NAME.match(path.name)
+        if match and int(match.group(1)) > step:
+            checksum_path(path).unlink(missing_ok=True)
             path.rename(path.with_name(path.name + ".abandoned"))
             moved.append(path)
-    return moved
+    return sorted(moved)
 
 
 def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The checkpoint's contents, after checking its checksum where it has one (a file from
+    elsewhere may not); raises DamagedCheckpoint if the bytes differ from those written."""
+    written = checksum_path(path)
+    if written.exists() and written.read_text().split()[0] != _sha256(path):
+        raise DamagedCheckpoint(f"{path} is damaged: its bytes no longer match {written.name} ({path.stat().st_size} bytes now)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except RuntimeError as error:  # not a whole zip file: a truncated or foreign file
+        raise DamagedCheckpoint(f"{path} cannot be read as a checkpoint: {' '.join(str(error).split())[:200]}") from None
 
 
 # --- random number generators: saved as tensors and plain data, so weights_only can load them ---

@@ -125,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except SignalException as stop:  # the elastic agent stopped the workers on SIGTERM/SIGINT/SIGHUP
-        log.error("stopped by %s: the workers were stopped", signal.Signals(stop.sigval).name)
+    except SignalException as stop:  # the elastic agent passed SIGTERM/SIGINT/SIGHUP on to the workers
+        log.error(
+            "stopped by %s: the workers stopped at the end of a step, with a checkpoint of it if they had started "
+            "training (see the log above); go on with launch --resume", signal.Signals(stop.sigval).name,
+        )  # fmt: skip
         return 128 + stop.sigval
     except (UserError, FileNotFoundError) as error:
         log.error("error: %s", error)
@@ -152,6 +155,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     """Train in this process, or in workers started by torch.distributed's elastic agent."""
     from launcher import elastic, logs, rundir
     from launcher.runtime import single_process
+    from launcher.stopping import StopRequests, TrainingStopped
     from launcher.train import train as run_training
     from launcher.worker import worker
 
@@ -173,7 +177,14 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     log.info("run folder: %s", run.path)
     log.info("TensorBoard: tensorboard --logdir %s", run.tensorboard(recipe.logging.tensorboard_dir))
     if placement.single_process:
-        summary = run_training(recipe, single_process(placement.device_type == "cpu"), run, resume_from)
+        runtime = single_process(placement.device_type == "cpu")
+        stop = StopRequests(runtime.device, second_interrupt_quits=True)
+        try:
+            with stop.catching():
+                summary = run_training(recipe, runtime, run, resume_from, stop)
+        except TrainingStopped as stopped:
+            log.error("%s; go on with: launch %s --resume %s", stopped, run.recipe, run.path)
+            return stopped.exit_code
     else:
         if placement.device_type == "cpu":
             log.info(
@@ -210,10 +221,7 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
         run, resume_from = rundir.find_resume(None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.name)
         log.info("the job resumes from the newest checkpoint of %s (now %s)", run.path, resume_from.name)
     else:
-        try:
-            run = rundir.new_run_dir(recipe.run.output, recipe.run.name)
-        except OSError as error:
-            raise UserError(f"run.output={recipe.run.output}: cannot create the run folder there ({error.strerror})") from None
+        run = rundir.new_run_dir(recipe.run.output, recipe.run.name)
         dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; submit it again with: launch {run.recipe} --slurm\n")
     job = slurm.Job(slurm.submit(recipe, run), run, run.path / "slurm")
     s = recipe.slurm

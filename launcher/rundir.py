@@ -40,10 +40,13 @@ def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
     """A new run folder named by the time it starts (with a suffix if two start together), or
     `run_id` (shared: every node of a multi-node run names the same folder)."""
     parent = Path(output) / name
-    parent.mkdir(parents=True, exist_ok=True)
-    if run_id is not None:
-        (parent / run_id).mkdir(exist_ok=True)
-        return RunDir(parent / run_id)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if run_id is not None:
+            (parent / run_id).mkdir(exist_ok=True)
+            return RunDir(parent / run_id)
+    except OSError as error:
+        raise UserError(f"run.output={output}: cannot create the run folder under {parent}: {error.strerror or error}") from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
@@ -51,6 +54,8 @@ def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
             path.mkdir()
         except FileExistsError:
             continue
+        except OSError as error:
+            raise UserError(f"run.output={output}: cannot create the run folder {path}: {error.strerror or error}") from None
         return RunDir(path)
     raise RuntimeError(f"could not create a run folder under {parent}")
 

@@ -171,7 +171,7 @@ def train(
         barrier()
 
     if resume_from is not None:
-        state = checkpoint.load(resume_from)
+        state, resume_from = load_resume_state(resume_from)
         try:
             s.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError) as error:
@@ -311,6 +311,22 @@ def train(
         return summary
     finally:
         logger.close()
+
+
+def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:
+    """The state to resume from: `path`'s, or where that file is damaged, that of the newest
+    complete checkpoint before it (with a warning); a UserError where there is none."""
+    older = [p for p in checkpoint.saved_steps(path.parent) if p.name < path.name] if checkpoint.STEP_NAME.match(path.name) else []
+    for candidate in [path, *reversed(older)]:
+        try:
+            state = checkpoint.load(candidate)
+        except checkpoint.DamagedCheckpoint as damaged:
+            log.warning("%s", damaged)
+            continue
+        if candidate != path:
+            log.warning("resuming from the newest complete checkpoint before it instead: %s", candidate)
+        return state, candidate
+    raise UserError(f"cannot resume: {path} is damaged and no complete checkpoint comes before it")
 
 
 def recipe_differences(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:

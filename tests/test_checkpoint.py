@@ -17,7 +17,7 @@ from launcher import checkpoint
 def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
     path = checkpoint.save({"w": torch.arange(5)}, checkpoint.step_path(tmp_path, 7))
     assert path.name == "step-00000007.pt"
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, "step-00000007.pt.sha256"]
     assert torch.equal(checkpoint.load(path)["w"], torch.arange(5))
 
 
@@ -31,13 +31,14 @@ def test_a_failed_write_keeps_the_previous_file_whole(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="halfway"):
         checkpoint.save({"w": torch.zeros(3), "bad": Unpicklable()}, path)
     assert torch.equal(checkpoint.load(path)["w"], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "best.pt.sha256"]
 
 
 def test_only_complete_step_files_count(tmp_path: Path) -> None:
     for step in (30, 4, 100):
         checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
     (tmp_path / ".step-00000200.pt.123.tmp").write_bytes(b"half a checkpoint")  # a crash mid-write
+    torch.save({"step": 300}, checkpoint.step_path(tmp_path, 300))  # a crash before its checksum
     (tmp_path / "best.pt").write_bytes(b"x")
     assert [p.name for p in checkpoint.saved_steps(tmp_path)] == ["step-00000004.pt", "step-00000030.pt", "step-00000100.pt"]
     assert checkpoint.latest(tmp_path).name == "step-00000100.pt"
@@ -49,27 +50,44 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
         checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
     checkpoint.save({"best": True}, tmp_path / checkpoint.BEST)
     assert checkpoint.prune(tmp_path, keep_last=2) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "step-00000005.pt", "step-00000006.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == ["best.pt", "step-00000005.pt", "step-00000006.pt"]
+    assert len(list(tmp_path.glob("*.sha256"))) == 3
 
 
 def test_prune_reports_what_it_could_not_delete(tmp_path: Path) -> None:
     stuck = checkpoint.step_path(tmp_path, 1)
     stuck.mkdir()  # a folder where a file should be: unlink fails, even for root
+    checkpoint.checksum_path(stuck).write_text("0  step-00000001.pt\n")
     for step in range(2, 4):
         checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
     assert checkpoint.prune(tmp_path, keep_last=1) == [stuck]
     assert not checkpoint.step_path(tmp_path, 2).exists() and checkpoint.step_path(tmp_path, 3).exists()
 
 
-def test_loading_refuses_code(tmp_path: Path) -> None:
+def test_loading_refuses_code_and_the_code_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
     class Payload:
         def __reduce__(self):
-            return (os.system, ("echo pwned",))
+            return (os.system, (f"touch {marker}",))
 
     path = tmp_path / "step-00000001.pt"
-    with path.open("wb") as file:
-        pickle.dump({"model": Payload()}, file, protocol=2)
-    with pytest.raises(pickle.UnpicklingError):
+    torch.save({"model": Payload()}, path)  # a real torch checkpoint, with a pickled payload inside
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        checkpoint.load(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte"])
+def test_a_damaged_checkpoint_is_refused_with_its_path(damage: str, tmp_path: Path) -> None:
+    path = checkpoint.save({"w": torch.arange(1000)}, checkpoint.step_path(tmp_path, 3))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(data)
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=f"{path} is damaged: its bytes no longer match step-00000003.pt.sha256"):
         checkpoint.load(path)
 
 
