@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import signal
 import urllib.error
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -308,7 +309,14 @@ def train_loader(
         # augmentations of an epoch are the same in a resumed run as in an uninterrupted one.
         persistent_workers=False,
         generator=torch.Generator(),
+        worker_init_fn=_leave_interrupts_to_the_trainer,
     )
+
+
+def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: the training process stops at the end of its step
+    # and shuts its loader workers down itself; a worker dying on the spot would fail that step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def start_epoch(loader: DataLoader, epoch: int, skip_batches: int = 0) -> None:
@@ -346,4 +354,5 @@ def eval_loader(dataset: Dataset, section: Data, *, batch_size: int, pin: bool, 
         # Its own generator: an iterator draws a seed from it, and evaluating must not move the
         # global random state, or a run that evaluated more often would train differently.
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_leave_interrupts_to_the_trainer,
     )

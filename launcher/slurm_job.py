@@ -89,7 +89,7 @@ def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[]
             log.info("requeued %d time(s); resuming from %s", restarts, latest or "the start (no checkpoint yet)")
         stop = StopRequests(runtime.device, end_time=job_end_time(job.job_id) if runtime.is_main else None)
         try:
-            with stop.catching():
+            with stop.catching([signal.SIGTERM, SlurmJobEnvironment._usr_sig()]):
                 return train(recipe, runtime, run, latest, stop)
         except TrainingStopped as stopped:
             log.warning("%s", stopped)

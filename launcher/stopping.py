@@ -25,11 +25,12 @@ from launcher.distributed import all_reduce_sum
 log = logging.getLogger("launcher")
 
 # Why a run stops early, in the order the flags travel in the all-reduce.
-TERMINATED = "terminated"  # SIGTERM: SLURM cancels or requeues the job itself, or preempts it
-WARNED = "warned"  # SIGUSR2: the warning before the time limit or a preemption; requeue the job
+TERMINATED = "terminated"  # SIGTERM: kill, or SLURM cancelling, requeueing or preempting the job itself
+INTERRUPTED = "interrupted"  # SIGINT: Ctrl-C
+WARNED = "warned"  # SIGUSR1/SIGUSR2: the warning before a time limit or a preemption; requeue the job
 OUT_OF_TIME = "out of time"  # no warning came, but the time limit is near; requeue the job
-REASONS = (TERMINATED, WARNED, OUT_OF_TIME)
-SIGNALS = {signal.SIGTERM: TERMINATED, signal.SIGUSR2: WARNED}
+REASONS = (TERMINATED, INTERRUPTED, WARNED, OUT_OF_TIME)
+SIGNALS = {signal.SIGTERM: TERMINATED, signal.SIGINT: INTERRUPTED, signal.SIGUSR1: WARNED, signal.SIGUSR2: WARNED}
 
 
 class TrainingStopped(Exception):
@@ -44,16 +45,28 @@ class TrainingStopped(Exception):
         """A warning or the time limit: the job should come back. A SIGTERM alone: SLURM decides."""
         return bool(self.reasons & {WARNED, OUT_OF_TIME})
 
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for the signal that stopped the run: 130 for Ctrl-C, else 143 (SIGTERM)."""
+        return 128 + (signal.SIGINT if self.reasons == {INTERRUPTED} else signal.SIGTERM)
+
 
 class StopRequests:
     """This rank's reasons to stop, and the step at which all ranks agree to.
 
     `end_time`: when the job will be killed (a time.time() value), where this rank should watch
     the clock; `margin_s`: time kept spare beyond the measured longest gap between two checks.
+    `catching()` turns signals into reasons: SIGTERM, Ctrl-C (SIGINT), and SIGUSR1/SIGUSR2, the
+    usual preemption notices.
     """
 
-    def __init__(self, device: torch.device, end_time: float | None = None, margin_s: float = 30.0) -> None:
+    def __init__(
+        self, device: torch.device, end_time: float | None = None, margin_s: float = 30.0, second_interrupt_quits: bool = False
+    ) -> None:
         self.device, self.end_time, self.margin_s = device, end_time, margin_s
+        # A person pressing Ctrl-C twice means "now". Not in workers: the elastic agent passes on
+        # the Ctrl-C that the terminal already sent them.
+        self.second_interrupt_quits = second_interrupt_quits
         self.reasons: set[str] = set()
         self._last_check: float | None = None
         self._longest_gap = 0.0  # between two checks: a step, or a step plus evaluation and checkpoint
@@ -70,6 +83,8 @@ class StopRequests:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         reason = SIGNALS[signal.Signals(signum)]
+        if reason == INTERRUPTED and reason in self.reasons and self.second_interrupt_quits:
+            raise KeyboardInterrupt
         if reason not in self.reasons:
             # Only a flag here: the loop is mid-step, maybe mid-collective, and carries on to the step's end.
             log.warning("received %s: stopping at the end of this step, with a checkpoint", signal.Signals(signum).name)

@@ -7,6 +7,7 @@ process group, trains, and leaves the group in `finally`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from launcher.recipe import Recipe
 from launcher.rundir import RunDir
 from launcher.runtime import Runtime
 
+log = logging.getLogger("launcher")
+
 
 def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str) -> dict[str, Any]:
     """The elastic agent's entry point: train as one of its workers."""
@@ -26,9 +29,17 @@ def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, 
         latest = checkpoint.latest(run.checkpoints)
         resume_from = str(latest) if latest else resume_from
     with joined(recipe, run, device_type) as runtime:
+        from launcher.stopping import StopRequests, TrainingStopped
         from launcher.train import train
 
-        return train(recipe, runtime, run, Path(resume_from) if resume_from else None)
+        stop = StopRequests(runtime.device)
+        try:
+            with stop.catching():
+                return train(recipe, runtime, run, Path(resume_from) if resume_from else None, stop)
+        except TrainingStopped as stopped:
+            # SIGTERM/Ctrl-C reach the agent, which passes them on: stop here, checkpoint written.
+            log.warning("%s", stopped)
+            raise SystemExit(stopped.exit_code) from None
 
 
 @contextlib.contextmanager

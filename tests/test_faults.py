@@ -1,0 +1,198 @@
+"""Fault injection: what a run survives, for real (CPU, gloo, subprocesses, real signals).
+
+Each test breaks a run the way machines break them and checks that no finished step is lost,
+nothing half-written is loaded, and the resumed run is the run that would have happened.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, launch, run_dirs
+from launcher import checkpoint
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+DIGITS = ROOT / "recipes" / "digits.yaml"
+
+
+def launch_process(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "launcher", *map(str, args)], cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for_file_text(pattern: str, text: str, folder: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(text in p.read_text(errors="replace") for p in folder.glob(pattern)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"'{text}' did not appear in {folder}/{pattern} within {timeout_s} s")
+
+
+def session_members(session: int) -> list[int]:
+    """Live processes of a session: `launch`, its workers and their data-loader workers."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(checkpoint.latest(run / "checkpoints"))["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_on_a_local_run_checkpoints_the_step_and_resume_ends_as_if_never_stopped(
+    sig: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    recipe = (DIGITS, "--cpu", "train.epochs=6", "checkpoint.every_n_epochs=100")
+    process = launch_process(*recipe, f"run.output={tmp_path / 'stopped'}", cwd=tmp_path)
+    wait_for_file_text("stopped/digits/*/log.txt", "epoch 2/6", tmp_path)
+    os.killpg(process.pid, sig)  # as Ctrl-C does: the whole process group
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == code, output
+    (run,) = run_dirs(tmp_path / "stopped", "digits")
+    stopped = int(output.split("stopped at step ")[1].split()[0])
+    assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == [f"step-{stopped:08d}.pt"]
+    assert f"go on with: launch {run / 'recipe.yaml'} --resume {run}" in output
+    assert session_members(process.pid) == []
+
+    torch.set_num_threads(2)
+    assert launch(*recipe, "--resume", run, f"run.output={tmp_path / 'stopped'}") == 0
+    assert launch(*recipe, f"run.output={tmp_path / 'whole'}") == 0
+    (whole,) = run_dirs(tmp_path / "whole", "digits")
+    assert_same_weights(weights(run), weights(whole))
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_on_two_workers_with_loader_workers_stops_all_at_one_step_with_a_checkpoint(
+    sig: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    process = launch_process(DIGITS, "--nproc", "2", "data.num_workers=2", "train.epochs=100", "checkpoint.every_n_epochs=100",
+                             f"run.output={tmp_path}", cwd=tmp_path)  # fmt: skip
+    wait_for_file_text("digits/*/log.rank1.txt", "epoch 2/100", tmp_path)
+    if sig == signal.SIGINT:
+        os.killpg(process.pid, sig)  # Ctrl-C: the terminal signals the whole group
+    else:
+        process.send_signal(sig)  # kill PID: the launcher alone, which passes it on
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == code, output
+    (run,) = run_dirs(tmp_path, "digits")
+    steps = {int((run / f"log.rank{r}.txt").read_text().split("stopped at step ")[1].split()[0]) for r in (0, 1)}
+    assert len(steps) == 1  # both ranks at the same step
+    (stopped,) = steps
+    assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == [f"step-{stopped:08d}.pt"]
+    assert len(checkpoint.load(run / "checkpoints" / f"step-{stopped:08d}.pt")["rng"]) == 2
+    time.sleep(1)
+    assert session_members(process.pid) == []  # no orphan: workers and loader workers gone
+
+
+def test_a_truncated_newest_checkpoint_is_passed_over_and_the_resumed_run_ends_the_same(tmp_path: Path) -> None:
+    recipe = (DIGITS, "--cpu", "train.epochs=4", "checkpoint.every_n_epochs=1", f"run.output={tmp_path}")
+    assert launch(*recipe) == 0
+    (run,) = run_dirs(tmp_path, "digits")
+    uninterrupted = weights(run)
+    newest = checkpoint.step_path(run / "checkpoints", 88)
+    newest.write_bytes(newest.read_bytes()[:1000])  # a crash of the disk, not of the writer
+    torch.set_num_threads(2)
+    assert launch(*recipe, "--resume", run) == 0
+    log = (run / "log.txt").read_text()
+    assert f"{newest} is damaged" in log
+    assert f"resuming from the newest complete checkpoint before it instead: {checkpoint.step_path(run / 'checkpoints', 66)}" in log
+    assert (run / "checkpoints" / "step-00000088.pt.abandoned").exists()  # set aside, not deleted
+    assert_same_weights(weights(run), uninterrupted)
+
+
+SLOW_WRITES = """
+import io, sys, time, torch
+real_save = torch.save
+
+def slow_save(obj, file, *args, **kwargs):
+    # The checkpoint's bytes reach the file in small pieces, slowly: a big model on a slow disk.
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    for start in range(0, len(data), 64 * 1024):
+        file.write(data[start:start + 64 * 1024])
+        file.flush()
+        time.sleep(0.1)
+
+torch.save = slow_save
+from launcher.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_while_a_checkpoint_is_written_leaves_no_partial_file_and_the_previous_loads(tmp_path: Path) -> None:
+    recipe = (DIGITS, "--cpu", "train.epochs=3", "checkpoint.every_n_epochs=1")
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITES, *map(str, recipe), f"run.output={tmp_path / 'killed'}"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("killed/digits/*/checkpoints/.step-00000044.pt.*.tmp")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.15)  # part of it written
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    (run,) = run_dirs(tmp_path / "killed", "digits")
+    partial = next((run / "checkpoints").glob(".step-00000044.pt.*.tmp"))
+    assert 0 < partial.stat().st_size
+    assert not checkpoint.step_path(run / "checkpoints", 44).exists()
+    assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000022.pt"]
+    assert checkpoint.load(checkpoint.step_path(run / "checkpoints", 22))["progress"]["step"] == 22
+    # ... and the run goes on from it to the same end as a run never killed.
+    torch.set_num_threads(2)
+    assert launch(*recipe, "--resume", run, f"run.output={tmp_path / 'killed'}") == 0
+    assert launch(*recipe, f"run.output={tmp_path / 'whole'}") == 0
+    (whole,) = run_dirs(tmp_path / "whole", "digits")
+    assert_same_weights(weights(run), weights(whole))
+
+
+def test_a_full_disk_names_the_checkpoint_and_leaves_the_earlier_ones_whole(tmp_path: Path) -> None:
+    import resource
+
+    recipe = (DIGITS, "--cpu", "checkpoint.every_n_epochs=1", f"run.output={tmp_path}")
+    assert launch(*recipe, "train.epochs=1") == 0
+    (run,) = run_dirs(tmp_path, "digits")
+    first = checkpoint.step_path(run / "checkpoints", 22)
+    before = first.read_bytes()
+
+    def small_disk() -> None:  # files may not grow past 200 kB: writing a checkpoint fails as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", *map(str, recipe), "train.epochs=3", "--resume", run],
+        capture_output=True, text=True, cwd=tmp_path, preexec_fn=small_disk, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"error: cannot write the checkpoint {run / 'checkpoints'}" in result.stderr
+    assert "File too large; the complete checkpoints already in" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert first.read_bytes() == before and checkpoint.load(first)["progress"]["step"] == 22
+    assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000022.pt"]
