@@ -157,6 +157,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     from launcher.runtime import single_process
     from launcher.stopping import StopRequests, TrainingStopped
     from launcher.train import train as run_training
+    from launcher.watchdog import last_seen
     from launcher.worker import worker
 
     if args.wait or args.nodes is not None:
@@ -178,7 +179,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     log.info("TensorBoard: tensorboard --logdir %s", run.tensorboard(recipe.logging.tensorboard_dir))
     if placement.single_process:
         runtime = single_process(placement.device_type == "cpu")
-        stop = StopRequests(runtime.device, second_interrupt_quits=True)
+        stop = StopRequests(runtime.device, patience_s=recipe.distributed.stall_s, second_interrupt_quits=True)
         try:
             with stop.catching():
                 summary = run_training(recipe, runtime, run, resume_from, stop)
@@ -192,10 +193,14 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
                 "using every core is faster", placement.nproc_per_node,
             )  # fmt: skip
         run_id = placement.rdzv_id or elastic.new_run_id()
-        results = elastic.run_workers(
-            placement, run_id, recipe.distributed.timeout_s, worker, recipe.to_dict(), str(run.path),
-            str(resume_from) if resume_from else None, placement.device_type,
-        )  # fmt: skip
+        try:
+            results = elastic.run_workers(
+                placement, run_id, recipe.distributed.timeout_s, worker, recipe.to_dict(), str(run.path),
+                str(resume_from) if resume_from else None, placement.device_type,
+            )  # fmt: skip
+        except elastic.WorkersFailed as failed:
+            seen = last_seen(run.heartbeats)
+            raise UserError(f"{failed}\nwhere the ranks were: {'; '.join(seen)} (stacks of stalled ranks: log.rank<N>.txt)" if seen else str(failed)) from None
         if 0 not in results:  # another node runs rank 0 and reports there
             log.info("this node's workers finished; rank 0's node has the summary in %s", run.metrics)
             return 0

@@ -163,6 +163,10 @@ class Distributed(Section):
     timeout_s: float = Field(
         300, gt=0, description="Seconds a worker waits for the others (process-group start, each collective) before failing."
     )
+    stall_s: float | None = Field(
+        120, gt=0, description="Seconds without a finished step after which each rank writes every thread's Python stack to its "
+        "log (and again as often); keep it below timeout_s, so that a hang is on record before the timeout ends the run. null: never.",
+    )  # fmt: skip
     sync_batchnorm: bool = Field(False, description="Batch-norm statistics over the global batch (SyncBatchNorm; GPUs only).")
     scale_lr: bool = Field(
         False, description="Multiply the learning rate by the number of workers (the linear scaling rule for the global batch)."

@@ -28,6 +28,14 @@ class RunDir:
     def log_file(self) -> Path:
         return self.path / "log.txt"
 
+    def rank_log(self, rank: int, world_size: int) -> Path:
+        """A worker's own log; one process writes log.txt."""
+        return self.log_file if world_size == 1 else self.path / f"log.rank{rank}.txt"
+
+    @property
+    def heartbeats(self) -> Path:
+        return self.path / "heartbeat"
+
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"

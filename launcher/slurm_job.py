@@ -87,7 +87,8 @@ def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[]
         log.info("SLURM job %s, task %d of %d on %s; run folder %s", job.job_id, runtime.rank, runtime.world_size, node, run.path)
         if restarts:
             log.info("requeued %d time(s); resuming from %s", restarts, latest or "the start (no checkpoint yet)")
-        stop = StopRequests(runtime.device, end_time=job_end_time(job.job_id) if runtime.is_main else None)
+        end_time = job_end_time(job.job_id) if runtime.is_main else None
+        stop = StopRequests(runtime.device, end_time=end_time, patience_s=recipe.distributed.stall_s)
         try:
             with stop.catching([signal.SIGTERM, SlurmJobEnvironment._usr_sig()]):
                 return train(recipe, runtime, run, latest, stop)

@@ -61,9 +61,14 @@ class StopRequests:
     """
 
     def __init__(
-        self, device: torch.device, end_time: float | None = None, margin_s: float = 30.0, second_interrupt_quits: bool = False
-    ) -> None:
+        self, device: torch.device, end_time: float | None = None, margin_s: float = 30.0,
+        patience_s: float | None = None, second_interrupt_quits: bool = False,
+    ) -> None:  # fmt: skip
         self.device, self.end_time, self.margin_s = device, end_time, margin_s
+        # A rank that has finished no step for `patience_s` is stuck: a SIGTERM or Ctrl-C then
+        # ends it at once, without a checkpoint, instead of waiting for a step that won't come.
+        self.patience_s = patience_s
+        self._last_progress = time.time()
         # A person pressing Ctrl-C twice means "now". Not in workers: the elastic agent passes on
         # the Ctrl-C that the terminal already sent them.
         self.second_interrupt_quits = second_interrupt_quits
@@ -85,6 +90,10 @@ class StopRequests:
         reason = SIGNALS[signal.Signals(signum)]
         if reason == INTERRUPTED and reason in self.reasons and self.second_interrupt_quits:
             raise KeyboardInterrupt
+        stuck_for = time.time() - self._last_progress
+        if reason in (TERMINATED, INTERRUPTED) and self.patience_s is not None and stuck_for > self.patience_s:
+            log.error("received %s, but no step has finished for %.0f s: exiting now, without a checkpoint", signal.Signals(signum).name, stuck_for)
+            raise SystemExit(128 + signum)
         if reason not in self.reasons:
             # Only a flag here: the loop is mid-step, maybe mid-collective, and carries on to the step's end.
             log.warning("received %s: stopping at the end of this step, with a checkpoint", signal.Signals(signum).name)
@@ -92,7 +101,7 @@ class StopRequests:
 
     def agreed(self) -> set[str]:
         """Every rank calls this after each optimizer step: the reasons any rank has to stop now (empty: go on)."""
-        now = time.time()
+        now = self._last_progress = time.time()
         if self._last_check is not None:
             self._longest_gap = max(self._longest_gap, now - self._last_check)
         self._last_check = now

@@ -28,6 +28,7 @@ from launcher.recipe import Recipe, dump_recipe
 from launcher.rundir import RunDir
 from launcher.runtime import Runtime, autocast
 from launcher.stopping import StopRequests, TrainingStopped
+from launcher.watchdog import Watchdog
 
 log = logging.getLogger("launcher")
 
@@ -212,6 +213,7 @@ def train(
     )  # fmt: skip
 
     metrics: dict[str, float] = {}
+    watchdog = Watchdog(run.heartbeats, runtime.rank, run.rank_log(runtime.rank, runtime.world_size), recipe.distributed.stall_s)
     s.model.train()
     try:
         # --- the epoch loop ---
@@ -251,6 +253,7 @@ def train(
                 s.scaler.step(s.optimizer)
                 s.scaler.update()
                 progress.step += 1
+                watchdog.step(progress.step)
                 if per_step:
                     s.scheduler.step()
                 if recipe.logging.histograms and (progress.batches_done == s.batches_per_epoch or progress.step == s.max_steps):
@@ -310,6 +313,7 @@ def train(
         logger.hparams(_flat_hparams(recipe.to_dict()), metrics)
         return summary
     finally:
+        watchdog.close()
         logger.close()
 
 

@@ -32,7 +32,7 @@ def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, 
         from launcher.stopping import StopRequests, TrainingStopped
         from launcher.train import train
 
-        stop = StopRequests(runtime.device)
+        stop = StopRequests(runtime.device, patience_s=recipe.distributed.stall_s)
         try:
             with stop.catching():
                 return train(recipe, runtime, run, Path(resume_from) if resume_from else None, stop)
@@ -48,7 +48,7 @@ def joined(recipe: Recipe, run: RunDir, device_type: str, console_on_every_rank:
     with its own log file; leaves the group and closes the log on the way out, whatever happened."""
     components.use_import_paths(recipe.run.import_paths)
     runtime = distributed.runtime_from_environment(device_type)
-    logs.setup_text_log(run.path / f"log.rank{runtime.rank}.txt", console=runtime.is_main or console_on_every_rank)
+    logs.setup_text_log(run.rank_log(runtime.rank, runtime.world_size), console=runtime.is_main or console_on_every_rank)
     try:
         distributed.init_process_group(runtime, recipe.distributed.timeout_s)
         yield runtime

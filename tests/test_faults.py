@@ -7,6 +7,7 @@ nothing half-written is loaded, and the resumed run is the run that would have h
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,3 +197,40 @@ def test_a_full_disk_names_the_checkpoint_and_leaves_the_earlier_ones_whole(tmp_
     assert "Traceback" not in result.stderr
     assert first.read_bytes() == before and checkpoint.load(first)["progress"]["step"] == 22
     assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000022.pt"]
+
+
+HANGS = '''
+import os, time
+from torch import nn
+
+class HangsOnRank1(nn.Module):
+    """A linear model whose rank 1 falls asleep for good in its 3rd training forward."""
+    def __init__(self, in_features, num_classes):
+        super().__init__()
+        self.layer, self.calls = nn.Linear(in_features, num_classes), 0
+    def forward(self, x):
+        self.calls += self.training
+        if self.training and os.environ["RANK"] == "1" and self.calls == 3:
+            time.sleep(10**6)
+        return self.layer(x.flatten(1))
+'''
+
+
+def test_a_rank_that_hangs_ends_the_run_within_the_timeout_with_its_stack_in_its_log(tmp_path: Path) -> None:
+    (tmp_path / "hangs.py").write_text(HANGS)
+    recipe = tmp_path / "hangs.yaml"
+    recipe.write_text("data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\n"
+                      "model: {name: 'hangs:HangsOnRank1'}\ntrain: {epochs: 2, batch_size: 16}\n"
+                      "distributed: {timeout_s: 10, stall_s: 3}\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "launcher", recipe, "--nproc", "2", f"run.output={tmp_path}"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    # Ended by the recipe's 10 s timeout on the rank left waiting...
+    assert "rank 0 failed" in result.stderr and "Timed out waiting 10000ms" in result.stderr
+    assert "where the ranks were: rank 0: last finished step 2" in result.stderr and "rank 1: last finished step 2" in result.stderr
+    (run,) = run_dirs(tmp_path, "hangs")
+    rank1 = (run / "log.rank1.txt").read_text()
+    assert "Timeout (0:00:03)!" in rank1  # faulthandler's dump, with the frame it sleeps in
+    assert re.search(r'File ".*hangs\.py", line 13 in forward', rank1), rank1[-3000:]
+    # ... and the sleeping rank went at the agent's SIGTERM, not after its 30 s grace and a SIGKILL.
+    assert "received SIGTERM, but no step has finished for" in rank1
