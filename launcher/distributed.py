@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 
 import torch
@@ -41,10 +43,28 @@ def _cpu_threads(local_world: int) -> int:
 
 
 def init_process_group(runtime: Runtime, timeout_s: float) -> None:
-    """NCCL on GPUs, gloo on CPUs; `timeout_s` bounds the init and every collective."""
+    """NCCL on GPUs, gloo on CPUs; `timeout_s` bounds the init and every collective.
+
+    The workers meet through a TCPStore at MASTER_ADDR:MASTER_PORT, hosted by rank 0. Left to
+    itself the store listens on every interface; where MASTER_ADDR is a loopback address (a
+    single-node run), rank 0 hands it a socket bound to that address only.
+    """
     backend = "nccl" if runtime.device.type == "cuda" else "gloo"
     device_id = runtime.device if runtime.device.type == "cuda" else None
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), device_id=device_id)
+    timeout = datetime.timedelta(seconds=timeout_s)
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    listener = None
+    if runtime.is_main and ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((socket.gethostbyname(host), port))
+        listener.listen(128)
+    store = dist.TCPStore(
+        host, port, runtime.world_size, is_master=runtime.is_main, timeout=timeout,
+        master_listen_fd=listener.detach() if listener else None,  # the store owns the socket from here
+        use_libuv=listener is None,  # the libuv server takes no socket of ours
+    )  # fmt: skip
+    dist.init_process_group(backend, store=store, rank=runtime.rank, world_size=runtime.world_size, timeout=timeout, device_id=device_id)
 
 
 def destroy_process_group() -> None:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,20 +86,21 @@ def _gpu_names() -> str:
     return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 
 
-def launch_config(placement: Placement, run_id: str, join_timeout_s: float) -> Any:
+def launch_config(placement: Placement, run_id: str, join_timeout_s: float, store_file: str | None = None) -> Any:
+    """The agent's configuration. One node: the rendezvous is a FileStore at `store_file`, so that
+    nothing listens on the network (the workers' own store listens on loopback only, see
+    distributed.init_process_group). Several nodes: the TCP store at the endpoint, by torchrun's rules."""
     from torch.distributed.launcher.api import LaunchConfig
 
     low, high = placement.node_range
-    endpoint = placement.rdzv_endpoint or "127.0.0.1:0"  # port 0: the store picks a free port, no clash
     return LaunchConfig(
         min_nodes=low,
         max_nodes=high,
         nproc_per_node=placement.nproc_per_node,
         run_id=run_id,
         rdzv_backend="c10d",
-        rdzv_endpoint=endpoint,
-        # A single node is the rendezvous host; several nodes agree who is (torchrun's rule).
-        rdzv_configs={"is_host": True} if not placement.multi_node else {"join_timeout": int(join_timeout_s)},
+        rdzv_endpoint=placement.rdzv_endpoint if placement.multi_node else store_file or "",
+        rdzv_configs={"join_timeout": int(join_timeout_s)} if placement.multi_node else {"store_type": "file"},
         max_restarts=placement.max_restarts,
         monitor_interval=0.2,  # notice a dead worker within a fraction of a second
         start_method="spawn",
@@ -123,8 +125,12 @@ def run_workers(placement: Placement, run_id: str, join_timeout_s: float, entryp
     # shared store, a group restarted by --max-restarts failed to connect (gloo: connection
     # refused), apparently meeting the failed attempt's addresses.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    store_file = None
+    if not placement.multi_node:
+        descriptor, store_file = tempfile.mkstemp(prefix="launcher-rendezvous-")  # this user's only
+        os.close(descriptor)
     try:
-        return elastic_launch(launch_config(placement, run_id, join_timeout_s), entrypoint)(*args)
+        return elastic_launch(launch_config(placement, run_id, join_timeout_s, store_file), entrypoint)(*args)
     except ChildFailedError as error:
         raise WorkersFailed(error) from None
     except RendezvousTimeoutError:
@@ -134,6 +140,9 @@ def run_workers(placement: Placement, run_id: str, join_timeout_s: float, entryp
             f"{join_timeout_s:.0f} s (distributed.timeout_s); start `launch` on the missing nodes with the same "
             "--rdzv-endpoint, --rdzv-id and --nnodes"
         ) from None
+    finally:
+        if store_file is not None:
+            Path(store_file).unlink(missing_ok=True)
 
 
 class WorkersFailed(UserError):

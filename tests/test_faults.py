@@ -234,3 +234,36 @@ def test_a_rank_that_hangs_ends_the_run_within_the_timeout_with_its_stack_in_its
     assert re.search(r'File ".*hangs\.py", line 13 in forward', rank1), rank1[-3000:]
     # ... and the sleeping rank went at the agent's SIGTERM, not after its 30 s grace and a SIGKILL.
     assert "received SIGTERM, but no step has finished for" in rank1
+
+
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The addresses the processes `pids` listen on (TCP, from /proc), as 'ip:port'."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                ip = ".".join(str(b) for b in raw[::-1]) if width == 8 else ":".join(raw[i : i + 4][::-1].hex() for i in range(0, 16, 4))
+                found.add(f"{ip}:{int(port, 16)}")
+    return found
+
+
+def test_a_single_node_run_listens_on_loopback_only(tmp_path: Path) -> None:
+    process = launch_process(DIGITS, "--nproc", "2", "train.epochs=100", f"run.output={tmp_path}", cwd=tmp_path)
+    wait_for_file_text("digits/*/log.rank1.txt", "epoch 1/100", tmp_path)
+    addresses = listening_addresses(session_members(process.pid))
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert addresses  # the workers' store and gloo's own listeners
+    assert all(a.startswith("127.") for a in addresses), addresses
