@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_schema, load_recipe
+from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_schema, load_recipe, time_limit_minutes
 
 log = logging.getLogger("launcher")
 
@@ -160,8 +161,10 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     from launcher.watchdog import last_seen
     from launcher.worker import worker
 
-    if args.wait or args.nodes is not None:
-        raise UserError(f"{'--wait' if args.wait else '--nodes'} is for --slurm runs (on your own nodes: --nnodes, torchrun's flag)")
+    given = [f"--{key.replace('_', '-')}" for key in (*SLURM_FLAGS, "wait") if getattr(args, key) not in (None, False)]
+    if given:
+        hint = " (to join nodes yourself: --nnodes, torchrun's flag)" if args.nodes is not None else ""
+        raise UserError(f"{', '.join(given)}: for --slurm runs only; add --slurm to submit the run{hint}")
     placement = elastic.place(
         args.gpus, args.nproc, args.cpu, args.nnodes, args.rdzv_endpoint, args.rdzv_id, args.max_restarts
     )
@@ -228,10 +231,16 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
     else:
         run = rundir.new_run_dir(recipe.run.output, recipe.run.name)
         dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; submit it again with: launch {run.recipe} --slurm\n")
-    job = slurm.Job(slurm.submit(recipe, run), run, run.path / "slurm")
+    try:
+        slurm.submit(recipe, run)
+        job = slurm.find_job(str(run.path))
+    except UserError:
+        if args.resume is None:  # SLURM refused it: no run folder without a job
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     s = recipe.slurm
     print(f"submitted job {job.job_id}: {s.nodes} node(s) x {slurm.tasks_per_node(s)} task(s) ({'GPU' if s.gpus else 'CPU'}), "
-          f"partition {s.partition or '(default)'}, time limit {s.time}")  # fmt: skip
+          f"partition {s.partition or '(default)'}, time limit {time_limit_minutes(s.time)} min")  # fmt: skip
     print(f"run folder:  {run.path}")
     print(f"logs:        {job.log_file(0)} (rank 0; rank N: {job.job_id}_N_log.out)")
     print(f"TensorBoard: tensorboard --logdir {run.tensorboard(recipe.logging.tensorboard_dir)}")
@@ -239,8 +248,12 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if not args.wait:
         return 0
-    for line in slurm.follow(job):
-        print(line, end="", flush=True)
+    try:
+        for line in slurm.follow(job):
+            print(line, end="", flush=True)
+    except KeyboardInterrupt:
+        log.error("stopped following job %s; it goes on running (stop it with: launch cancel %s)", job.job_id, run.path)
+        return 130
     state = slurm.wait_until_ended(job.job_id)
     log.info("job %s ended: %s (exit code %s)", job.job_id, state["State"], state.get("ExitCode"))
     if state["State"] != "COMPLETED":

@@ -85,7 +85,7 @@ def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Pat
             found = checkpoint.latest(RunDir(run).checkpoints)
             if found:
                 return RunDir(run), found
-        raise NothingToResume(f"--resume: no run of '{name}' with a checkpoint under {parent}")
+        raise NothingToResume(f"--resume: no run of '{name}' with a checkpoint under {parent}{_unchecked_note(runs)}")
     path = Path(target)
     if path.is_file():
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -95,5 +95,17 @@ def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Pat
         found = checkpoint.latest(run.checkpoints)
         if found:
             return run, found
-        raise NothingToResume(f"--resume {target}: no checkpoint in {run.checkpoints}")
+        raise NothingToResume(f"--resume {target}: no checkpoint in {run.checkpoints}{_unchecked_note([run.path])}")
     raise NothingToResume(f"--resume {target}: no such file or folder")
+
+
+def _unchecked_note(runs: list[Path]) -> str:
+    """Step files without their checksum do not count; say so where there are some."""
+    unchecked = [p for run in runs for p in sorted(RunDir(run).checkpoints.glob("step-*.pt")) if not checkpoint.checksum_path(p).exists()]
+    if not unchecked:
+        return ""
+    newest = unchecked[-1]
+    return (
+        f" that counts: {newest} has no checksum beside it (written before checksums existed, or cut short before "
+        f"its checksum was); if you trust it: (cd {newest.parent} && sha256sum {newest.name} > {newest.name}.sha256)"
+    )

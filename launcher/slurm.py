@@ -9,6 +9,7 @@ tasks) on each node. The run folder's `slurm/` holds submitit's files, one log p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -152,7 +153,8 @@ def executor(folder: Path, slurm: Slurm, name: str) -> Any:
         "tasks_per_node": tasks_per_node(slurm),
         "timeout_min": time_limit_minutes(slurm.time),
         "stderr_to_stdout": True,  # one log per task, tracebacks in place
-        "slurm_signal_delay_s": slurm.signal_delay_s,
+        # A warning due before the job even starts would kill it at once: at most half the limit.
+        "slurm_signal_delay_s": min(slurm.signal_delay_s, time_limit_minutes(slurm.time) * 30),
         # A task that fails takes the others down; a requeued job appends to its logs.
         "slurm_srun_args": ["--kill-on-bad-exit=1"],
         "slurm_additional_parameters": {"open-mode": "append", **slurm.sbatch},
@@ -170,11 +172,24 @@ def submit(recipe: Recipe, run: RunDir) -> str:
     """Submit the run in `run` (its recipe.yaml written); return the job id."""
     from launcher.slurm_job import TrainingJob
 
-    job = executor(run.path / "slurm", recipe.slurm, recipe.run.name).submit(
-        TrainingJob(recipe.to_dict(), str(run.path), device_type(recipe.slurm))
-    )
-    record_job(run, job.job_id, run.path / "slurm")
+    ex = executor(run.path / "slurm", recipe.slurm, recipe.run.name)
+    ex.update_parameters(slurm_comment=f"{COMMENT}{run.path.resolve()}")  # `launch status JOB_ID` finds the run by it
+    with _refusals_explained():
+        job = ex.submit(TrainingJob(recipe.to_dict(), str(run.path), device_type(recipe.slurm)))
+    record_job(run, job.job_id, run.path / "slurm", recipe.slurm.nodes * tasks_per_node(recipe.slurm))
     return job.job_id
+
+
+@contextlib.contextmanager
+def _refusals_explained() -> Iterator[None]:
+    """sbatch's refusals (a bad constraint, an unknown option) as one clear line, not submitit's traceback."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        yield
+    except FailedJobError as error:
+        said = [line.removeprefix("sbatch: error: ") for line in str(error).splitlines() if "sbatch:" in line]
+        raise UserError(f"SLURM refused the job: {'; '.join(said) or str(error).strip()}") from None
 
 
 def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parallel: int | None = None) -> list[str]:
@@ -190,19 +205,30 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
     ex = executor(folder, slurm, recipes[0].run.name)
     if parallel is not None:
         ex.update_parameters(slurm_array_parallelism=parallel)
-    with ex.batch():
+    with _refusals_explained(), ex.batch():
         jobs = [ex.submit(TrainingJob(r.to_dict(), str(run.path), device_type(slurm))) for r, run in zip(recipes, runs)]
     for job, run in zip(jobs, runs):
-        record_job(run, job.job_id, folder)
+        record_job(run, job.job_id, folder, slurm.nodes * tasks_per_node(slurm))
+    # The array's tasks share one comment: `launch status ARRAY_TASK_ID` finds their runs here.
+    index = {job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs)}
+    (folder / ARRAY_INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return [job.job_id for job in jobs]
 
 
-def record_job(run: RunDir, job_id: str, logs_folder: Path) -> None:
-    """Append the job to the run folder's slurm/job.json (a resumed run has several)."""
+COMMENT = "launcher:"  # the job's comment: "launcher:<run folder>"
+ARRAY_INDEX = "runs.json"
+
+
+def record_job(run: RunDir, job_id: str, logs: Path, tasks: int, log_file: Path | None = None) -> None:
+    """Append the job to the run folder's slurm/job.json (a resumed run has several). `logs`: the
+    folder of one log per task; `log_file`: the one log of all tasks (a job script's)."""
     path = run.path / "slurm" / "job.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     jobs = json.loads(path.read_text())["jobs"] if path.exists() else []
-    jobs.append({"job_id": job_id, "logs": str(logs_folder.resolve()), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    entry = {"job_id": job_id, "logs": str(logs.resolve()), "tasks": tasks, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if log_file is not None:
+        entry["log"] = str(log_file.resolve())
+    jobs.append(entry)
     path.write_text(json.dumps({"jobs": jobs}, indent=2) + "\n")
 
 
@@ -214,37 +240,46 @@ class Job:
     job_id: str
     run: RunDir
     logs: Path  # the folder with <job id>_<rank>_log.out
+    tasks: int | None = None
+    log: Path | None = None  # one log for every task (a job script's --output)
 
     def log_file(self, rank: int) -> Path:
-        return self.logs / f"{self.job_id}_{rank}_log.out"
+        if self.tasks is not None and not 0 <= rank < self.tasks:
+            raise UserError(f"job {self.job_id} has ranks 0 to {self.tasks - 1}: no rank {rank}")
+        return self.log or self.logs / f"{self.job_id}_{rank}_log.out"
 
 
 def find_job(target: str) -> Job:
     """The job that `target` names: a run folder (its newest job) or a job id."""
     path = Path(target)
     if path.is_dir():
-        record = path / "slurm" / "job.json"
-        if not record.exists():
-            raise UserError(f"{path}: no {record.relative_to(path)} here; was this run submitted with launch --slurm?")
-        newest = json.loads(record.read_text())["jobs"][-1]
-        return Job(newest["job_id"], RunDir(path), Path(newest["logs"]))
-    if re.fullmatch(r"\d+(_\d+)?", target):
-        # The controller knows where the job writes (while it remembers the job, MinJobAge after its end).
-        shown = subprocess.run(["scontrol", "show", "job", target], capture_output=True, text=True).stdout
-        match = re.search(r"StdOut=(\S+)", shown)
-        if match:
-            logs = Path(match.group(1)).parent
-            return Job(target, RunDir(logs.parent) if logs.name == "slurm" else _run_of(target, logs), logs)
-        raise UserError(f"job {target}: the controller does not know it (any more); give its run folder instead")
-    raise UserError(f"{target}: neither a run folder nor a SLURM job id")
+        return _recorded_job(RunDir(path), None)
+    if not re.fullmatch(r"\d+(_\d+)?", target):
+        raise UserError(f"{target}: neither a run folder nor a SLURM job id")
+    # The controller knows the job's comment and log (until MinJobAge after its end).
+    shown = subprocess.run(["scontrol", "show", "job", target], capture_output=True, text=True).stdout
+    stdout = re.search(r"StdOut=(\S+)", shown)
+    index_file = Path(stdout.group(1)).parent / ARRAY_INDEX if stdout else None
+    if index_file is not None and index_file.exists():  # a task of an array: the comment is the array's
+        index = json.loads(index_file.read_text())
+        if target in index:
+            return _recorded_job(RunDir(Path(index[target])), target)
+        raise UserError(f"job {target} is an array; give one of its tasks: {', '.join(index)}")
+    comment = re.search(rf"Comment={COMMENT}(\S+)", shown)
+    if comment:
+        return _recorded_job(RunDir(Path(comment.group(1))), target)
+    raise UserError(f"job {target}: the controller knows no run folder of it (or no longer knows the job); give its run folder instead")
 
 
-def _run_of(job_id: str, logs: Path) -> RunDir:
-    """A job of an array: its run folder is the one whose job.json names it."""
-    for record in Path(logs).parent.glob("**/slurm/job.json"):
-        if any(job["job_id"] == job_id for job in json.loads(record.read_text())["jobs"]):
-            return RunDir(record.parent.parent)
-    raise UserError(f"job {job_id}: no run folder under {logs.parent} names it")
+def _recorded_job(run: RunDir, job_id: str | None) -> Job:
+    record = run.path / "slurm" / "job.json"
+    if not record.exists():
+        raise UserError(f"{run.path}: no slurm/job.json here; was this run submitted with launch --slurm or slurm/train.sbatch?")
+    jobs = json.loads(record.read_text())["jobs"]
+    entry = next((j for j in reversed(jobs) if j["job_id"] == job_id), None) if job_id else jobs[-1]
+    if entry is None:
+        raise UserError(f"{record} does not name job {job_id}")
+    return Job(entry["job_id"], run, Path(entry["logs"]), entry.get("tasks"), Path(entry["log"]) if "log" in entry else None)
 
 
 def job_state(job_id: str) -> dict[str, str]:
@@ -296,19 +331,23 @@ def failures(job: Job) -> list[str]:
     """For a job that failed: each task whose log holds a traceback, with its node and the error;
     the tasks that failed first come first, those that only lost a failed peer after them."""
     found = []
-    for path in job.logs.glob(f"{job.job_id}_*_log.out"):
+    logs = [job.log] if job.log else list(job.logs.glob(f"{job.job_id}_*_log.out"))  # a job script's: one for all
+    for path in logs:
+        if not path.exists():
+            continue
         text = re.sub(r"(?m)^\[rank\d+\]: ", "", path.read_text(errors="replace"))  # torch's prefix on each line
         start = text.rfind("Traceback (most recent call last)")
         if start < 0:
             continue
-        rank = int(path.name.split("_")[-2])
+        rank = int(path.name.split("_")[-2]) if not job.log else -1
         node = re.search(r"task \d+ of \d+ on (\S+);", text)
         trace = text[start:].splitlines()
         # The traceback up to its error line; the srun noise after it is left out.
         end = next((i for i in range(len(trace) - 1, 0, -1) if re.match(r"^[\w.]+(Error|Exception|Exit)\b", trace[i])), len(trace) - 1)
         error = trace[end]
         lost_a_peer = "Connection closed by peer" in error or "remote worker" in error
-        report = f"rank {rank} on {node.group(1) if node else 'an unknown node'} ({path}){': its peer failed' if lost_a_peer else ''}:"
+        who = f"rank {rank} on {node.group(1) if node else 'an unknown node'}" if rank >= 0 else "the last traceback"
+        report = f"{who} ({path}){': its peer failed' if lost_a_peer else ''}:"
         shown = trace[: end + 1] if end < 9 else [trace[0], "  ...", *trace[end - 7 : end + 1]]
         found.append((lost_a_peer, rank, report + "\n  " + "\n  ".join(shown)))
     return [report for *_, report in sorted(found)]

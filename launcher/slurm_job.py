@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -69,6 +70,7 @@ def srun_task(recipe: Recipe, device_type: str) -> dict[str, Any] | None:
     run = new_run_dir(recipe.run.output, recipe.run.name, run_id=f"slurm-{job.job_id}")
     if job.global_rank == 0 and not run.recipe.exists():
         dump_recipe(recipe, run.recipe, header=f"# SLURM job {job.job_id}\n")
+        _make_findable(job.job_id, run, job.num_tasks)
     return run_task(recipe, run, device_type, requeue=lambda: _scontrol_requeue(job.job_id))
 
 
@@ -130,6 +132,18 @@ def job_end_time(job_id: str) -> float | None:
         return time.time() + slurm_duration_s(left)
     except (OSError, subprocess.SubprocessError, ValueError):  # UNLIMITED, NOT_SET, no squeue
         return None
+
+
+def _make_findable(job_id: str, run: RunDir, tasks: int) -> None:
+    """So that `launch status|logs|cancel` work for a job script's run too: the job's comment
+    names the run folder, and the run folder's slurm/job.json the job and its log."""
+    from launcher import slurm
+
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    stdout = re.search(r"StdOut=(\S+)", shown)
+    log_file = Path(stdout.group(1)) if stdout else None
+    slurm.record_job(run, job_id, log_file.parent if log_file else run.path, tasks, log_file)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"Comment={slurm.COMMENT}{run.path.resolve()}"], capture_output=True)
 
 
 def _scontrol_requeue(job_id: str) -> None:

@@ -108,7 +108,8 @@ def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_pat
 def test_slurm_flags_outside_slurm_say_what_to_use(tmp_path: Path) -> None:
     env_without_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     cases = [
-        (["--nodes", "2"], "--nodes is for --slurm runs (on your own nodes: --nnodes, torchrun's flag)"),
+        (["--nodes", "2"], "--nodes: for --slurm runs only; add --slurm to submit the run (to join nodes yourself: --nnodes, torchrun's flag)"),
+        (["--partition", "debug", "--time", "10"], "--partition, --time: for --slurm runs only"),
         (["--srun"], "--srun runs as one task of an srun step, inside a SLURM job"),
         (["--slurm", "--nnodes", "2"], "--slurm places the tasks itself"),
     ]

@@ -110,6 +110,8 @@ def test_status_and_logs_show_the_job(two_node_job: tuple[str, Path, float]) -> 
         assert "val/acc1 0.9" in status.stdout and "step-00000165.pt" in status.stdout
     logs = launch_cli("logs", run, "--rank", "1", cwd=run)
     assert logs.returncode == 0 and "task 1 of 2" in logs.stdout
+    no_such_rank = launch_cli("logs", job_id, "--rank", "2", cwd=run)
+    assert no_such_rank.returncode == 1 and f"job {job_id} has ranks 0 to 1: no rank 2" in no_such_rank.stderr
 
 
 @pytest.mark.slow
@@ -161,7 +163,7 @@ def test_cancel_stops_the_job_and_keeps_its_last_checkpoint(tmp_path: Path) -> N
     stopped = int(re.search(r"stopped at step (\d+) \(terminated\)", text).group(1))
     newest = checkpoint.latest(run / "checkpoints")
     assert checkpoint.load(newest)["progress"]["step"] == stopped >= 66
-    assert not [p for p in (run / "checkpoints").iterdir() if not p.name.endswith(".pt")]  # no half-written file
+    assert not list((run / "checkpoints").glob(".*.tmp"))  # no half-written file
     assert f"--slurm --resume {run}" in cancel.stderr
     # ... and the run goes on from it, as the message says, in a new job.
     resumed = launch_cli(run / "recipe.yaml", *TWO_NODES, "--resume", run, "--wait", "train.epochs=20", cwd=tmp_path)
@@ -192,8 +194,9 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
         state = slurm.job_state(job_id)
         spans.append((datetime.fromisoformat(state["Start"]), datetime.fromisoformat(state["End"])))
     assert max(sum(s <= start < e for s, e in spans) for start, _ in spans) <= 2
-    status = launch_cli("status", runs[1].path, cwd=tmp_path)
-    assert f"job {job_ids[1]}: COMPLETED" in status.stdout, status.stderr
+    for target in (runs[1].path, job_ids[1]):  # by run folder, or by the array task's id
+        status = launch_cli("status", target, cwd=tmp_path)
+        assert f"job {job_ids[1]}: COMPLETED" in status.stdout and f"run folder: {runs[1].path}" in status.stdout, status.stderr
 
 
 @pytest.mark.parametrize(
@@ -213,6 +216,20 @@ def test_inconsistent_resources_fail_before_the_queue(flags: tuple[str, ...], me
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # no run folder
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == jobs_before
+
+
+def test_a_job_slurm_refuses_leaves_no_run_folder_and_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert launch(DIGITS, "--slurm", "--constraint", "nosuchfeature", f"run.output={tmp_path}") == 1
+    assert "error: SLURM refused the job: Batch job submission failed: Invalid feature specification" in capsys.readouterr().err
+    assert not list(tmp_path.glob("digits/*"))
+
+
+@pytest.mark.slow
+def test_a_time_limit_shorter_than_the_warning_delay_still_runs(tmp_path: Path) -> None:
+    # signal_delay_s is 120 s by default: sent before the job starts, the warning would kill it.
+    result = launch_cli(DIGITS, *TWO_NODES[:-1], "1", "--wait", "train.epochs=2", f"run.output={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "time limit 1 min" in result.stdout and "epoch 2/2" in result.stdout
 
 
 def test_a_bad_time_limit_is_a_recipe_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -242,6 +259,10 @@ def test_the_job_script_checkpoints_before_its_time_limit_without_a_warning(tmp_
     assert json.loads((run / "metrics.json").read_text())["final"]["step"] == 100 * 11
     assert slurm.restarts(job_id) >= 1
     assert_no_duplicate_steps(run)
+    # The job script's run is followed like any other.
+    status = launch_cli("status", job_id, cwd=tmp_path)
+    assert f"job {job_id}: COMPLETED" in status.stdout and f"run folder: {run}" in status.stdout, status.stderr
+    assert "epoch 100/100" in launch_cli("logs", run, cwd=tmp_path).stdout
 
 
 FAILING = '''
