@@ -13,6 +13,7 @@ import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,8 +101,21 @@ def resolve(name: str, kind: Kind) -> Any:
     raise ComponentError(f"no {kind.noun} named '{name}' among the built-ins or in {kind.library}{did_you_mean(name, names)}")
 
 
+# Modules that hold no dataset, model, loss, optimizer, scheduler or transform, but the means to
+# run commands, open sockets or load code: a recipe naming them is refused before any import.
+REFUSED_MODULES = frozenset(
+    "os posix nt sys subprocess builtins shutil socket importlib pickle marshal shelve ctypes multiprocessing "
+    "signal pty code codeop runpy tempfile urllib http ftplib smtplib asyncio threading webbrowser pdb".split()
+)
+
+
 def _import(reference: str, kind: Kind) -> Any:
     module_name, _, attribute = reference.partition(":")
+    if module_name.split(".")[0] in REFUSED_MODULES:
+        raise ComponentError(
+            f"'{reference}' points into {module_name}, which holds no {kind.noun}: refused (a recipe names datasets, "
+            "models, losses, optimizers, schedulers and transforms, not system functions)"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -237,6 +251,23 @@ def problems_in(tree: dict[str, Any]) -> list[Problem]:
     problems += _check_one("optimizer", section("optimizer"), OPTIMIZER, Optimizer)
     problems += _check_one("scheduler", section("scheduler"), SCHEDULER, Scheduler)
     problems += _weights_problems(section("model"))
+    problems += _data_path_problems(section("data", "dataset"))
+    return problems
+
+
+# The built-in datasets that read the user's files, and the arguments that name them.
+DATA_PATHS = {"csv": ("path", "val_path"), "ImageFolder": ("root", "val_root")}
+
+
+def _data_path_problems(dataset: Any) -> list[Problem]:
+    """Files the recipe names that are not there: found now, not after the workers have started."""
+    if not isinstance(dataset, dict) or dataset.get("name") not in DATA_PATHS:
+        return []
+    problems = []
+    for key in DATA_PATHS[dataset["name"]]:
+        value = dataset.get(key)
+        if isinstance(value, str) and not Path(value).exists():
+            problems.append(Problem(f"data.dataset.{key}", f"no such file or folder: {Path(value).resolve()}"))
     return problems
 
 

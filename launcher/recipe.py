@@ -116,6 +116,10 @@ class Train(Section):
     )
     seed: int = 0
     drop_last: bool = Field(True, description="Drop the last incomplete training batch of each epoch.")
+    deterministic: bool = Field(
+        False, description="torch.use_deterministic_algorithms, deterministic cuDNN and cuBLAS: the same numbers on every "
+        "run on GPUs too, at some speed; an operation with no deterministic version then fails, naming itself.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _has_a_length(self) -> Train:
@@ -195,7 +199,9 @@ class Slurm(Section):
     mem: str | None = Field(None, description="Memory per node, e.g. 64G (sbatch --mem).")
     cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (sbatch --cpus-per-task).")
     max_requeues: int = Field(5, ge=0, description="How many times a preempted or timed-out run is requeued before it stops.")
-    signal_delay_s: int = Field(120, ge=0, description="SLURM sends USR2 this long before the time limit: the run checkpoints and requeues.")
+    signal_delay_s: int = Field(
+        120, ge=0, description="SLURM sends USR2 this long before the time limit (at most half the limit): the run checkpoints and requeues."
+    )
     setup: list[str] = Field(default_factory=list, description="Shell lines run before the tasks start (module load ..., source ...).")
     sbatch: dict[str, str | int | bool] = Field(
         default_factory=dict, description="Any other sbatch option, without its dashes (exclusive: true, mail-type: END)."
@@ -225,6 +231,8 @@ def slurm_duration_s(text: str) -> int:
     if not match:
         raise ValueError(f"'{text}' is not a SLURM time: use minutes, MM:SS, H:MM:SS or D-H:MM:SS")
     days, first, second, third = (int(g) if g else None for g in match.groups())
+    if any(field is not None and field >= 60 for field in ((second, third) if third is not None or days is not None else (second,))):
+        raise ValueError(f"'{text}': minutes and seconds go up to 59")
     if days is not None:  # D-H, D-H:MM, D-H:MM:SS
         return days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
     if third is not None:  # H:MM:SS
@@ -410,6 +418,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise RecipeError(str(path), [Problem("", f"cannot read the recipe: {error.strerror}")]) from None
     try:
         tree = yaml_load(text)
+    except yaml.constructor.ConstructorError as error:
+        if error.problem_mark is not None and "python/" in str(error.problem):
+            line = error.problem_mark.line + 1
+            tag = str(error.problem).split("'")[-2] if "'" in str(error.problem) else "a Python tag"
+            problem = f"line {line}: the tag {tag.removeprefix('tag:yaml.org,2002:')} is refused: recipes are read as plain data, never as Python objects"
+            raise RecipeError(str(path), [Problem("", problem)]) from None
+        raise RecipeError(str(path), [Problem("", f"not valid YAML: {error}")]) from None
     except yaml.YAMLError as error:
         raise RecipeError(str(path), [Problem("", f"not valid YAML: {error}")]) from None
     if tree is None:
