@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import signal
+import sys
 import urllib.error
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -310,7 +311,14 @@ def train_loader(
         persistent_workers=False,
         generator=torch.Generator(),
         worker_init_fn=_leave_interrupts_to_the_trainer,
+        multiprocessing_context=_LOADER_START if section.num_workers > 0 else None,
     )
+
+
+# Workers started by the elastic agent inherit its "spawn": their loader workers would then start
+# a fresh Python and import torch every epoch (seen: 10 s an epoch instead of 0.6 s for digits on
+# 2 workers). On Linux, fork them, as a torchrun script's loaders do.
+_LOADER_START = "fork" if sys.platform == "linux" else None
 
 
 def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
@@ -355,4 +363,5 @@ def eval_loader(dataset: Dataset, section: Data, *, batch_size: int, pin: bool, 
         # global random state, or a run that evaluated more often would train differently.
         generator=torch.Generator().manual_seed(0),
         worker_init_fn=_leave_interrupts_to_the_trainer,
+        multiprocessing_context=_LOADER_START if section.num_workers > 0 else None,
     )
