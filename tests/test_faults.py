@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, launch, run_dirs
+from conftest import ROOT, launch, run_dirs, scalars
 from launcher import checkpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -267,3 +267,33 @@ def test_a_single_node_run_listens_on_loopback_only(tmp_path: Path) -> None:
     process.communicate(timeout=120)
     assert addresses  # the workers' store and gloo's own listeners
     assert all(a.startswith("127.") for a in addresses), addresses
+
+
+def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(tmp_path: Path) -> None:
+    # 2 ranks, 5 batches an epoch each (719 samples a rank, batch 128); a checkpoint at step 7,
+    # mid-epoch; SIGKILL to every process; resume to step 15.
+    recipe = (DIGITS, "--nproc", "2", "train.batch_size=128", "train.max_steps=15", "checkpoint.every_n_steps=7",
+              "checkpoint.every_n_epochs=null", "logging.every_n_steps=1")  # fmt: skip
+    process = launch_process(*recipe, f"run.output={tmp_path / 'killed'}", cwd=tmp_path)
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("killed/digits/*/checkpoints/step-00000007.pt.sha256")):
+        assert time.monotonic() < deadline and process.poll() is None, "no checkpoint at step 7"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # no goodbye: a machine that dies
+    process.wait()
+    (run,) = run_dirs(tmp_path / "killed", "digits")
+    progress = checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]
+    assert (progress["epoch"], progress["batches_done"], progress["step"]) == (1, 2, 7)  # 2 batches into the 2nd epoch
+    assert subprocess.run([sys.executable, "-m", "launcher", *map(str, recipe), "--resume", run, f"run.output={tmp_path / 'killed'}"],
+                          capture_output=True, cwd=tmp_path, timeout=300).returncode == 0  # fmt: skip
+    assert subprocess.run([sys.executable, "-m", "launcher", *map(str, recipe), f"run.output={tmp_path / 'whole'}"],
+                          capture_output=True, cwd=tmp_path, timeout=300).returncode == 0  # fmt: skip
+    (whole,) = run_dirs(tmp_path / "whole", "digits")
+    resumed, uninterrupted = (checkpoint.load(checkpoint.latest(r / "checkpoints")) for r in (run, whole))
+    assert resumed["progress"]["step"] == uninterrupted["progress"]["step"] == 15
+    assert_same_weights(resumed["model"], uninterrupted["model"])
+    for a, b in zip(resumed["optimizer"]["state"].values(), uninterrupted["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)  # AdamW's moments and step counts
+    losses, expected = scalars(run)["train/loss"], scalars(whole)["train/loss"]
+    assert [s for s, _ in losses] == list(range(1, 16))
+    assert losses == expected  # every step's loss, bitwise
