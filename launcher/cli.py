@@ -24,9 +24,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launcher.errors import UserError
 from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_schema, load_recipe, time_limit_minutes
+
+if TYPE_CHECKING:
+    from launcher.rundir import RunDir
 
 log = logging.getLogger("launcher")
 
@@ -60,6 +64,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
             help="continue the latest run of this recipe, or the run folder or checkpoint PATH",
         )  # fmt: skip
         parser.add_argument("--dry-run", action="store_true", help="same as `launch check`: validate, build, one step")
+        parser.add_argument("--force", action="store_true", help="--resume even where the recipe's data, model, loss or optimizer differ from the run's")
         where = parser.add_argument_group("workers (torchrun's vocabulary)")
         where.add_argument("--gpus", type=int, metavar="N", help="one DDP worker per GPU on this node, NCCL (default: all visible GPUs)")
         where.add_argument(
@@ -172,6 +177,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     if args.resume is not None:
         target = None if args.resume == "latest" else args.resume
         run, resume_from = rundir.find_resume(target, recipe.run.output, recipe.run.name)
+        refuse_a_different_run(recipe, run, args.force)
     else:
         # Every node of a multi-node run must write to the same folder: its name is the run's id.
         run = rundir.new_run_dir(recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None)
@@ -217,6 +223,29 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     return 0
 
 
+# What a run trains: resuming with other values here would be another run under the old name.
+WHAT_IT_TRAINS = ("data", "model", "loss", "optimizer")
+
+
+def refuse_a_different_run(recipe: Recipe, run: RunDir, force: bool) -> None:
+    """Before anything starts: resuming with a recipe whose data, model, loss or optimizer differ
+    from the run's (its recipe.yaml) needs --force; other differences are warned about later."""
+    from launcher.recipe import read_yaml
+    from launcher.train import recipe_differences
+
+    if not run.recipe.exists():
+        return
+    differences = [d for d in recipe_differences(read_yaml(run.recipe), recipe.to_dict()) if d.split(".")[0].split(":")[0] in WHAT_IT_TRAINS]
+    if differences and not force:
+        raise UserError(
+            f"--resume {run.path}: this recipe trains something else than the run did:\n  "
+            + "\n  ".join(differences)
+            + "\nresume with the run's own recipe (launch " + str(run.recipe) + " --resume), or add --force to go on anyway"
+        )
+    for difference in differences:
+        log.warning("--force: resuming with %s", difference)
+
+
 def submit(recipe: Recipe, args: argparse.Namespace) -> int:
     """`--slurm`: check, create the run folder, submit; say where to look; with --wait, follow the job."""
     from launcher import rundir, slurm
@@ -227,6 +256,7 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
     slurm.check_resources(recipe.slurm)
     if args.resume is not None:
         run, resume_from = rundir.find_resume(None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.name)
+        refuse_a_different_run(recipe, run, args.force)
         log.info("the job resumes from the newest checkpoint of %s (now %s)", run.path, resume_from.name)
     else:
         run = rundir.new_run_dir(recipe.run.output, recipe.run.name)

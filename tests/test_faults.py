@@ -297,3 +297,17 @@ def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(tmp_
     losses, expected = scalars(run)["train/loss"], scalars(whole)["train/loss"]
     assert [s for s, _ in losses] == list(range(1, 16))
     assert losses == expected  # every step's loss, bitwise
+
+
+def test_resuming_with_another_model_data_or_optimizer_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = (DIGITS, "--cpu", f"run.output={tmp_path}")
+    assert launch(*recipe, "train.epochs=1") == 0
+    (run,) = run_dirs(tmp_path, "digits")
+    capsys.readouterr()
+    assert launch(*recipe, "train.epochs=2", "optimizer.lr=0.01", "--resume", run) == 1
+    err = capsys.readouterr().err
+    assert f"--resume {run}: this recipe trains something else than the run did:\n  optimizer.lr: 0.003 -> 0.01" in err
+    assert "add --force to go on anyway" in err and "train.epochs" not in err  # a longer run is the same run
+    assert len(checkpoint.saved_steps(run / "checkpoints")) == 1  # nothing ran
+    assert launch(*recipe, "train.epochs=2", "optimizer.lr=0.01", "--resume", run, "--force") == 0
+    assert "--force: resuming with optimizer.lr: 0.003 -> 0.01" in capsys.readouterr().err
