@@ -39,6 +39,7 @@ class Progress:
 
     epoch: int = 0  # the epoch in progress (or the next one, at an epoch boundary)
     batches_done: int = 0  # batches of `epoch` already trained on, by each rank
+    samples_done: int = 0  # samples of `epoch` trained on, by all ranks: the position for another world size
     step: int = 0  # optimizer steps taken
     best: float | None = None  # the best value of checkpoint.best.metric so far
     best_step: int | None = None
@@ -182,10 +183,20 @@ def train(
         for difference in recipe_differences(state["recipe"], recipe.to_dict()):
             log.warning("resuming with a different recipe: %s (the optimizer and schedule state come from the checkpoint)", difference)
         ranks = len(state["rng"])
-        if ranks != runtime.world_size:
-            log.warning("the checkpoint holds %d rank(s)' random states, this run has %d: rank 0's are used", ranks, runtime.world_size)
         checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
         progress = Progress(**state["progress"])
+        if ranks != runtime.world_size:
+            # The data position travels in samples; in batches per rank it means something else now.
+            per_step = cfg.batch_size * runtime.world_size * cfg.grad_accum_steps
+            whole_steps = progress.samples_done // per_step
+            progress.batches_done = whole_steps * cfg.grad_accum_steps
+            log.warning(
+                "the checkpoint is from %d rank(s), this run has %d: the epoch goes on after %d of its samples (%d were "
+                "done: the rest of a global batch is trained again); the order of the rest differs, since each rank's "
+                "share does; random states: rank 0's", ranks, runtime.world_size,
+                whole_steps * per_step, progress.samples_done,
+            )  # fmt: skip
+            progress.samples_done = whole_steps * per_step
         last_saved_step = progress.step
         if runtime.is_main:
             for newer in checkpoint.newer_than(run.checkpoints, progress.step):
@@ -235,6 +246,7 @@ def train(
                 window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
                 micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
                 progress.batches_done += 1
+                progress.samples_done += len(targets) * runtime.world_size
                 steps_now = progress.batches_done == window_first + micro_batches
                 # DDP's gradient all-reduce happens only in the backward of the step's last micro-batch.
                 with no_sync(s.model, skip=not steps_now), s.mixed_precision:
@@ -286,7 +298,7 @@ def train(
             # --- end of epoch (or of the run, part-way through one): schedule, evaluation, checkpoint ---
             finished = progress.batches_done >= s.batches_per_epoch
             if finished:
-                progress.epoch, progress.batches_done = epoch + 1, 0
+                progress.epoch, progress.batches_done, progress.samples_done = epoch + 1, 0, 0
             last = progress.epoch >= s.epochs or progress.step >= s.max_steps
             if finished and s.scheduler is not None and not per_step and not needs_metric(s.scheduler):
                 s.scheduler.step()

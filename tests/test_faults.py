@@ -311,3 +311,18 @@ def test_resuming_with_another_model_data_or_optimizer_needs_force(tmp_path: Pat
     assert len(checkpoint.saved_steps(run / "checkpoints")) == 1  # nothing ran
     assert launch(*recipe, "train.epochs=2", "optimizer.lr=0.01", "--resume", run, "--force") == 0
     assert "--force: resuming with optimizer.lr: 0.003 -> 0.01" in capsys.readouterr().err
+
+
+def test_resuming_on_another_number_of_ranks_keeps_the_position_in_samples(tmp_path: Path) -> None:
+    common = ("train.epochs=2", "checkpoint.every_n_steps=5", "checkpoint.keep_last=10", f"run.output={tmp_path}")
+    result = subprocess.run([sys.executable, "-m", "launcher", DIGITS, "--nproc", "2", *common], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (run,) = run_dirs(tmp_path, "digits")
+    step15 = checkpoint.step_path(run / "checkpoints", 15)  # 2 ranks x 64: 11 steps an epoch; 4 into the 2nd
+    assert checkpoint.load(step15)["progress"]["samples_done"] == 4 * 64 * 2
+    torch.set_num_threads(2)
+    assert launch(DIGITS, "--cpu", *common, "--resume", step15) == 0  # 1 rank x 64: 22 steps an epoch
+    log = (run / "log.txt").read_text()
+    assert "the checkpoint is from 2 rank(s), this run has 1: the epoch goes on after 512 of its samples" in log
+    final = checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]
+    assert (final["epoch"], final["step"]) == (2, 15 + (22 - 8))  # the rest of the epoch: 14 batches of 64
