@@ -65,7 +65,7 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[name], b[name]), name
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 143)])
 def test_a_signal_on_a_local_run_checkpoints_the_step_and_resume_ends_as_if_never_stopped(
     sig: signal.Signals, code: int, tmp_path: Path
 ) -> None:
