@@ -326,3 +326,18 @@ def test_resuming_on_another_number_of_ranks_keeps_the_position_in_samples(tmp_p
     assert "the checkpoint is from 2 rank(s), this run has 1: the epoch goes on after 512 of its samples" in log
     final = checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]
     assert (final["epoch"], final["step"]) == (2, 15 + (22 - 8))  # the rest of the epoch: 14 batches of 64
+
+
+def test_keep_last_two_of_six_and_a_checkpoint_that_cannot_be_deleted_does_not_stop_training(tmp_path: Path) -> None:
+    recipe = (DIGITS, "--cpu", "checkpoint.every_n_epochs=1", "checkpoint.keep_last=2", f"run.output={tmp_path}")
+    assert launch(*recipe, "train.epochs=1") == 0
+    (run,) = run_dirs(tmp_path, "digits")
+    stuck = checkpoint.step_path(run / "checkpoints", 1)
+    stuck.mkdir()  # an old "checkpoint" that unlink cannot remove, even as root
+    (stuck / "x").write_text("")
+    checkpoint.checksum_path(stuck).write_text(f"0  {stuck.name}\n")
+    torch.set_num_threads(2)
+    assert launch(*recipe, "train.epochs=6", "--resume", run) == 0  # 5 more saves, each followed by pruning
+    assert f"could not delete the old checkpoint {stuck}; training goes on" in (run / "log.txt").read_text()
+    assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000110.pt", "step-00000132.pt"]
+    assert (run / "checkpoints" / "best.pt").exists() and stuck.is_dir()
