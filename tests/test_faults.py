@@ -341,3 +341,12 @@ def test_keep_last_two_of_six_and_a_checkpoint_that_cannot_be_deleted_does_not_s
     assert f"could not delete the old checkpoint {stuck}; training goes on" in (run / "log.txt").read_text()
     assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000110.pt", "step-00000132.pt"]
     assert (run / "checkpoints" / "best.pt").exists() and stuck.is_dir()
+
+
+def test_an_output_folder_that_cannot_be_created_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert launch(DIGITS, "--cpu", f"run.output={blocker}") == 1
+    err = capsys.readouterr().err
+    assert f"error: run.output={blocker}: cannot create the run folder under {blocker / 'digits'}: Not a directory" in err
+    assert "Traceback" not in err

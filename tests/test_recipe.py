@@ -160,11 +160,14 @@ def test_malformed_files(tmp_path: Path) -> None:
 
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "run: {name: !!python/object/apply:os.system ['echo pwned']}\n")
-    assert "not valid YAML" in str(problems(path))
+    assert "the tag python/object/apply:os.system is refused" in str(problems(path))
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_recipe_validates(recipe: Path) -> None:
+def test_every_shipped_recipe_validates(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if recipe.name == "imagefolder_finetune.yaml":  # it wants the user's images: a folder must be there
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "data" / "my_images").mkdir(parents=True)
     loaded = load(recipe)
     assert recipe.read_text().startswith("# yaml-language-server: $schema=recipe.schema.json")
     assert loaded.run.name == recipe.stem
