@@ -98,7 +98,10 @@ def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_pat
     before = (run / "recipe.yaml").read_text()
     second = launch_process(digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", cwd=tmp_path)
     assert second.returncode == 1
-    assert "does not fit this recipe" in second.stderr and "size mismatch" in second.stderr
+    assert "this recipe trains something else than the run did:\n  model.width: 32 -> 8" in second.stderr
+    forced = launch_process(digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", "--force", cwd=tmp_path)
+    assert forced.returncode == 1  # --force gets past the recipe check, not past weights that don't fit
+    assert "does not fit this recipe" in forced.stderr and "size mismatch" in forced.stderr
     assert (run / "recipe.yaml").read_text() == before
     done = launch_process(digits, "--cpu", "--resume", run, "train.epochs=1", "run.output=out", cwd=tmp_path)
     assert done.returncode == 1 and "nothing to do" in done.stderr
