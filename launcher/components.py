@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 
 from launcher.errors import UserError
 from launcher.recipe import Component, Problem, did_you_mean
@@ -32,6 +31,9 @@ class Kind:
     base: type | None  # classes must subclass this; factories are checked when called
     names: Callable[[], dict[str, Any]]
     provided: frozenset[str] = frozenset()  # arguments the launcher passes itself
+    # The launcher's own names, looked up first: a recipe naming only these never imports
+    # torchvision, whose import (torch._dynamo through torchvision.ops) takes seconds.
+    builtins: Callable[[], dict[str, Any]] = dict
 
 
 def _classes_in(module: Any, base: type) -> dict[str, Any]:
@@ -42,10 +44,16 @@ def _classes_in(module: Any, base: type) -> dict[str, Any]:
     }
 
 
-def _datasets() -> dict[str, Any]:
+def _builtin_datasets() -> dict[str, Any]:
     from launcher import data
 
-    return {**_classes_in(torchvision.datasets, torch.utils.data.Dataset), **data.BUILTIN_DATASETS}
+    return data.BUILTIN_DATASETS
+
+
+def _datasets() -> dict[str, Any]:
+    import torchvision
+
+    return {**_classes_in(torchvision.datasets, torch.utils.data.Dataset), **_builtin_datasets()}
 
 
 def _transforms() -> dict[str, Any]:
@@ -54,11 +62,17 @@ def _transforms() -> dict[str, Any]:
     return {name: value for name, value in vars(transforms).items() if isinstance(value, type) and name[0].isupper()}
 
 
-def _models() -> dict[str, Any]:
+def _builtin_models() -> dict[str, Any]:
     from launcher import models
 
+    return models.BUILTIN_MODELS
+
+
+def _models() -> dict[str, Any]:
+    import torchvision
+
     names = {name: torchvision.models.get_model_builder(name) for name in torchvision.models.list_models()}
-    return {**models.BUILTIN_MODELS, **names}
+    return {**_builtin_models(), **names}
 
 
 def _losses() -> dict[str, Any]:
@@ -67,9 +81,11 @@ def _losses() -> dict[str, Any]:
 
 LR_SCHEDULER = torch.optim.lr_scheduler.LRScheduler
 
-DATASET = Kind("dataset", "torchvision.datasets", torch.utils.data.Dataset, _datasets, frozenset({"train", "split"}))
+DATASET = Kind("dataset", "torchvision.datasets", torch.utils.data.Dataset, _datasets, frozenset({"train", "split"}), _builtin_datasets)
 TRANSFORM = Kind("transform", "torchvision.transforms", None, _transforms)
-MODEL = Kind("model", "torchvision.models", torch.nn.Module, _models, frozenset({"num_classes", "in_features", "in_channels"}))
+MODEL = Kind(
+    "model", "torchvision.models", torch.nn.Module, _models, frozenset({"num_classes", "in_features", "in_channels"}), _builtin_models
+)
 LOSS = Kind("loss", "torch.nn", torch.nn.Module, _losses)
 OPTIMIZER = Kind(
     "optimizer", "torch.optim", torch.optim.Optimizer, lambda: _classes_in(torch.optim, torch.optim.Optimizer), frozenset({"params"})
@@ -95,6 +111,8 @@ def resolve(name: str, kind: Kind) -> Any:
     """The class or factory that `name` stands for, or a ComponentError that says why not."""
     if ":" in name:
         return _import(name, kind)
+    if name in (builtins := kind.builtins()):
+        return builtins[name]
     names = kind.names()
     if name in names:
         return names[name]
@@ -274,6 +292,8 @@ def _data_path_problems(dataset: Any) -> list[Problem]:
 def _weights_problems(model: Any) -> list[Problem]:
     if not isinstance(model, dict) or not isinstance(model.get("weights"), str):
         return []
+    import torchvision
+
     name, weights = model.get("name"), model["weights"]
     if name not in torchvision.models.list_models():
         return [Problem("model.weights", f"pretrained weights come from torchvision models; {name!r} is not one")]

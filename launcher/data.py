@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
@@ -113,6 +112,8 @@ def csv_splits(path: str, val_path: str | None = None) -> tuple[Dataset, Dataset
 def image_folder_splits(root: str, val_root: str | None = None) -> tuple[Dataset, Dataset | None]:
     """`ImageFolder`: `root/<class>/<image>`. Validation from `val_root`, else from `root/train`
     and `root/val` where both exist, else a held-out fraction of `root`."""
+    import torchvision
+
     folder = torchvision.datasets.ImageFolder
     base = Path(root)
     if val_root is None and (base / "train").is_dir() and (base / "val").is_dir():
@@ -187,6 +188,8 @@ class Datasets:
 def build_transform(specs: Sequence[Any]) -> Callable[[Any], Any] | None:
     if not specs:
         return None
+    import torchvision
+
     return torchvision.transforms.Compose([components.build(spec, components.TRANSFORM) for spec in specs])
 
 

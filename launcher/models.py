@@ -13,7 +13,6 @@ import urllib.error
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from launcher import components
@@ -79,6 +78,8 @@ def resnet_cifar(num_classes: int, arch: str = "resnet18") -> nn.Module:
     The ImageNet stem (7x7 stride-2 convolution, then max pooling) shrinks a 32x32 image to 8x8
     before the first block; a 3x3 stride-1 convolution and no pooling keep the detail.
     """
+    import torchvision
+
     model = torchvision.models.get_model(arch, num_classes=num_classes)
     model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -126,6 +127,8 @@ def _names_parameter(factory: object, name: str) -> bool:
 
 
 def _pretrained(section: Model, kwargs: dict) -> nn.Module:
+    import torchvision
+
     choices = torchvision.models.get_model_weights(section.name)
     weights = choices.DEFAULT if section.weights == "DEFAULT" else choices[section.weights]
     try:
