@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from launcher import checkpoint
 from launcher.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +53,34 @@ def slurm_cluster() -> None:
     if os.environ.get("LAUNCHER_REQUIRE_SLURM") == "1":
         pytest.fail("LAUNCHER_REQUIRE_SLURM=1 but no SLURM controller answers: run slurm/cluster.sh up")
     pytest.skip("no SLURM controller answers (start one with: slurm/cluster.sh up)")
+
+
+def launch_process(*args: str | Path, cwd: Path, **kwargs) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "launcher", *map(str, args)], cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kwargs,
+    )  # fmt: skip
+
+
+def session_members(session: int) -> list[int]:
+    """Live processes of a session: `launch`, its workers and their data-loader workers."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(checkpoint.latest(run / "checkpoints"))["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

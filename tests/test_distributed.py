@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, launch, run_dirs, scalars
+from conftest import ROOT, launch, launch_process, run_dirs, scalars, session_members
 from launcher import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -51,28 +51,6 @@ class Flaky(nn.Module):
                 os.kill(os.getpid(), 9)
         return self.layer(x.flatten(1))
 '''
-
-
-def launch_process(*args: str | Path, cwd: Path, **kwargs) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "launcher", *map(str, args)], cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kwargs,
-    )  # fmt: skip
-
-
-def session_members(session: int) -> list[int]:
-    """Live processes of a session: `launch`, its workers and their data-loader workers all share it."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[3]) == session and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
 
 
 @pytest.fixture(scope="module")

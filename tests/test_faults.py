@@ -17,19 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, launch, run_dirs, scalars
+from conftest import ROOT, assert_same_weights, launch, launch_process, run_dirs, scalars, session_members, weights
 from launcher import checkpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 DIGITS = ROOT / "recipes" / "digits.yaml"
-
-
-def launch_process(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "launcher", *map(str, args)], cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
 
 
 def wait_for_file_text(pattern: str, text: str, folder: Path, timeout_s: float = 120) -> None:
@@ -39,30 +32,6 @@ def wait_for_file_text(pattern: str, text: str, folder: Path, timeout_s: float =
             return
         time.sleep(0.1)
     raise AssertionError(f"'{text}' did not appear in {folder}/{pattern} within {timeout_s} s")
-
-
-def session_members(session: int) -> list[int]:
-    """Live processes of a session: `launch`, its workers and their data-loader workers."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == session and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(checkpoint.latest(run / "checkpoints"))["model"]
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 143)])

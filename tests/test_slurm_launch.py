@@ -16,9 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import ROOT, launch, run_dirs, scalars
+from conftest import ROOT, assert_same_weights, launch, run_dirs, scalars, weights
 from launcher import checkpoint, slurm
 from launcher.recipe import dump_recipe, load_recipe
 from launcher.rundir import new_run_dir
@@ -49,16 +48,6 @@ def wait_for_line(path: Path, text: str, timeout_s: float = 180) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"'{text}' did not appear in {path} within {timeout_s} s")
-
-
-def final_weights(run: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(checkpoint.latest(run / "checkpoints"))["model"]
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
 
 
 def assert_no_duplicate_steps(run: Path) -> None:
@@ -93,7 +82,7 @@ def test_two_node_job_trains_as_the_local_run_does(two_node_job: tuple[str, Path
     on_slurm = json.loads((run / "metrics.json").read_text())["final"]
     here = json.loads((local / "metrics.json").read_text())["final"]
     assert on_slurm["val/acc1"] == pytest.approx(here["val/acc1"]) and on_slurm["val/acc1"] > 0.95
-    assert_same_weights(final_weights(run), final_weights(local))
+    assert_same_weights(weights(run), weights(local))
     # Only rank 0 wrote TensorBoard; both ranks logged, each on its own node.
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert "task 0 of 2" in (run / "slurm" / f"{job_id}_0_log.out").read_text()
@@ -132,7 +121,7 @@ def test_a_preempted_job_resumes_to_the_same_weights(preemption: str, two_node_j
     assert 22 < stopped < 165
     assert f"resumed from {run / 'checkpoints' / f'step-{stopped:08d}.pt'} at epoch {stopped // 11 + 1}, step {stopped}" in text
     assert slurm.restarts(job_id) == 1
-    assert_same_weights(final_weights(run), final_weights(uninterrupted))
+    assert_same_weights(weights(run), weights(uninterrupted))
     assert_no_duplicate_steps(run)
     assert [s for s, _ in scalars(run)["train/loss"]] == [s for s, _ in scalars(uninterrupted)["train/loss"]]
 
