@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import random
 import signal
 import sys
 import urllib.error
@@ -150,11 +152,18 @@ BUILTIN_DATASETS: dict[str, Callable[..., tuple[Dataset, Dataset | None]]] = {
 
 
 class Transformed(Dataset):
-    """Applies a transform to the input of each (input, target) pair of another dataset."""
+    """Applies a transform to the input of each (input, target) pair of another dataset.
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None) -> None:
+    The loaders fetch a batch at a time, with its random augmentations seeded from (seed, epoch,
+    the batch's first index): a batch is augmented the same way in any loader worker or in none,
+    in a resumed run as in an uninterrupted one. The caller's random state is left as it was.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None, seed: int = 0) -> None:
         self.dataset = dataset
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0  # set by `start_epoch`
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -162,6 +171,27 @@ class Transformed(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         x, y = self.dataset[index]
         return (self.transform(x) if self.transform else x), y
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any]]:
+        if not indices:
+            return []
+        with _seeded_randomness((self.seed * 1_000_003 + self.epoch) * 1_000_033 + indices[0]):
+            return [self[index] for index in indices]
+
+
+@contextlib.contextmanager
+def _seeded_randomness(seed: int) -> Iterator[None]:
+    """torch's CPU generator, Python's and NumPy's seeded for the block, then put back as they were."""
+    states = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.random.default_generator.manual_seed(seed % 2**63)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
 
 
 @dataclass
@@ -235,8 +265,8 @@ def build_datasets(section: Data, seed: int) -> Datasets:
     classes = section.classes or _classes_of(train) or _classes_of(val)
     if classes is None:
         raise DataError("the dataset does not say its classes: set data.classes to the list of class names")
-    train = Transformed(train, build_transform(section.transforms.train))
-    val = Transformed(val, build_transform(section.transforms.val))
+    train = Transformed(train, build_transform(section.transforms.train), seed)
+    val = Transformed(val, build_transform(section.transforms.val), seed)
     x = train[0][0]
     for split, dataset in (("train", train), ("val", val)):
         sample = dataset[0][0]
@@ -309,8 +339,8 @@ def train_loader(
         drop_last=drop_last,
         num_workers=section.num_workers,
         pin_memory=pin,
-        # Workers are started anew each epoch, seeded from this generator by `start_epoch`, so the
-        # augmentations of an epoch are the same in a resumed run as in an uninterrupted one.
+        # Workers are started anew each epoch, so that they see the epoch `start_epoch` sets on
+        # the dataset (the augmentations' seed) and draw their own seeds from this generator.
         persistent_workers=False,
         generator=torch.Generator(),
         worker_init_fn=_leave_interrupts_to_the_trainer,
@@ -334,6 +364,8 @@ def start_epoch(loader: DataLoader, epoch: int, skip_batches: int = 0) -> None:
     """Set the data order and the worker seeds of `epoch`, skipping batches already trained on."""
     assert isinstance(loader.sampler, ResumableSampler) and loader.generator is not None
     loader.sampler.set_epoch(epoch, start=skip_batches * (loader.batch_size or 1))
+    if isinstance(loader.dataset, Transformed):
+        loader.dataset.epoch = epoch
     loader.generator.manual_seed((loader.sampler.seed * 100_003 + epoch) * 1_009 + loader.sampler.rank)
 
 

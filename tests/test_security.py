@@ -45,10 +45,13 @@ def test_three_kinds_of_problem_are_reported_together_and_no_worker_starts(tmp_p
 
 
 @pytest.mark.slow
-def test_two_runs_with_one_seed_are_bitwise_equal_and_deterministic_is_recorded(tmp_path: Path) -> None:
-    for name in ("a", "b"):
+def test_two_runs_with_one_seed_are_bitwise_equal_with_or_without_loader_workers_and_deterministic_is_recorded(tmp_path: Path) -> None:
+    # The digits recipe augments at random (RandomAffine): each batch's augmentations are seeded,
+    # so two loader worker processes give the batches the main process would have made.
+    for name, workers in (("a", 0), ("b", 2)):
         torch.set_num_threads(2)
-        assert launch(RECIPES / "digits.yaml", "--cpu", "train.epochs=2", "train.deterministic=true", f"run.output={tmp_path / name}") == 0
+        assert launch(RECIPES / "digits.yaml", "--cpu", "train.epochs=2", "train.deterministic=true", f"data.num_workers={workers}",
+                      f"run.output={tmp_path / name}") == 0  # fmt: skip
     (a,), (b,) = run_dirs(tmp_path / "a", "digits"), run_dirs(tmp_path / "b", "digits")
     first, second = checkpoint.load(checkpoint.latest(a / "checkpoints")), checkpoint.load(checkpoint.latest(b / "checkpoints"))
     for key in first["model"]:
