@@ -12,10 +12,14 @@ a checkpoint cannot run code; everything saved is tensors and plain Python data.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
+import logging
 import os
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,8 @@ import numpy as np
 import torch
 
 from launcher.errors import UserError
+
+log = logging.getLogger("launcher")
 
 STEP_NAME = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"
@@ -43,19 +49,49 @@ def checksum_path(path: Path) -> Path:
 
 def save(state: dict[str, Any], path: Path) -> Path:
     """Write `state` to `path` atomically, then its checksum: the mark that it is complete."""
-    try:
+    return _complete(_serialize(state, path), path)
+
+
+def _serialize(state: dict[str, Any], path: Path) -> Path:
+    """`state` in a temporary file beside `path` (not yet flushed to disk): the part of a save
+    that must happen before training changes the state again."""
+    with _errors_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Overwriting (best.pt): the old checksum goes just before its file is replaced, so that a
-        # crash in between leaves no checksum that disagrees with the file.
-        _write_atomically(path, lambda file: _torch_save(state, file), before_rename=checksum_path(path).unlink)
-        digest = _sha256(path)
-        _write_atomically(checksum_path(path), lambda file: file.write(f"{digest}  {path.name}\n".encode()))
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with temporary.open("wb") as file:
+                _torch_save(state, file)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    return temporary
+
+
+def _complete(temporary: Path, path: Path) -> Path:
+    """Flush the temporary file to disk, rename it to `path`, then write its checksum."""
+    with _errors_named(path):
+        try:
+            digest = _fsync_and_hash(temporary)
+            # Overwriting (best.pt): the old checksum goes just before its file is replaced, so
+            # that a crash in between leaves no checksum that disagrees with the file.
+            checksum_path(path).unlink(missing_ok=True)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        _fsync_folder(path.parent)
+        _write_atomically(checksum_path(path), f"{digest}  {path.name}\n".encode())
+    return path
+
+
+@contextlib.contextmanager
+def _errors_named(path: Path) -> Iterator[None]:
+    try:
+        yield
     except OSError as error:  # disk full, quota, read-only or vanished folder
         raise UserError(
             f"cannot write the checkpoint {path}: {error.strerror or error}; "
             f"the complete checkpoints already in {path.parent} are untouched"
         ) from None
-    return path
 
 
 class _ReportingFile:
@@ -85,19 +121,26 @@ def _torch_save(state: dict[str, Any], file: Any) -> None:
         raise
 
 
-def _write_atomically(path: Path, write: Any, before_rename: Any = None) -> None:
+def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as file:
-            write(file)
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        if before_rename is not None:
-            before_rename(missing_ok=True)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     _fsync_folder(path.parent)
+
+
+def _fsync_and_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        os.fsync(file.fileno())
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -106,6 +149,72 @@ def _sha256(path: Path) -> str:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class Writer:
+    """Rank 0's checkpoints, written beside the training loop.
+
+    The loop waits only for what must happen before it changes the state again: the state
+    serialized to a temporary file, or with `asynchronous` only copied in memory. Flushing to
+    disk, the checksum, the rename and pruning to the last `keep_last` happen in a background
+    thread. A checkpoint counts only once its checksum is written, so one cut short by a crash is
+    never taken for a complete one. One save at a time: the next save, and `close()`, wait for
+    the one in flight and raise its error (a full disk, named as `save` names it).
+    """
+
+    def __init__(self, keep_last: int, asynchronous: bool = False) -> None:
+        self.keep_last, self.asynchronous = keep_last, asynchronous
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._in_flight: concurrent.futures.Future | None = None
+        self._buffers: list[torch.Tensor] = []  # the asynchronous copies, reused from save to save
+
+    def save(self, state: dict[str, Any], path: Path) -> None:
+        self.wait()
+        if self.asynchronous:
+            copy = self._copy(state)
+            self._in_flight = self._thread.submit(lambda: self._finish(_serialize(copy, path), path))
+        else:
+            temporary = _serialize(state, path)
+            self._in_flight = self._thread.submit(self._finish, temporary, path)
+
+    def _finish(self, temporary: Path, path: Path) -> None:
+        _complete(temporary, path)
+        if STEP_NAME.match(path.name):
+            for stuck in prune(path.parent, self.keep_last):
+                log.warning("could not delete the old checkpoint %s; training goes on", stuck)
+
+    def _copy(self, state: Any, counter: list[int] | None = None) -> Any:
+        """`state` with every tensor copied into a CPU buffer kept for the next save."""
+        top = counter is None
+        counter = [0] if top else counter
+        if isinstance(state, torch.Tensor):
+            i = counter[0]
+            counter[0] += 1
+            if i == len(self._buffers) or self._buffers[i].shape != state.shape or self._buffers[i].dtype != state.dtype:
+                buffer = torch.empty_like(state, device="cpu", pin_memory=state.is_cuda)
+                self._buffers[i : i + 1] = [buffer]
+            copied = self._buffers[i].copy_(state.detach(), non_blocking=True)
+        elif isinstance(state, dict):
+            copied = {k: self._copy(v, counter) for k, v in state.items()}
+        elif isinstance(state, (list, tuple)):
+            copied = type(state)(self._copy(v, counter) for v in state)
+        else:
+            copied = state
+        if top and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the device-to-host copies are done
+        return copied
+
+    def wait(self) -> None:
+        """Until the checkpoint in flight is complete; its error, if it failed."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._thread.shutdown()
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -151,6 +151,11 @@ class Checkpoint(Section):
     every_n_epochs: int | None = Field(1, ge=1)
     every_n_steps: int | None = Field(None, ge=1)
     keep_last: int = Field(3, ge=1, description="How many of the newest checkpoints to keep.")
+    asynchronous: bool = Field(
+        False,
+        description="Training waits only for a copy of the state in memory, not for serializing it to a file "
+        "(flushing to disk and the checksum happen beside training either way).",
+    )
     best: Best | None = Field(default_factory=Best, description="Keep a separate best.pt by this metric (null: none).")
 
 

@@ -158,18 +158,19 @@ def train(
     progress = Progress()
     last_saved_step = -1
 
+    # Rank 0's checkpoints: flushed, checksummed and pruned beside training (checkpoint.Writer).
+    writer = checkpoint.Writer(recipe.checkpoint.keep_last, recipe.checkpoint.asynchronous) if runtime.is_main else None
+
     def save(name: str | None = None) -> None:
-        """Rank 0 writes a checkpoint and deletes the step checkpoints beyond the last K; every
-        rank then waits at a barrier, so none goes on to read a file still being written."""
+        """Rank 0 hands a checkpoint to the writer; every rank then waits at a barrier, so none
+        changes the model while rank 0 still reads it."""
         nonlocal last_saved_step
         if name is None and progress.step == last_saved_step:
             return
         rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
-        if runtime.is_main:
+        if writer is not None:
             state = {**s.state_dict(), "progress": asdict(progress), "rng": rng, "data": asdict(s.data.info), "recipe": recipe.to_dict()}
-            checkpoint.save(state, run.checkpoints / name if name else checkpoint.step_path(run.checkpoints, progress.step))
-            for stuck in checkpoint.prune(run.checkpoints, recipe.checkpoint.keep_last):
-                log.warning("could not delete the old checkpoint %s; training goes on", stuck)
+            writer.save(state, run.checkpoints / name if name else checkpoint.step_path(run.checkpoints, progress.step))
         if name is None:
             last_saved_step = progress.step
         barrier()
@@ -317,6 +318,8 @@ def train(
                 save()
 
         # --- the end: summary for people and for scripts ---
+        if writer is not None:
+            writer.close()  # the last checkpoint complete, or its error raised
         summary = {
             "final": {**metrics, "epoch": progress.epoch, "step": progress.step},
             "best": None if best is None else {"metric": best.metric, "value": progress.best, "step": progress.best_step},
@@ -329,6 +332,8 @@ def train(
     finally:
         watchdog.close()
         logger.close()
+        if writer is not None:
+            writer.close()  # stopped or failed: what was handed over still completes
 
 
 def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:

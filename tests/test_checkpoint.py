@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from launcher import checkpoint
+from launcher.errors import UserError
 
 
 def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -32,6 +33,30 @@ def test_a_failed_write_keeps_the_previous_file_whole(tmp_path: Path) -> None:
         checkpoint.save({"w": torch.zeros(3), "bad": Unpicklable()}, path)
     assert torch.equal(checkpoint.load(path)["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "best.pt.sha256"]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_the_writer_saves_the_state_as_it_was_handed_over_and_prunes_beside_training(asynchronous: bool, tmp_path: Path) -> None:
+    writer = checkpoint.Writer(keep_last=2, asynchronous=asynchronous)
+    weights = torch.zeros(1000)
+    for step in range(1, 5):
+        weights.fill_(step)
+        writer.save({"w": weights, "step": step}, checkpoint.step_path(tmp_path, step))
+        weights.fill_(-1)  # training goes on at once and changes the state in place
+    writer.close()  # the last one complete
+    assert [p.name for p in checkpoint.saved_steps(tmp_path)] == ["step-00000003.pt", "step-00000004.pt"]
+    for step in (3, 4):
+        assert torch.equal(checkpoint.load(checkpoint.step_path(tmp_path, step))["w"], torch.full((1000,), float(step)))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_writer_raises_a_failed_write_at_the_next_save_with_its_path(tmp_path: Path) -> None:
+    writer = checkpoint.Writer(keep_last=2, asynchronous=True)
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    writer.save({"w": torch.ones(3)}, checkpoint.step_path(tmp_path / "checkpoints", 1))  # fails beside training
+    with pytest.raises(UserError, match=f"cannot write the checkpoint {tmp_path / 'checkpoints' / 'step-00000001.pt'}"):
+        writer.save({"w": torch.ones(3)}, checkpoint.step_path(tmp_path, 2))
+    writer.close()
 
 
 def test_only_complete_step_files_count(tmp_path: Path) -> None:

@@ -238,12 +238,13 @@ def test_a_single_node_run_listens_on_loopback_only(tmp_path: Path) -> None:
     assert all(a.startswith("127.") for a in addresses), addresses
 
 
-@pytest.mark.parametrize("loader_workers", [0, 2])
-def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(loader_workers: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("loader_workers", "asynchronous"), [(0, False), (2, True)])
+def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(loader_workers: int, asynchronous: bool, tmp_path: Path) -> None:
     # 2 ranks, 5 batches an epoch each (719 samples a rank, batch 128); a checkpoint at step 7,
     # mid-epoch; SIGKILL to every process; resume to step 15. The recipe augments at random.
     recipe = (DIGITS, "--nproc", "2", "train.batch_size=128", "train.max_steps=15", "checkpoint.every_n_steps=7",
-              "checkpoint.every_n_epochs=null", "logging.every_n_steps=1", f"data.num_workers={loader_workers}")  # fmt: skip
+              "checkpoint.every_n_epochs=null", "logging.every_n_steps=1", f"data.num_workers={loader_workers}",
+              f"checkpoint.asynchronous={asynchronous}")  # fmt: skip
     process = launch_process(*recipe, f"run.output={tmp_path / 'killed'}", cwd=tmp_path)
     deadline = time.monotonic() + 180
     while not list(tmp_path.glob("killed/digits/*/checkpoints/step-00000007.pt.sha256")):
