@@ -1,0 +1,54 @@
+"""The stopwatch inside every contender: when each training step starts and ends, on rank 0.
+
+A forward pre-hook on the model notes when a training forward starts (the batch is in hand), a
+global optimizer step post-hook when the step ends; evaluation forwards are noted apart. The
+contender's own loop is untouched, so the same clock times torchrun, `launch`, Lightning and
+Accelerate. The notes go to $BENCH_OUT/<contender>-<workload>.json when the process exits
+(atexit, and multiprocessing's exit hook for workers the elastic agent starts).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import multiprocessing.util
+import os
+import time
+from pathlib import Path
+
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+_notes: dict | None = None
+
+
+def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
+    global _notes
+    if "BENCH_OUT" not in os.environ or int(os.environ.get("RANK", 0)) != 0 or _notes is not None:
+        return model
+    contender = os.environ.get("BENCH_CONTENDER", contender)
+    notes = _notes = {"workload": workload, "contender": contender, "starts": [], "ends": [], "evals": [], "val_acc": [], "pid": os.getpid()}
+
+    def forward_starts(module: nn.Module, args: object) -> None:
+        (notes["starts"] if module.training else notes["evals"]).append(time.time())
+
+    model.register_forward_pre_hook(forward_starts)
+    register_optimizer_step_post_hook(lambda *_: notes["ends"].append(time.time()))
+    atexit.register(_write)
+    multiprocessing.util.Finalize(None, _write, exitpriority=100)
+    return model
+
+
+def validated(accuracy: float) -> None:
+    """The contender's own validation accuracy, noted with the time it was known."""
+    if _notes is not None:
+        _notes["val_acc"].append((time.time(), float(accuracy)))
+
+
+def _write() -> None:
+    global _notes
+    if _notes is None:
+        return
+    notes, _notes = _notes, None
+    out = Path(os.environ["BENCH_OUT"]) / f"{notes['contender']}-{notes['workload']}.json"
+    out.write_text(json.dumps(notes))

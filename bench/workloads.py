@@ -1,0 +1,100 @@
+"""The workloads every contender trains: the same model, data, batch per process and seed.
+
+W1  digits_cnn  the launcher's small CNN on scikit-learn's digits (per-step overhead dominates)
+W2  mlp_10m     a 10.5M-parameter MLP on synthetic 1024-d features (gradient communication)
+W3  resnet18    torchvision's ResNet-18 on synthetic 32x32 images (convolutions dominate)
+G1  resnet50    (GPU) torchvision's ResNet-50 on synthetic 224x224 images, bf16, channels_last
+
+Each contender imports this module, builds its model with `model(name)` and its data with
+`datasets(name)`, and calls `probe.attach(model, ...)`, which notes when each step starts and
+ends: the figures come from the same clock in every contender.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    batch_size: int  # per process
+    epochs: int
+    lr: float
+    loader_workers: int  # the same for every contender
+    target_accuracy: float | None = None  # W1: time to reach it
+    gpu: bool = False
+
+
+WORKLOADS = {
+    "w1": Workload("w1", batch_size=64, epochs=6, lr=0.003, loader_workers=0, target_accuracy=0.97),
+    "w2": Workload("w2", batch_size=64, epochs=2, lr=0.001, loader_workers=0),
+    "w3": Workload("w3", batch_size=32, epochs=1, lr=0.001, loader_workers=2),
+    "g1": Workload("g1", batch_size=64, epochs=1, lr=0.001, loader_workers=8, gpu=True),
+}
+
+
+def model(name: str) -> nn.Module:
+    torch.manual_seed(SEED)
+    if name == "w1":
+        from launcher.models import SmallCNN
+
+        return SmallCNN(in_channels=1, num_classes=10, width=32)
+    if name == "w2":
+        return nn.Sequential(nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
+    import torchvision
+
+    return torchvision.models.resnet18(num_classes=10) if name == "w3" else torchvision.models.resnet50(num_classes=1000)
+
+
+def datasets(name: str) -> tuple[Dataset, Dataset]:
+    """(train, validation): real digits for W1, seeded synthetic tensors for the others."""
+    generator = torch.Generator().manual_seed(SEED)
+    if name == "w1":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        x = (x - 0.33) / 0.37
+        y = torch.tensor(digits.target)
+        order = torch.randperm(len(y), generator=generator)
+        val, train = order[:360], order[360:]
+        return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+    if name == "w2":
+        teacher = torch.randn(1024, 10, generator=generator)
+        x = torch.randn(4096, 1024, generator=generator)
+        y = (x @ teacher).argmax(1)
+        return TensorDataset(x[:3584], y[:3584]), TensorDataset(x[3584:], y[3584:])
+    n, size, classes = (2048, 32, 10) if name == "w3" else (4096, 224, 1000)
+    x = torch.randn(n, 3, size, size, generator=generator)
+    y = torch.randint(0, classes, (n,), generator=generator)
+    return TensorDataset(x, y), TensorDataset(x[:256], y[:256])
+
+
+# --- the same, as components a `launch` recipe names (bench/recipes/*.yaml) ---
+
+
+def launch_model(workload: str, num_classes: int = 10) -> nn.Module:
+    from bench import probe
+
+    return probe.attach(model(workload), workload, "launch")
+
+
+class LaunchData(Dataset):
+    """`datasets(workload)` as one split, for the recipe's `data.dataset` (train=True or False)."""
+
+    def __init__(self, workload: str, train: bool = True) -> None:
+        self.data = datasets(workload)[0 if train else 1]
+        self.classes = [str(i) for i in range(10 if workload != "g1" else 1000)]
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data[index]
