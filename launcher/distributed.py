@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import ipaddress
 import os
 import socket
@@ -17,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from launcher.errors import UserError
 from launcher.runtime import Runtime
 
 
@@ -57,7 +59,16 @@ def init_process_group(runtime: Runtime, timeout_s: float) -> None:
     if runtime.is_main and ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((socket.gethostbyname(host), port))
+        try:
+            listener.bind((socket.gethostbyname(host), port))
+        except OSError as error:
+            listener.close()
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise UserError(
+                f"rank 0 cannot listen on {host}:{port} (MASTER_PORT): another process uses that port; "
+                "start again (a new job gets another port) or set MASTER_PORT to a free one"
+            ) from None
         listener.listen(128)
     store = dist.TCPStore(
         host, port, runtime.world_size, is_master=runtime.is_main, timeout=timeout,

@@ -147,17 +147,19 @@ def executor(folder: Path, slurm: Slurm, name: str) -> Any:
 
     # slurm_max_num_timeout belongs to the constructor; the requeue limit is ours (slurm.max_requeues).
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=slurm.max_requeues)
+    delay_s, sbatch = warning_delay_s(slurm), dict(slurm.sbatch)
+    if delay_s is None:
+        sbatch.setdefault("signal", "CONT@1")  # in place of submitit's USR2: a signal that changes nothing
     parameters: dict[str, Any] = {
         "name": name,
         "nodes": slurm.nodes,
         "tasks_per_node": tasks_per_node(slurm),
         "timeout_min": time_limit_minutes(slurm.time),
         "stderr_to_stdout": True,  # one log per task, tracebacks in place
-        # A warning due before the job even starts would kill it at once: at most half the limit.
-        "slurm_signal_delay_s": min(slurm.signal_delay_s, time_limit_minutes(slurm.time) * 30),
+        "slurm_signal_delay_s": delay_s or slurm.signal_delay_s,
         # A task that fails takes the others down; a requeued job appends to its logs.
         "slurm_srun_args": ["--kill-on-bad-exit=1"],
-        "slurm_additional_parameters": {"open-mode": "append", **slurm.sbatch},
+        "slurm_additional_parameters": {"open-mode": "append", **sbatch},
         "slurm_setup": slurm.setup,
     }
     optional = {
@@ -166,6 +168,19 @@ def executor(folder: Path, slurm: Slurm, name: str) -> Any:
     }  # fmt: skip
     ex.update_parameters(**parameters, **{key: value for key, value in optional.items() if value is not None})
     return ex
+
+
+# SLURM may send the warning signal up to a minute before it is due (the resolution of its event
+# loop: seen in CI, a USR2 due 30 s into a 1-minute job came at once), and a warning that comes
+# before the job has set up its handlers kills it. The job's start gets a minute too.
+WARNING_SLACK_S = 60 + 60
+
+
+def warning_delay_s(slurm: Slurm) -> int | None:
+    """How long before the time limit to ask for the USR2 warning; None where the limit leaves no
+    room for one (the run then stops in time by watching the clock: stopping.StopRequests)."""
+    delay_s = min(slurm.signal_delay_s, time_limit_minutes(slurm.time) * 60 - WARNING_SLACK_S)
+    return delay_s if delay_s >= 10 else None
 
 
 def submit(recipe: Recipe, run: RunDir) -> str:
@@ -299,12 +314,21 @@ def restarts(job_id: str) -> int | None:
 
 
 def wait_until_ended(job_id: str, timeout_s: float | None = None, poll_s: float = 2.0) -> dict[str, str]:
+    """The job's state once it has ended and its tasks are gone (or at `timeout_s`). Accounting says
+    CANCELLED as soon as scancel is called; the tasks may still be writing their checkpoint then."""
     started = time.monotonic()
     while True:
         state = job_state(job_id)
-        if state["State"] in ENDED or (timeout_s is not None and time.monotonic() - started > timeout_s):
+        ended = state["State"] in ENDED and not _completing(job_id)
+        if ended or (timeout_s is not None and time.monotonic() - started > timeout_s):
             return state
         time.sleep(poll_s)
+
+
+def _completing(job_id: str) -> bool:
+    """squeue lists the job as COMPLETING while its tasks are still ending."""
+    listed = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    return "COMPLETING" in listed.stdout
 
 
 def follow(job: Job, rank: int = 0, keep_following: bool = True, poll_s: float = 1.0) -> Iterator[str]:

@@ -121,8 +121,12 @@ def export_torch_environment(job: SlurmJobEnvironment) -> None:
 
 
 def master_port(job_id: str) -> int:
-    """The same on every task of a job and of its requeued runs; other jobs most likely get another."""
-    return 20000 + zlib.crc32(job_id.encode()) % 40000
+    """The same on every task of a job and of its requeued runs; other jobs most likely get another.
+
+    Below Linux's ephemeral range (32768-60999): a port there may be the local end of any
+    connection on the node (gloo opens many), and rank 0 could not listen on it (seen in CI).
+    """
+    return 20000 + zlib.crc32(job_id.encode()) % 12000
 
 
 def job_end_time(job_id: str) -> float | None:

@@ -218,3 +218,18 @@ def test_a_node_that_never_joins_ends_the_wait_with_a_message(tmp_path: Path) ->
     assert result.returncode == 1
     assert f"the rendezvous at {endpoint} (run id alone) did not gather 2 node(s) within 5 s" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_master_port_in_use_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from launcher import distributed
+    from launcher.errors import UserError
+    from launcher.runtime import Runtime
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setenv("MASTER_PORT", str(port))
+        with pytest.raises(UserError, match=f"rank 0 cannot listen on 127.0.0.1:{port} \\(MASTER_PORT\\): another process uses that port"):
+            distributed.init_process_group(Runtime(device=torch.device("cpu"), rank=0, local_rank=0, world_size=2), timeout_s=5)

@@ -7,6 +7,7 @@ Marked `slurm`: skipped where no SLURM controller answers, except where LAUNCHER
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,13 @@ def test_submitit_job_on_two_nodes_and_its_accounting(tmp_path: Path) -> None:
     job = executor.submit(submitit.helpers.CommandFunction(["bash", "-c", "echo $SLURM_PROCID $SLURMD_NODENAME"]))
     results = [line.strip() for line in job.results()]
     assert results == ["0 node1", "1 node2"]
-    # submitit reads states through sacct: accounting must know the job.
-    accounted = subprocess.run(["sacct", "-n", "-X", "-j", job.job_id, "-o", "state"], capture_output=True, text=True)
-    assert accounted.stdout.split() == ["COMPLETED"]
+    # submitit reads states through sacct: accounting must know the job (slurmdbd hears of the
+    # end a moment after the job's output is there: seen PENDING in CI just after).
+    deadline = time.monotonic() + 60
+    while (state := sacct_state(job.job_id)) in (["PENDING"], ["RUNNING"], []) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert state == ["COMPLETED"]
+
+
+def sacct_state(job_id: str) -> list[str]:
+    return subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "state"], capture_output=True, text=True).stdout.split()
