@@ -158,24 +158,26 @@ class Writer:
     serialized to a temporary file, or with `asynchronous` only copied in memory. Flushing to
     disk, the checksum, the rename and pruning to the last `keep_last` happen in a background
     thread. A checkpoint counts only once its checksum is written, so one cut short by a crash is
-    never taken for a complete one. One save at a time: the next save, and `close()`, wait for
-    the one in flight and raise its error (a full disk, named as `save` names it).
+    never taken for a complete one. At most one checkpoint is finishing while the next is
+    serialized (best.pt and a step checkpoint come back to back); an asynchronous save first waits
+    for the one before, whose buffers it reuses. `save` and `close()` raise the error of a save
+    that failed beside training (a full disk, named as `save` names it).
     """
 
     def __init__(self, keep_last: int, asynchronous: bool = False) -> None:
         self.keep_last, self.asynchronous = keep_last, asynchronous
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._in_flight: concurrent.futures.Future | None = None
+        self._in_flight: list[concurrent.futures.Future] = []
         self._buffers: list[torch.Tensor] = []  # the asynchronous copies, reused from save to save
 
     def save(self, state: dict[str, Any], path: Path) -> None:
-        self.wait()
+        self.wait(keep=0 if self.asynchronous else 1)
         if self.asynchronous:
             copy = self._copy(state)
-            self._in_flight = self._thread.submit(lambda: self._finish(_serialize(copy, path), path))
+            self._in_flight.append(self._thread.submit(lambda: self._finish(_serialize(copy, path), path)))
         else:
             temporary = _serialize(state, path)
-            self._in_flight = self._thread.submit(self._finish, temporary, path)
+            self._in_flight.append(self._thread.submit(self._finish, temporary, path))
 
     def _finish(self, temporary: Path, path: Path) -> None:
         _complete(temporary, path)
@@ -204,11 +206,10 @@ class Writer:
             torch.cuda.synchronize()  # the device-to-host copies are done
         return copied
 
-    def wait(self) -> None:
-        """Until the checkpoint in flight is complete; its error, if it failed."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            in_flight.result()
+    def wait(self, keep: int = 0) -> None:
+        """Until no more than the newest `keep` saves are still finishing; the error of one that failed."""
+        while len(self._in_flight) > keep or any(f.done() for f in self._in_flight):
+            self._in_flight.pop(0).result()
 
     def close(self) -> None:
         try:

@@ -19,20 +19,32 @@ from typing import IO
 class Watchdog:
     """This rank's heartbeat and stall dumps; `stall_s` None: heartbeat only."""
 
+    REARM_S = 1.0
+
     def __init__(self, heartbeat_dir: Path, rank: int, log_file: Path, stall_s: float | None) -> None:
         heartbeat_dir.mkdir(parents=True, exist_ok=True)
         self.heartbeat = heartbeat_dir / f"rank{rank}"
+        self._heartbeat_fd: int | None = os.open(self.heartbeat, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.stall_s = stall_s
         self._log: IO[str] | None = log_file.open("a") if stall_s else None
+        self._armed_at = -self.REARM_S
         self.step(None)
 
     def step(self, step: int | None) -> None:
         """A step finished (None: the rank is setting up): note it, and start the stall clock anew."""
-        self.heartbeat.write_text(f"{'setup' if step is None else step} {time.time():.3f} {os.getpid()}\n")
-        if self._log is not None:
-            faulthandler.dump_traceback_later(self.stall_s, repeat=True, file=self._log)
+        now = time.time()
+        if self._heartbeat_fd is not None:
+            # Fixed width, so that a shorter line never leaves the end of a longer one behind.
+            line = f"{'setup' if step is None else step} {now:.3f} {os.getpid()}".ljust(63) + "\n"
+            os.pwrite(self._heartbeat_fd, line.encode(), 0)
+        if self._log is not None and now - self._armed_at >= self.REARM_S:
+            faulthandler.dump_traceback_later(self.stall_s + self.REARM_S, repeat=True, file=self._log)
+            self._armed_at = now
 
     def close(self) -> None:
+        if self._heartbeat_fd is not None:
+            os.close(self._heartbeat_fd)
+            self._heartbeat_fd = None
         if self._log is not None:
             faulthandler.cancel_dump_traceback_later()
             self._log.close()
