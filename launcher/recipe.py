@@ -114,6 +114,10 @@ class Train(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Mixed precision: bf16 on CPU or CUDA, fp16 (with loss scaling) on CUDA only."
     )
+    channels_last: bool = Field(
+        False, description="Model and image batches in the channels-last (NHWC) memory layout: faster convolutions on "
+        "GPUs with tensor cores, with bf16 or fp16.",
+    )  # fmt: skip
     seed: int = 0
     drop_last: bool = Field(True, description="Drop the last incomplete training batch of each epoch.")
     deterministic: bool = Field(
@@ -205,7 +209,7 @@ class Slurm(Section):
     cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (sbatch --cpus-per-task).")
     max_requeues: int = Field(5, ge=0, description="How many times a preempted or timed-out run is requeued before it stops.")
     signal_delay_s: int = Field(
-        120, ge=0, description="SLURM sends USR2 this long before the time limit (at most half the limit): the run checkpoints and requeues."
+        120, ge=0, description="SLURM sends USR2 this long before the time limit (at most the limit less 2 minutes; none where that is under 10 s): the run checkpoints and requeues."
     )
     setup: list[str] = Field(default_factory=list, description="Shell lines run before the tasks start (module load ..., source ...).")
     sbatch: dict[str, str | int | bool] = Field(

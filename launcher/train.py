@@ -122,7 +122,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"
         )
 
-    net = build_model(recipe.model, data.info).to(device)
+    net = build_model(recipe.model, data.info).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     model = wrap_model(net, runtime, recipe.distributed.sync_batchnorm)
     loss_fn = build_loss(recipe.loss).to(device)
     optimizer = build_optimizer(recipe.optimizer, net.parameters())
@@ -243,6 +243,8 @@ def train(
                 if progress.step == 0 and progress.batches_done == 0 and recipe.logging.image_grid:
                     logger.image_grid("train/batch", inputs, step=0)
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                if cfg.channels_last and inputs.dim() == 4:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 # Micro-batches of this optimizer step: grad_accum_steps, fewer at the end of an epoch.
                 window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
                 micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
