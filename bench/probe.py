@@ -24,7 +24,9 @@ _notes: dict | None = None
 
 def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
     global _notes
-    if "BENCH_OUT" not in os.environ or int(os.environ.get("RANK", 0)) != 0 or _notes is not None:
+    # Lightning's subprocess launcher sets LOCAL_RANK (and NODE_RANK) but no RANK.
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    if "BENCH_OUT" not in os.environ or rank != 0 or _notes is not None:
         return model
     contender = os.environ.get("BENCH_CONTENDER", contender)
     notes = _notes = {"workload": workload, "contender": contender, "starts": [], "ends": [], "evals": [], "val_acc": [], "pid": os.getpid()}
@@ -51,4 +53,6 @@ def _write() -> None:
         return
     notes, _notes = _notes, None
     out = Path(os.environ["BENCH_OUT"]) / f"{notes['contender']}-{notes['workload']}.json"
-    out.write_text(json.dumps(notes))
+    temporary = out.with_name(f".{out.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(notes))
+    temporary.replace(out)

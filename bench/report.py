@@ -14,7 +14,7 @@ FIGURES = (  # key, heading, format
     ("first_step_s", "to 1st step (s)", "{:.2f}"),
     ("wall_s", "wall (s)", "{:.1f}"),
     ("teardown_s", "teardown (s)", "{:.2f}"),
-    ("data_stall", "data stall", "{:.1%}"),
+    ("between_steps", "between steps", "{:.1%}"),
     ("time_to_target_s", "to 97% (s)", "{:.1f}"),
 )
 
@@ -60,45 +60,79 @@ def launch_accuracies(runs: Path) -> list[tuple[float, float]]:
     return sorted(values)
 
 
-def summary(runs: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, float] | None]]:
-    """(workload, contender) -> figure -> (median, min, max) over the repetitions."""
+def summary(runs: list[dict]) -> dict[tuple[str, str], dict]:
+    """(workload, contender) -> figure -> (median, min, max) over the repetitions that finished."""
     cells: dict[tuple[str, str], dict] = {}
     for key in dict.fromkeys((r["workload"], r["contender"]) for r in runs):
         mine = [r for r in runs if (r["workload"], r["contender"]) == key]
-        cells[key] = {}
+        done = [r for r in mine if "failed" not in r]
+        cells[key] = {"runs": len(mine), "failed": len(mine) - len(done)}
         for figure, _, _ in FIGURES:
-            values = [r[figure] for r in mine if r[figure] is not None]
+            values = [r[figure] for r in done if r[figure] is not None]
             cells[key][figure] = (statistics.median(values), min(values), max(values)) if values else None
+        cells[key]["reached"] = sum(r.get("time_to_target_s") is not None for r in done)
     return cells
 
 
 def markdown(results: dict) -> str:
-    m, cells = results["machine"], summary(results["runs"])
+    m, cells, gpu = results["machine"], summary(results["runs"]), results.get("gpu", False)
+    reference = f"1 GPU, the same batch per GPU x {results['nproc']}" if gpu else "1 process, every core, the same global batch"
     lines = [
         "# Benchmark results",
         "",
         f"{m['date']} · {m['cpu']}, {m['cores']} cores{', ' + ', '.join(m['gpus']) if m['gpus'] else ''} · "
         f"Python {m['python']}, torch {m['torch']}, Lightning {m['lightning']}, Accelerate {m['accelerate']} · "
-        f"{results['nproc']} processes per contender (single: 1 process, every core, the same global batch) · "
+        f"{results['nproc']} processes per contender (single: {reference}) · "
         f"{results['reps']} repetition(s), interleaved · the suite took {results['suite_s']:.0f} s",
         "",
         "Medians, [min-max] over the repetitions. `x plain`: the contender's median step time over the plain",
-        "torchrun script's (lower is faster). DDP efficiency: samples/s over the single process's.",
+        "torchrun script's (lower is faster); `x plain (mean)`: the same from samples/s, which is taken from the",
+        "mean step and so also counts what happens every N steps. DDP efficiency: samples/s over the single",
+        "process's" + (f" times {results['nproc']} GPUs." if gpu else "."),
         "",
     ]
     for workload in dict.fromkeys(r["workload"] for r in results["runs"]):
-        lines += [f"## {workload}", "", "| contender | " + " | ".join(h for _, h, _ in FIGURES) + " | x plain | DDP efficiency |",
-                  "|---|" + "---|" * (len(FIGURES) + 2)]  # fmt: skip
+        lines += [f"## {workload}", "", "| contender | " + " | ".join(h for _, h, _ in FIGURES) + " | x plain | x plain (mean) | DDP efficiency |",
+                  "|---|" + "---|" * (len(FIGURES) + 3)]  # fmt: skip
         plain, single = cells.get((workload, "plain")), cells.get((workload, "single"))
         for (w, contender), cell in cells.items():
             if w != workload:
                 continue
-            row = [contender] + [_cell(cell[figure], fmt) for figure, _, fmt in FIGURES]
-            row.append(f"{cell['step_ms'][0] / plain['step_ms'][0]:.3f}" if plain else "")
-            row.append(f"{cell['samples_per_s'][0] / single['samples_per_s'][0]:.2f}" if single and contender != "single" else "")
+            if cell["step_ms"] is None:
+                lines.append(f"| {contender} | all {cell['runs']} run(s) failed |" + " |" * (len(FIGURES) + 2))
+                continue
+            row = [contender + (f" ({cell['failed']} of {cell['runs']} failed)" if cell["failed"] else "")]
+            for figure, _, fmt in FIGURES:
+                text = _cell(cell[figure], fmt)
+                if figure == "time_to_target_s" and cell[figure] is not None and cell["reached"] < cell["runs"] - cell["failed"]:
+                    text += f" ({cell['reached']} of {cell['runs'] - cell['failed']} reached)"
+                row.append(text)
+            ok = plain is not None and plain["step_ms"] is not None
+            row.append(f"{cell['step_ms'][0] / plain['step_ms'][0]:.3f}" if ok else "")
+            row.append(f"{plain['samples_per_s'][0] / cell['samples_per_s'][0]:.3f}" if ok else "")
+            bound = single["samples_per_s"][0] * (results["nproc"] if gpu else 1) if single and single["samples_per_s"] else None
+            row.append(f"{cell['samples_per_s'][0] / bound:.2f}" if bound and contender != "single" else "")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    c = results.get("checkpoint")
+    if c:
+        lines += [
+            f"## Checkpoint: the time the training loop waits ({c['workload']}'s model and AdamW state, {c['size_mb']:.0f} MB, on the CPU)",
+            "",
+            "| | blocking (ms) | x torch.save |",
+            "|---|---|---|",
+            f"| torch.save to a file | {_span(c['torch_save_ms'])} | 1 |",
+            f"| launch (default: serialized while training waits; fsync, checksum, rename beside it) | {_span(c['sync_blocking_ms'])} | {c['sync_ratio']:.2f} |",
+            f"| launch, checkpoint.asynchronous: true (a copy in memory) | {_span(c['async_blocking_ms'])} | {c['async_ratio']:.2f} |",
+            f"| launch, a best.pt and a step checkpoint back to back (default mode) | {_span(c['back_to_back_ms'])} | {c['back_to_back_ratio']:.2f} |",
+            f"| launch's writer in all, beside training (default mode) | {_span(c['writer_total_ms'])} | |",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _span(values: list[float]) -> str:
+    return f"{values[0]:.0f} [{values[1]:.0f}-{values[2]:.0f}]"
 
 
 def _cell(value: tuple[float, float, float] | None, fmt: str) -> str:

@@ -14,9 +14,11 @@ bench/results.json (or --out).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,39 +57,49 @@ def command(contender: str, workload: str, nproc: int, gpu: bool, scratch: Path)
 def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: float) -> dict:
     """One run in a fresh process tree; its figures, from rank 0's stopwatch."""
     scratch = Path(tempfile.mkdtemp(prefix=f"bench-{contender}-{workload}-"))
-    env = {**os.environ, "BENCH_OUT": str(scratch), "BENCH_CONTENDER": contender, "PYTHONPATH": str(ROOT)}
+    # The same threads per process for every contender (torchrun and accelerate would set 1, launch
+    # and Lightning cores / processes): the launchers are compared, not their thread defaults.
+    cores = len(os.sched_getaffinity(0))
+    threads = cores if contender == "single" and not gpu else max(1, cores // nproc)
+    env = {**os.environ, "BENCH_OUT": str(scratch), "BENCH_CONTENDER": contender, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     started = time.time()
+    process = subprocess.Popen(command(contender, workload, nproc, gpu, scratch), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
     try:
-        done = subprocess.run(command(contender, workload, nproc, gpu, scratch), cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout_s, start_new_session=True)  # fmt: skip
+        output, _ = process.communicate(timeout=timeout_s)
         ended = time.time()
-        if done.returncode != 0:
-            raise RuntimeError(f"{contender} {workload} exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
+        if process.returncode != 0:
+            return {"failed": f"exit {process.returncode}: {output[-2000:]}"}
         notes = json.loads((scratch / f"{contender}-{workload}.json").read_text())
         if contender == "launch":  # its own validation, from its TensorBoard events
             notes["val_acc"] = report.launch_accuracies(scratch / "runs")
         return figures(notes, started, ended, WORKLOADS[workload].target_accuracy, global_batch=WORKLOADS[workload].batch_size * nproc)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"no end after {timeout_s:.0f} s"}
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the whole tree: workers left behind would skew the next runs
+        process.wait()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def figures(notes: dict, started: float, ended: float, target_accuracy: float | None, global_batch: int) -> dict:
-    starts, ends, evals = notes["starts"], notes["ends"], notes["evals"]
+    starts, ends, evals, accuracies = notes["starts"], notes["ends"], notes["evals"], notes["val_acc"]
     warmup = max(3, len(ends) // 10)
     steady = [i for i in range(warmup, len(ends)) if not any(ends[i - 1] < t < ends[i] for t in evals)]  # no evaluation in between
-    step_s = statistics.median(ends[i] - ends[i - 1] for i in steady)
-    waiting = sum(starts[i] - ends[i - 1] for i in steady)
-    reached = [t for t, acc in notes["val_acc"] if target_accuracy is not None and acc >= target_accuracy]
+    gaps = [ends[i] - ends[i - 1] for i in steady]
+    reached = [t for t, acc in accuracies if target_accuracy is not None and acc >= target_accuracy]
     return {
-        "step_ms": step_s * 1000,
-        "samples_per_s": global_batch / step_s,
+        "step_ms": statistics.median(gaps) * 1000,
+        # From the mean: costs that come every N steps (logging, checks) count here, not in the median.
+        "samples_per_s": global_batch * len(gaps) / sum(gaps),
         "first_step_s": ends[0] - started,
         "wall_s": ended - started,
-        "teardown_s": ended - max(ends[-1], *(evals or [0])),
-        "data_stall": waiting / sum(ends[i] - ends[i - 1] for i in steady),
+        "teardown_s": ended - max(ends[-1], *(t for t, _ in accuracies[-1:])),
+        "between_steps": sum(starts[i] - ends[i - 1] for i in steady) / sum(gaps),
         "time_to_target_s": (reached[0] - started) if reached else None,
         "steps": len(ends),
-        "final_val_acc": notes["val_acc"][-1][1] if notes["val_acc"] else None,
+        "final_val_acc": accuracies[-1][1] if accuracies else None,
     }
 
 
@@ -111,19 +123,31 @@ def main() -> None:
         nproc = args.nproc or 2
     runs: list[dict] = []
     began = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
     for rep in range(args.reps):
         for workload in workloads:
-            for contender in contenders:
+            # Interleaved, and each repetition starts with another contender: none always runs first.
+            for contender in contenders[rep % len(contenders) :] + contenders[: rep % len(contenders)]:
                 result = run_once(contender, workload, nproc, args.gpu, args.timeout)
                 runs.append({"rep": rep, "workload": workload, "contender": contender, **result})
-                print(f"[{time.time() - began:6.0f} s] rep {rep + 1}/{args.reps} {workload} {contender:15s} "
-                      f"step {result['step_ms']:7.1f} ms  first step {result['first_step_s']:5.1f} s  wall {result['wall_s']:5.1f} s", flush=True)  # fmt: skip
-    results = {"machine": report.machine(), "nproc": nproc, "reps": args.reps, "suite_s": round(time.time() - began, 1), "runs": runs}
-    args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "results.partial.json").write_text(json.dumps(runs, indent=1) + "\n")
+                done = f"[{time.time() - began:5.0f} s] rep {rep + 1}/{args.reps} {workload} {contender:15s}"
+                if "failed" in result:
+                    print(f"{done} FAILED {result['failed']}", flush=True)
+                else:
+                    print(f"{done} step {result['step_ms']:7.1f} ms  first step {result['first_step_s']:5.1f} s  wall {result['wall_s']:5.1f} s", flush=True)
+    blocking = subprocess.run([sys.executable, "-m", "bench.checkpoint_blocking", "w2" if "w2" in workloads else workloads[0], "--reps",
+                               str(max(args.reps, 3))], cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+    results = {"machine": report.machine(), "nproc": nproc, "gpu": args.gpu, "reps": args.reps, "suite_s": round(time.time() - began, 1), "runs": runs,
+               "checkpoint": json.loads(blocking.stdout)}  # fmt: skip
+    (args.out / "results.partial.json").unlink()
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     table = report.markdown(results)
     (args.out / "RESULTS.md").write_text(table)
     print(table)
+    failed = [r for r in runs if "failed" in r]
+    if failed:
+        sys.exit(f"{len(failed)} run(s) failed: " + ", ".join(f"{r['workload']} {r['contender']} (rep {r['rep'] + 1})" for r in failed))
 
 
 if __name__ == "__main__":

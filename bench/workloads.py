@@ -12,6 +12,7 @@ ends: the figures come from the same clock in every contender.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,7 @@ def model(name: str) -> nn.Module:
     return torchvision.models.resnet18(num_classes=10) if name == "w3" else torchvision.models.resnet50(num_classes=1000)
 
 
+@functools.lru_cache(maxsize=None)  # `launch` opens the train and validation splits apart
 def datasets(name: str) -> tuple[Dataset, Dataset]:
     """(train, validation): real digits for W1, seeded synthetic tensors for the others."""
     generator = torch.Generator().manual_seed(SEED)

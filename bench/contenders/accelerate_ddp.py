@@ -28,6 +28,8 @@ def main() -> None:
     set_seed(workloads.SEED)
     accelerator = Accelerator(cpu=not w.gpu, mixed_precision="bf16" if w.gpu else "no")
     model = probe.attach(workloads.model(args.workload), args.workload, "accelerate")
+    memory_format = torch.channels_last if w.gpu else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=w.lr)
     train, val = workloads.datasets(args.workload)
     loader = DataLoader(train, batch_size=w.batch_size, shuffle=True, num_workers=w.loader_workers, pin_memory=w.gpu)
@@ -38,7 +40,7 @@ def main() -> None:
         model.train()
         for x, y in loader:
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x.contiguous(memory_format=memory_format)), y)
             accelerator.backward(loss)
             optimizer.step()
         model.eval()

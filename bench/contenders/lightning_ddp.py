@@ -24,9 +24,12 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.w = workloads.WORKLOADS[workload]
         self.model = probe.attach(workloads.model(workload), workload, "lightning")
+        self.memory_format = torch.channels_last if self.w.gpu else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
 
     def training_step(self, batch, batch_index):
         x, y = batch
+        x = x.contiguous(memory_format=self.memory_format)
         return F.cross_entropy(self.model(x), y)
 
     def validation_step(self, batch, batch_index):

@@ -33,6 +33,8 @@ def main() -> None:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
 
     model = probe.attach(workloads.model(args.workload), args.workload, "plain").to(device)
     if w.gpu:
@@ -49,6 +51,8 @@ def main() -> None:
         ddp.train()
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if w.gpu:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=w.gpu):
                 loss = F.cross_entropy(ddp(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -56,7 +60,7 @@ def main() -> None:
             optimizer.step()
         ddp.eval()
         correct = torch.zeros(2, device=device)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=w.gpu):
             for x, y in val_loader:
                 x, y = x.to(device), y.to(device)
                 correct += torch.stack([(ddp(x).argmax(1) == y).sum(), torch.tensor(len(y), device=device)])
