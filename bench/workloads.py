@@ -34,8 +34,8 @@ class Workload:
 
 
 WORKLOADS = {
-    "w1": Workload("w1", batch_size=64, epochs=6, lr=0.003, loader_workers=0, target_accuracy=0.97),
-    "w2": Workload("w2", batch_size=64, epochs=2, lr=0.001, loader_workers=0),
+    "w1": Workload("w1", batch_size=64, epochs=8, lr=0.003, loader_workers=0, target_accuracy=0.97),
+    "w2": Workload("w2", batch_size=64, epochs=1, lr=0.001, loader_workers=0),
     "w3": Workload("w3", batch_size=32, epochs=1, lr=0.001, loader_workers=2),
     "g1": Workload("g1", batch_size=64, epochs=1, lr=0.001, loader_workers=8, gpu=True),
 }
@@ -70,10 +70,10 @@ def datasets(name: str) -> tuple[Dataset, Dataset]:
         return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
     if name == "w2":
         teacher = torch.randn(1024, 10, generator=generator)
-        x = torch.randn(4096, 1024, generator=generator)
+        x = torch.randn(2560, 1024, generator=generator)
         y = (x @ teacher).argmax(1)
-        return TensorDataset(x[:3584], y[:3584]), TensorDataset(x[3584:], y[3584:])
-    n, size, classes = (2048, 32, 10) if name == "w3" else (4096, 224, 1000)
+        return TensorDataset(x[:2048], y[:2048]), TensorDataset(x[2048:], y[2048:])
+    n, size, classes = (768, 32, 10) if name == "w3" else (4096, 224, 1000)
     x = torch.randn(n, 3, size, size, generator=generator)
     y = torch.randint(0, classes, (n,), generator=generator)
     return TensorDataset(x, y), TensorDataset(x[:256], y[:256])
