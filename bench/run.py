@@ -1,6 +1,6 @@
 """The benchmark suite: `launch` side by side with a plain torchrun script, Lightning and Accelerate.
 
-    python bench/run.py                         # W1-W3 on the CPU, 3 repetitions (< 10 min on 2 cores)
+    python bench/run.py                         # W1-W3 on the CPU, 3 repetitions (about 10 min on 2 cores)
     python bench/run.py --workloads w1 --reps 1 # the smoke run CI does
     python bench/run.py --gpu                   # G1 on every GPU of this machine
 
