@@ -57,7 +57,7 @@ def _serialize(state: dict[str, Any], path: Path) -> Path:
     that must happen before training changes the state again."""
     with _errors_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary = _temporary(path)
         try:
             with temporary.open("wb") as file:
                 _torch_save(state, file)
@@ -71,7 +71,7 @@ def _complete(temporary: Path, path: Path) -> Path:
     """Flush the temporary file to disk, rename it to `path`, then write its checksum."""
     with _errors_named(path):
         try:
-            digest = _fsync_and_hash(temporary)
+            digest = _sha256(temporary, fsync=True)
             # Overwriting (best.pt): the old checksum goes just before its file is replaced, so
             # that a crash in between leaves no checksum that disagrees with the file.
             checksum_path(path).unlink(missing_ok=True)
@@ -121,8 +121,13 @@ def _torch_save(state: dict[str, Any], file: Any) -> None:
         raise
 
 
+def _temporary(path: Path) -> Path:
+    """Where `path` is written before its rename: hidden, and this process's own."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = _temporary(path)
     try:
         with temporary.open("wb") as file:
             file.write(data)
@@ -134,18 +139,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
     _fsync_folder(path.parent)
 
 
-def _fsync_and_hash(path: Path) -> str:
+def _sha256(path: Path, fsync: bool = False) -> str:
+    """The file's sha256; with `fsync`, its bytes flushed to disk first."""
     digest = hashlib.sha256()
     with path.open("rb") as file:
-        os.fsync(file.fileno())
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
+        if fsync:
+            os.fsync(file.fileno())
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

@@ -361,7 +361,8 @@ def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
 
 
 def start_epoch(loader: DataLoader, epoch: int, skip_batches: int = 0) -> None:
-    """Set the data order and the worker seeds of `epoch`, skipping batches already trained on."""
+    """Set the data order, the augmentations' seed and the worker seeds of `epoch`, skipping
+    batches already trained on."""
     assert isinstance(loader.sampler, ResumableSampler) and loader.generator is not None
     loader.sampler.set_epoch(epoch, start=skip_batches * (loader.batch_size or 1))
     if isinstance(loader.dataset, Transformed):

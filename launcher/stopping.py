@@ -5,9 +5,9 @@ the ranks at different steps, and a checkpoint of no step at all. So a signal on
 rank's flag, and about once a second, after an optimizer step, the ranks agree on the flags (one
 small all-reduce, which also fixes how many steps until the next one; a single process looks
 after every step): if any rank asks, every rank stops at that same step, rank 0 writes a
-checkpoint, and training ends with `TrainingStopped`. Where the cluster sends no warning, the rank that knows the job's
-end time asks to stop once the time left gets close to what the next step, the evaluation and
-the checkpoint have been measured to take.
+checkpoint, and training ends with `TrainingStopped`. Where the cluster sends no warning, the
+rank that knows the job's end time asks to stop once the time left gets close to what the next
+steps, the evaluation and the checkpoint have been measured to take.
 """
 
 from __future__ import annotations
