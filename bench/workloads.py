@@ -34,7 +34,7 @@ class Workload:
 
 
 WORKLOADS = {
-    "w1": Workload("w1", batch_size=64, epochs=8, lr=0.003, loader_workers=0, target_accuracy=0.97),
+    "w1": Workload("w1", batch_size=64, epochs=5, lr=0.003, loader_workers=0, target_accuracy=0.97),
     "w2": Workload("w2", batch_size=64, epochs=1, lr=0.001, loader_workers=0),
     "w3": Workload("w3", batch_size=32, epochs=1, lr=0.001, loader_workers=2),
     "g1": Workload("g1", batch_size=64, epochs=1, lr=0.001, loader_workers=8, gpu=True),
