@@ -80,7 +80,7 @@ def measure(workload: str, reps: int) -> dict:
         "workload": workload,
         "size_mb": round(size_mb, 1),
         "reps": reps,
-        **{k: [round(statistics.median(v), 1), round(min(v), 1), round(max(v), 1)] for k, v in times.items()},
+        **{k: [round(medians[k], 1), round(min(v), 1), round(max(v), 1)] for k, v in times.items()},
         "sync_ratio": round(medians["sync_blocking_ms"] / medians["torch_save_ms"], 3),
         "async_ratio": round(medians["async_blocking_ms"] / medians["torch_save_ms"], 3),
         "back_to_back_ratio": round(medians["back_to_back_ms"] / medians["torch_save_ms"], 3),

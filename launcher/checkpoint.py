@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -184,26 +185,26 @@ class Writer:
             for stuck in prune(path.parent, self.keep_last):
                 log.warning("could not delete the old checkpoint %s; training goes on", stuck)
 
-    def _copy(self, state: Any, counter: list[int] | None = None) -> Any:
+    def _copy(self, state: Any) -> Any:
         """`state` with every tensor copied into a CPU buffer kept for the next save."""
-        top = counter is None
-        counter = [0] if top else counter
+        copied = self._copy_into(state, itertools.count())
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the device-to-host copies are done
+        return copied
+
+    def _copy_into(self, state: Any, positions: Iterator[int]) -> Any:
+        """The walk behind `_copy`: the n-th tensor met goes into the n-th buffer."""
         if isinstance(state, torch.Tensor):
-            i = counter[0]
-            counter[0] += 1
+            i = next(positions)
             if i == len(self._buffers) or self._buffers[i].shape != state.shape or self._buffers[i].dtype != state.dtype:
                 buffer = torch.empty_like(state, device="cpu", pin_memory=state.is_cuda)
                 self._buffers[i : i + 1] = [buffer]
-            copied = self._buffers[i].copy_(state.detach(), non_blocking=True)
-        elif isinstance(state, dict):
-            copied = {k: self._copy(v, counter) for k, v in state.items()}
-        elif isinstance(state, (list, tuple)):
-            copied = type(state)(self._copy(v, counter) for v in state)
-        else:
-            copied = state
-        if top and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()  # the device-to-host copies are done
-        return copied
+            return self._buffers[i].copy_(state.detach(), non_blocking=True)
+        if isinstance(state, dict):
+            return {k: self._copy_into(v, positions) for k, v in state.items()}
+        if isinstance(state, (list, tuple)):
+            return type(state)(self._copy_into(v, positions) for v in state)
+        return state
 
     def wait(self, keep: int = 0) -> None:
         """Until no more than the newest `keep` saves are still finishing; the error of one that failed."""
