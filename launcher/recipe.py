@@ -124,6 +124,10 @@ class Train(Section):
         False, description="torch.use_deterministic_algorithms, deterministic cuDNN and cuBLAS: the same numbers on every "
         "run on GPUs too, at some speed; an operation with no deterministic version then fails, naming itself.",
     )  # fmt: skip
+    reuse_freed_memory: bool = Field(
+        True, description="Keep freed host memory for the next step (glibc malloc on Linux) instead of returning it to "
+        "the system and faulting it back in every step: fewer page faults, at the price of keeping the peak memory.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _has_a_length(self) -> Train:

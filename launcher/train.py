@@ -26,7 +26,7 @@ from launcher.models import build_model, count_parameters
 from launcher.optim import build_loss, build_optimizer, build_scheduler, needs_metric
 from launcher.recipe import Recipe, dump_recipe
 from launcher.rundir import RunDir
-from launcher.runtime import Runtime, autocast, make_deterministic
+from launcher.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
 from launcher.stopping import StopRequests, TrainingStopped
 from launcher.watchdog import Watchdog
 
@@ -92,6 +92,8 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     cfg, device = recipe.train, runtime.device
     if cfg.deterministic:
         make_deterministic()
+    if cfg.reuse_freed_memory:
+        reuse_freed_memory()
     seed_everything(cfg.seed + runtime.rank)
     data = build_datasets(recipe.data, seed=cfg.seed)
     pin = recipe.data.pin_memory if recipe.data.pin_memory is not None else device.type == "cuda"
