@@ -71,12 +71,32 @@ def init_process_group(runtime: Runtime, timeout_s: float) -> None:
                 "start again (a new job gets another port) or set MASTER_PORT to a free one"
             ) from None
         listener.listen(128)
+    elif not runtime.is_main:
+        _wait_until_listening(host, port, timeout_s)
     store = dist.TCPStore(
         host, port, runtime.world_size, is_master=runtime.is_main, timeout=timeout,
         master_listen_fd=listener.detach() if listener else None,  # the store owns the socket from here
         use_libuv=listener is None,  # the libuv server takes no socket of ours
     )  # fmt: skip
     dist.init_process_group(backend, store=store, rank=runtime.rank, world_size=runtime.world_size, timeout=timeout, device_id=device_id)
+
+
+def _wait_until_listening(host: str, port: int, timeout_s: float) -> None:
+    """Wait until rank 0 listens on MASTER_ADDR:MASTER_PORT (or `timeout_s` passes).
+
+    A worker that reaches the store before rank 0 listens is refused, and TCPStore's client then
+    backs off for up to a second before it tries again: measured here, 0.3 s of a two-rank start.
+    Knocking every 10 ms instead lets it connect as soon as rank 0 is there. (torchrun's workers
+    don't meet this: they use the agent's store, which listens before they start.)
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    # No answer in time: TCPStore tries once more and raises its own error with the address.
 
 
 def destroy_process_group() -> None:
