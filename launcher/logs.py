@@ -142,16 +142,21 @@ class RunLogger:
         self.writer.close()
 
 
-def last_scalars(tensorboard_dir: Path) -> tuple[int, dict[str, float]] | None:
-    """The newest value of each scalar a run logged, and the newest step, read with TensorBoard's
-    own reader (which honours the purges of resumed runs); None before anything was logged."""
+def scalar_series(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series a run logged, tag -> [(step, value), ...], read with TensorBoard's own
+    reader (which honours the purges of resumed runs); {} where there is no folder or nothing yet."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not tensorboard_dir.is_dir():
-        return None
+        return {}
     events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
     events.Reload()
-    latest = {tag: events.Scalars(tag)[-1] for tag in events.Tags()["scalars"]}
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in sorted(events.Tags()["scalars"])}
+
+
+def last_scalars(tensorboard_dir: Path) -> tuple[int, dict[str, float]] | None:
+    """The newest value of each scalar a run logged, and the newest step; None before anything was logged."""
+    latest = {tag: points[-1] for tag, points in scalar_series(tensorboard_dir).items() if points}
     if not latest:
         return None
-    return max(e.step for e in latest.values()), {tag: e.value for tag, e in sorted(latest.items())}
+    return max(step for step, _ in latest.values()), {tag: value for tag, (_, value) in latest.items()}
