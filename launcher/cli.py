@@ -4,6 +4,9 @@
     launch RECIPE --gpus N | --nproc N [--nnodes N --rdzv-endpoint HOST:PORT --rdzv-id ID] [--max-restarts N]
     launch RECIPE --slurm [--nodes N] [--gpus N | --nproc N] [--partition P --time T ...] [--wait]
     launch status|logs|cancel RUN_FOLDER_OR_JOB_ID        (logs: [--rank N] [--follow])
+    launch sweep RECIPE key=a,b,c ... [--cpu | --nproc N | --slurm ... --parallel N [--wait]] [--metric M --mode max|min]
+    launch sweep SWEEP_FOLDER                             (rewrite its results.csv/json, print its table)
+    launch report RUN_OR_SWEEP_FOLDER [--out DIR]
     launch check RECIPE [key.sub=value ...]
     launch eval RECIPE --checkpoint PATH [key.sub=value ...]
     launch predict RECIPE --checkpoint PATH FILE... [key.sub=value ...]
@@ -30,11 +33,12 @@ from launcher.errors import UserError
 from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_schema, load_recipe, time_limit_minutes
 
 if TYPE_CHECKING:
+    from launcher.elastic import Placement
     from launcher.rundir import RunDir
 
 log = logging.getLogger("launcher")
 
-COMMANDS = ("train", "check", "eval", "predict", "schema", "status", "logs", "cancel")
+COMMANDS = ("train", "sweep", "check", "eval", "predict", "report", "schema", "status", "logs", "cancel")
 JOB_COMMANDS = ("status", "logs", "cancel")
 SLURM_FLAGS = ("nodes", "partition", "time", "account", "qos", "constraint", "mem", "cpus_per_task")
 USAGE_ERROR = 2
@@ -55,28 +59,50 @@ def _parser(command: str) -> argparse.ArgumentParser:
             parser.add_argument("--rank", type=int, default=0, help="whose log (default 0)")
             parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
         return parser
-    parser.add_argument("recipe", help="the recipe (YAML)")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
+    if command == "report":
+        parser.add_argument("target", metavar="RUN_OR_SWEEP_FOLDER", help="a run folder, or a sweep folder (with sweep.json)")
+        parser.add_argument("--out", type=Path, metavar="DIR", help="where the plots and index.html go (default: <folder>/report)")
+        return parser
+    sweeping = command == "sweep"
+    parser.add_argument(
+        "recipe", metavar="SWEEP_FOLDER_OR_RECIPE" if sweeping else "RECIPE",
+        help="the recipe (YAML); or a sweep folder: rewrite its results.csv/json and print its table, run nothing"
+        if sweeping else "the recipe (YAML)",
+    )  # fmt: skip
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value",
+        help="recipe overrides; key=a,b,c (a comma at the top level of the value) sweeps over a, b and c" if sweeping else "recipe overrides",
+    )  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="run on the CPU in one process, even where GPUs exist")
-    if command == "train":
+    if command in ("train", "sweep"):
+        if command == "train":
+            parser.add_argument(
+                "--resume", nargs="?", const="latest", metavar="PATH",
+                help="continue the latest run of this recipe, or the run folder or checkpoint PATH",
+            )  # fmt: skip
+            parser.add_argument("--dry-run", action="store_true", help="same as `launch check`: validate, build, one step")
         parser.add_argument(
-            "--resume", nargs="?", const="latest", metavar="PATH",
-            help="continue the latest run of this recipe, or the run folder or checkpoint PATH",
+            "--force", action="store_true",
+            help="resume the sweep's unfinished runs even where their data, model, loss or optimizer differ from this recipe's" if sweeping
+            else "--resume even where the recipe's data, model, loss or optimizer differ from the run's",
         )  # fmt: skip
-        parser.add_argument("--dry-run", action="store_true", help="same as `launch check`: validate, build, one step")
-        parser.add_argument("--force", action="store_true", help="--resume even where the recipe's data, model, loss or optimizer differ from the run's")
-        where = parser.add_argument_group("workers (torchrun's vocabulary)")
+        where = parser.add_argument_group("workers (torchrun's vocabulary)" + ("; each run of the sweep, one after another" if sweeping else ""))
         where.add_argument("--gpus", type=int, metavar="N", help="one DDP worker per GPU on this node, NCCL (default: all visible GPUs)")
         where.add_argument(
             "--nproc", "--nproc-per-node", type=int, metavar="N",
             help="N CPU workers on this node, gloo: exercises distributed training, not faster than one process",
         )  # fmt: skip
-        where.add_argument("--nnodes", default="1", metavar="N|MIN:MAX", help="nodes in the run (default 1)")
-        where.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node")
-        where.add_argument("--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)")
-        where.add_argument("--max-restarts", type=int, default=0, metavar="N", help="restart the workers up to N times after a failure, resuming from the latest checkpoint")
+        if command == "train":
+            where.add_argument("--nnodes", default="1", metavar="N|MIN:MAX", help="nodes in the run (default 1)")
+            where.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node")
+            where.add_argument("--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)")
+            where.add_argument("--max-restarts", type=int, default=0, metavar="N", help="restart the workers up to N times after a failure, resuming from the latest checkpoint")
         cluster = parser.add_argument_group("SLURM (sbatch's vocabulary; also the recipe's slurm: section, which these flags override)")
-        cluster.add_argument("--slurm", action="store_true", help="submit the run to SLURM (one task per GPU, or --nproc CPU tasks, per node) and return")
+        cluster.add_argument(
+            "--slurm", action="store_true",
+            help="submit the runs as one SLURM job array and return" if sweeping
+            else "submit the run to SLURM (one task per GPU, or --nproc CPU tasks, per node) and return",
+        )  # fmt: skip
         cluster.add_argument("--nodes", type=int, metavar="N", help="nodes of the SLURM job")
         cluster.add_argument("--partition", metavar="P")
         cluster.add_argument("--time", metavar="T", help="time limit: minutes, H:MM:SS or D-H:MM:SS")
@@ -85,8 +111,19 @@ def _parser(command: str) -> argparse.ArgumentParser:
         cluster.add_argument("--constraint", metavar="C")
         cluster.add_argument("--mem", metavar="SIZE", help="memory per node, e.g. 64G")
         cluster.add_argument("--cpus-per-task", type=int, metavar="N")
-        cluster.add_argument("--wait", action="store_true", help="follow rank 0's log until the job ends; exit with the job's status")
-        cluster.add_argument("--srun", action="store_true", help="run as one task of an srun step, in a job script of your own (slurm/train.sbatch)")
+        cluster.add_argument(
+            "--wait", action="store_true",
+            help="wait until every run's job has ended, then write the results" if sweeping
+            else "follow rank 0's log until the job ends; exit with the job's status",
+        )  # fmt: skip
+        if sweeping:
+            cluster.add_argument("--parallel", type=int, metavar="N", help="at most N runs of the array at once (default: as SLURM allows)")
+            sweep_options = parser.add_argument_group("the sweep")
+            sweep_options.add_argument("--metric", metavar="TAG", help="what the table sorts by (default val/acc1 if measured, else val/loss)")
+            sweep_options.add_argument("--mode", choices=("max", "min"), help="max: higher is better (default for accuracies), min (default for losses)")
+            sweep_options.add_argument("--name", metavar="ID", help="the sweep folder is sweep-ID (default: a hash of the recipe path, the grid and the other overrides)")
+        else:
+            cluster.add_argument("--srun", action="store_true", help="run as one task of an srun step, in a job script of your own (slurm/train.sbatch)")
     if command in ("eval", "predict"):
         parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file (.pt), or a run folder (its newest checkpoint)")
     return parser
@@ -109,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup_text_log(None, console=True)
     try:
+        if command == "report":
+            return report(args)
+        if command == "sweep":
+            return sweep(args)
         files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
         overrides = [o for o in args.overrides if o not in files]
         if command == "predict" and not files:
@@ -159,12 +200,7 @@ def _bare_resume(argv: list[str]) -> list[str]:
 
 def train(recipe: Recipe, args: argparse.Namespace) -> int:
     """Train in this process, or in workers started by torch.distributed's elastic agent."""
-    from launcher import elastic, logs, rundir
-    from launcher.runtime import single_process
-    from launcher.stopping import StopRequests, TrainingStopped
-    from launcher.train import train as run_training
-    from launcher.watchdog import last_seen
-    from launcher.worker import worker
+    from launcher import elastic, rundir
 
     given = [f"--{key.replace('_', '-')}" for key in (*SLURM_FLAGS, "wait") if getattr(args, key) not in (None, False)]
     if given:
@@ -181,9 +217,24 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     else:
         # Every node of a multi-node run must write to the same folder: its name is the run's id.
         run = rundir.new_run_dir(recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None)
+    if recipe.sweep:
+        log.info("this recipe has a sweep: section; this is one run with the recipe's own values (launch sweep runs the grid)")
+    return train_in(recipe, run, resume_from, placement, source=args.recipe)
+
+
+def train_in(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement, source: str) -> int:
+    """Train `recipe` in the run folder `run` (from the checkpoint `resume_from`, if given), where
+    `placement` says; the run's messages go to its log.txt. 0, or the exit code of a stop signal."""
+    from launcher import elastic, logs
+    from launcher.runtime import single_process
+    from launcher.stopping import StopRequests, TrainingStopped
+    from launcher.train import train as run_training
+    from launcher.watchdog import last_seen
+    from launcher.worker import worker
+
     logs.setup_text_log(run.log_file, console=True)
     if resume_from is None:  # a resumed run's recipe.yaml is rewritten once the checkpoint has loaded
-        dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; run it again with: launch {run.recipe}\n")
+        dump_recipe(recipe, run.recipe, header=f"# resolved from {source}; run it again with: launch {run.recipe}\n")
     log.info("run folder: %s", run.path)
     log.info("TensorBoard: tensorboard --logdir %s", run.tensorboard(recipe.logging.tensorboard_dir))
     if placement.single_process:
@@ -225,6 +276,43 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
 
 # What a run trains: resuming with other values here would be another run under the old name.
 WHAT_IT_TRAINS = ("data", "model", "loss", "optimizer")
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """`launch sweep`: every combination of the grid, each an ordinary run: here one after another,
+    as `launch` trains (train_in), or as one SLURM job array. The rules are in launcher/sweep.py."""
+    from launcher import components, elastic, slurm
+    from launcher import sweep as sweeps
+
+    if Path(args.recipe).is_dir():
+        if args.overrides:
+            raise UserError(f"launch sweep {args.recipe}: a sweep folder takes no overrides (they are in its sweep.json)")
+        return sweeps.show_results(sweeps.load(Path(args.recipe), args.metric, args.mode))
+    plan = sweeps.plan(args.recipe, args.overrides, components.problems_in, args.metric, args.mode, args.name)
+    for recipe, run in sweeps.to_resume(plan):
+        refuse_a_different_run(recipe, run, args.force)
+    if args.slurm:
+        if args.cpu:
+            raise UserError("--slurm places the tasks itself: drop --cpu (--nproc N: CPU tasks per node)")
+        flags = {"gpus": args.gpus, "nproc": args.nproc, **{key: getattr(args, key) for key in SLURM_FLAGS}}
+        plan.recipes = {name: slurm.with_flags(recipe, flags) for name, recipe in plan.recipes.items()}
+        return sweeps.submit(plan, args.parallel, args.wait)
+    given = [f"--{key.replace('_', '-')}" for key in (*SLURM_FLAGS, "wait", "parallel") if getattr(args, key) not in (None, False)]
+    if given:
+        raise UserError(f"{', '.join(given)}: for --slurm sweeps only; add --slurm to submit the runs as a job array")
+    placement = elastic.place(args.gpus, args.nproc, args.cpu, "1", None, None, 0)
+    log.info("sweep folder: %s (%d runs)", plan.folder, len(plan.runs))
+    source = f"{args.recipe} (sweep {plan.folder})"
+    return sweeps.run_locally(plan, lambda recipe, run, resume_from: train_in(recipe, run, resume_from, placement, source))
+
+
+def report(args: argparse.Namespace) -> int:
+    """`launch report`: plots and an index.html of a run or a sweep (launcher/report.py)."""
+    from launcher.report import write_report
+
+    for path in write_report(Path(args.target), args.out):
+        print(path)
+    return 0
 
 
 def refuse_a_different_run(recipe: Recipe, run: RunDir, force: bool) -> None:

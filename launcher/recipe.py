@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -255,6 +255,18 @@ def slurm_duration_s(text: str) -> int:
     return first * 60  # minutes
 
 
+DOTTED_KEY = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+
+
+def sweep_key_problem(key: str) -> str | None:
+    """Why `key` cannot be varied by a sweep, or None."""
+    if not DOTTED_KEY.fullmatch(key):
+        return f"'{key}' is not a dotted recipe key such as optimizer.lr or train.batch_size"
+    if key in ("run", "sweep", "run.name", "run.output") or key.startswith(("sweep.", "run.name.", "run.output.")):
+        return f"'{key}': a sweep cannot vary run.name, run.output or sweep: they say where the sweep's runs go"
+    return None
+
+
 class Recipe(Section):
     """The whole recipe. Each component gets only its own section."""
 
@@ -270,6 +282,20 @@ class Recipe(Section):
     distributed: Distributed = Field(default_factory=Distributed)
     run: Run = Field(default_factory=Run)
     slurm: Slurm = Field(default_factory=Slurm)
+    sweep: dict[str, typing.Annotated[list[JsonValue], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="What `launch sweep` varies: a dotted recipe key and the values it takes, {optimizer.lr: [0.1, 0.01]}; "
+        "one run per combination. A plain `launch` ignores it.",
+        json_schema_extra={"propertyNames": {"pattern": f"^{DOTTED_KEY.pattern}$"}},
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_keys_are_dotted_paths(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        problems = [problem for problem in map(sweep_key_problem, grid) if problem]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return grid
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with every default filled in: what `recipe.yaml` in a run folder holds."""

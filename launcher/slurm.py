@@ -224,9 +224,12 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
         jobs = [ex.submit(TrainingJob(r.to_dict(), str(run.path), device_type(slurm))) for r, run in zip(recipes, runs)]
     for job, run in zip(jobs, runs):
         record_job(run, job.job_id, folder, slurm.nodes * tasks_per_node(slurm))
-    # The array's tasks share one comment: `launch status ARRAY_TASK_ID` finds their runs here.
-    index = {job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs)}
-    (folder / ARRAY_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    # The array's tasks share one comment: `launch status ARRAY_TASK_ID` finds their runs here
+    # (and those of earlier arrays submitted into the same folder).
+    index_file = folder / ARRAY_INDEX
+    index = json.loads(index_file.read_text()) if index_file.exists() else {}
+    index.update({job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs)})
+    index_file.write_text(json.dumps(index, indent=2) + "\n")
     return [job.job_id for job in jobs]
 
 

@@ -358,11 +358,11 @@ def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:
 
 def recipe_differences(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
     """'key: old -> new' for each value that differs between two resolved recipes (not where
-    they run: a run submitted to SLURM can be resumed anywhere)."""
+    they run: a run submitted to SLURM can be resumed anywhere; nor the sweep a run belongs to)."""
     found = []
     for key in sorted(set(before) | set(now)):
         a, b = before.get(key), now.get(key)
-        if f"{prefix}{key}" == "slurm":
+        if f"{prefix}{key}" in ("slurm", "sweep"):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             found += recipe_differences(a, b, f"{prefix}{key}.")
