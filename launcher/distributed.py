@@ -72,7 +72,7 @@ def init_process_group(runtime: Runtime, timeout_s: float) -> None:
             ) from None
         listener.listen(128)
     elif not runtime.is_main:
-        _wait_until_listening(host, port, timeout_s)
+        _wait_until_listening(host, port, min(timeout_s, STORE_KNOCK_S))
     store = dist.TCPStore(
         host, port, runtime.world_size, is_master=runtime.is_main, timeout=timeout,
         master_listen_fd=listener.detach() if listener else None,  # the store owns the socket from here
@@ -87,7 +87,8 @@ def _wait_until_listening(host: str, port: int, timeout_s: float) -> None:
     A worker that reaches the store before rank 0 listens is refused, and TCPStore's client then
     backs off for up to a second before it tries again: measured here, 0.3 s of a two-rank start.
     Knocking every 10 ms instead lets it connect as soon as rank 0 is there. (torchrun's workers
-    don't meet this: they use the agent's store, which listens before they start.)
+    don't meet this: they use the agent's store, which listens before they start.) Bounded by
+    STORE_KNOCK_S: after that TCPStore takes over, with its own timeout and error.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -96,7 +97,9 @@ def _wait_until_listening(host: str, port: int, timeout_s: float) -> None:
             return
         except OSError:
             time.sleep(0.01)
-    # No answer in time: TCPStore tries once more and raises its own error with the address.
+
+
+STORE_KNOCK_S = 30.0
 
 
 def destroy_process_group() -> None:
