@@ -48,13 +48,15 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def make_deterministic() -> None:
+def make_deterministic(enabled: bool = True) -> None:
     """Deterministic algorithms only (`train.deterministic`): CPU runs are bitwise repeatable
-    already; on GPUs this also needs cuBLAS's fixed workspace and cuDNN without autotuning."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA work
-    torch.use_deterministic_algorithms(True)
+    already; on GPUs this also needs cuBLAS's fixed workspace and cuDNN without autotuning.
+    Set both ways: the runs of a sweep train one after another in one process."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA work
+    torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.deterministic = enabled
 
 
 # glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.

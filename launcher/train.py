@@ -90,8 +90,7 @@ def seed_everything(seed: int) -> None:
 def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     """Build data, model, loss, optimizer and schedule; fail here, before training, if they don't fit."""
     cfg, device = recipe.train, runtime.device
-    if cfg.deterministic:
-        make_deterministic()
+    make_deterministic(cfg.deterministic)
     if cfg.reuse_freed_memory:
         reuse_freed_memory()
     seed_everything(cfg.seed + runtime.rank)

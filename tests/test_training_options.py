@@ -93,14 +93,14 @@ torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(1024, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 10))
 optimizer = torch.optim.AdamW(model.parameters())
 x, y = torch.randn(64, 1024), torch.randint(0, 10, (64,))
-for step in range(8):
-    if step == 3:
+for step in range(15):
+    if step == 5:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loss = torch.nn.functional.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 """
 
 
@@ -116,3 +116,21 @@ def test_reusing_freed_memory_spares_the_page_faults_of_every_step() -> None:
     default, reused = faults_per_step("default"), faults_per_step("reuse")
     assert default > 1000, f"glibc's defaults faulted only {default} pages a step: the test no longer shows anything"
     assert reused < default / 10, (default, reused)
+
+
+def test_setup_sets_the_process_wide_switches_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs of a local sweep share one process: a run without train.deterministic after one with
+    it must not stay deterministic; train.reuse_freed_memory reaches the allocator only where it is on."""
+    from launcher import train as training
+    from launcher.recipe import load_recipe
+    from launcher.runtime import single_process
+
+    calls: list[bool] = []
+    monkeypatch.setattr(training, "reuse_freed_memory", lambda: calls.append(True) or True)
+    try:
+        training.setup(load_recipe(RECIPES / "digits.yaml", ["train.deterministic=true"]), single_process(True))
+        assert torch.are_deterministic_algorithms_enabled() and calls == [True]
+        training.setup(load_recipe(RECIPES / "digits.yaml", ["train.reuse_freed_memory=false"]), single_process(True))
+        assert not torch.are_deterministic_algorithms_enabled() and calls == [True]
+    finally:
+        torch.use_deterministic_algorithms(False)
