@@ -285,11 +285,17 @@ def sweep(args: argparse.Namespace) -> int:
     from launcher import sweep as sweeps
 
     if Path(args.recipe).is_dir():
-        if args.overrides:
-            raise UserError(f"launch sweep {args.recipe}: a sweep folder takes no overrides (they are in its sweep.json)")
+        running = [f"--{key.replace('_', '-')}" for key in ("cpu", "gpus", "nproc", "slurm", "parallel", "wait", "force", "name", *SLURM_FLAGS)
+                   if getattr(args, key) not in (None, False)]  # fmt: skip
+        if args.overrides or running:
+            raise UserError(
+                f"launch sweep {args.recipe}: a sweep folder only gets its results rewritten (--metric, --mode); "
+                f"it takes no {' or '.join(filter(None, ['overrides' if args.overrides else '', ', '.join(running)]))}: "
+                "to run the sweep, give its recipe and grid again"
+            )
         return sweeps.show_results(sweeps.load(Path(args.recipe), args.metric, args.mode))
     plan = sweeps.plan(args.recipe, args.overrides, components.problems_in, args.metric, args.mode, args.name)
-    for recipe, run in sweeps.to_resume(plan):
+    for recipe, run in sweeps.existing_runs(plan):
         refuse_a_different_run(recipe, run, args.force)
     if args.slurm:
         if args.cpu:
@@ -301,6 +307,10 @@ def sweep(args: argparse.Namespace) -> int:
     if given:
         raise UserError(f"{', '.join(given)}: for --slurm sweeps only; add --slurm to submit the runs as a job array")
     placement = elastic.place(args.gpus, args.nproc, args.cpu, "1", None, None, 0)
+    if placement.single_process and "train.reuse_freed_memory" in plan.grid:
+        # The runs share this process, and glibc's malloc cannot be given its defaults back.
+        raise UserError("train.reuse_freed_memory: one process trains every run here, and the setting lasts for the process: "
+                        "compare it with separate launch commands, or sweep it with --nproc N or --slurm (a process per run)")  # fmt: skip
     log.info("sweep folder: %s (%d runs)", plan.folder, len(plan.runs))
     source = f"{args.recipe} (sweep {plan.folder})"
     return sweeps.run_locally(plan, lambda recipe, run, resume_from: train_in(recipe, run, resume_from, placement, source))

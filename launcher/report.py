@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,7 @@ def sweep_report(sweep: Path) -> Report:
     report.headers += columns
     report.rows = [[run["name"], *(str(run["params"].get(k, "")) for k in varied), *(_fmt(finals[run["name"]].get(c)) for c in columns)]
                    for run in runs if run["name"] in finals]  # fmt: skip
-    ranked = [name for name in finals if metric in finals[name]]
+    ranked = [name for name in finals if isinstance(finals[name].get(metric), (int, float)) and math.isfinite(finals[name][metric])]
     if ranked:
         pick = max if spec.get("mode", "max") == "max" else min
         best = pick(ranked, key=lambda name: finals[name][metric])

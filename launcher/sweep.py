@@ -12,7 +12,7 @@ Every combination is validated before anything runs.
 
 The sweep folder (a contract: `launcher.report` reads it):
 
-    <run.output>/<run.name>/sweep-<id>/      id: a hash of the recipe file, the grid and the other overrides (or --name)
+    <run.output>/<run.name>/sweep-<id>/      id: a hash of the recipe file's path, the grid and the other overrides (or --name)
       sweep.json     {"recipe", "metric", "mode", "grid", "overrides", "runs": [{"name", "params"}, ...]}
       results.csv    one row per run (results.json: the same rows, a JSON list)
       <run name>/    one run folder per combination, named from its values: lr=0.1,batch_size=32
@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -277,6 +278,7 @@ def _refuse_another_sweep_in(sweep: Sweep) -> None:
         return
     before = json.loads(path.read_text())
     now = json.loads(json.dumps(sweep.as_json()))
+    before["recipe"], now["recipe"] = (str(Path(d["recipe"]).resolve()) for d in (before, now))  # ./r.yaml is r.yaml
     differs = [key for key in ("recipe", "grid", "overrides") if before.get(key) != now[key]]
     if differs:
         raise UserError(f"{sweep.folder} holds another sweep (its {', '.join(differs)} differ: see its sweep.json); choose another --name")
@@ -288,9 +290,15 @@ def load(folder: Path, metric: str | None = None, mode: str | None = None) -> Sw
     if not path.is_file():
         raise UserError(f"{folder}: no sweep.json here; give a sweep folder (<output>/<name>/sweep-<id>) or a recipe")
     data = json.loads(path.read_text())
+    runs = [Run(run["name"], run["params"]) for run in data["runs"]]
+    if metric is not None and metric != data["metric"]:
+        recipes = [RunDir(folder / run.name).recipe for run in runs]
+        evaluated = next((read_yaml(r).get("eval") or {} for r in recipes if r.exists()), {})
+        measured = ["val/loss", *(f"val/{m}" for m in evaluated.get("metrics", ["acc1", "acc5"]))]
+        if metric not in measured:
+            raise UserError(f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}")
     metric = metric or data["metric"]
     mode = mode or (data["mode"] if metric == data["metric"] else default_mode(metric))
-    runs = [Run(run["name"], run["params"]) for run in data["runs"]]
     return Sweep(folder, data["recipe"], data["grid"], data.get("overrides", []), metric, mode, runs)
 
 
@@ -308,10 +316,11 @@ class Outcome:
 TrainOne = Callable[[Recipe, RunDir, "Path | None"], int]
 
 
-def to_resume(sweep: Sweep) -> list[tuple[Recipe, RunDir]]:
-    """The runs that will go on from a checkpoint: unfinished, with one."""
+def existing_runs(sweep: Sweep) -> list[tuple[Recipe, RunDir]]:
+    """(this command's recipe, the run folder) of each run trained before: a finished run is
+    skipped and an unfinished one resumed, so both must have trained what this recipe trains."""
     runs = [(sweep.recipes[run.name], sweep.run_dir(run)) for run in sweep.runs]
-    return [(recipe, run) for recipe, run in runs if not run.metrics.exists() and checkpoint.latest(run.checkpoints)]
+    return [(recipe, run) for recipe, run in runs if run.recipe.exists()]
 
 
 def run_locally(sweep: Sweep, train_one: TrainOne) -> int:
@@ -447,7 +456,7 @@ def run_status(folder: RunDir, outcome: Outcome | None = None, before: dict[str,
         return outcome.status, outcome.error
     if (folder.path / "slurm" / "job.json").exists():
         return _slurm_status(folder)
-    if before and before.get("status") in ("failed", "stopped"):
+    if before and before.get("status") in ("failed", "stopped") and folder.path.is_dir():
         return before["status"], before.get("error")
     return ("unfinished", None) if folder.path.is_dir() else ("pending", None)
 
@@ -484,7 +493,7 @@ def result_row(sweep: Sweep, run: Run, outcome: Outcome | None = None, before: d
     if kept.get("metric") == sweep.metric and kept.get("value") is not None and _mode_of(folder) == sweep.mode:
         best_step, best = kept["step"], kept["value"]  # exact, where TensorBoard holds float32
     else:
-        series = scalar_series(folder.tensorboard(None)).get(sweep.metric, [])
+        series = [point for point in scalar_series(folder.tensorboard(None)).get(sweep.metric, []) if math.isfinite(point[1])]
         pick = max if sweep.mode == "max" else min
         best_step, best = pick(series, key=lambda point: point[1]) if series else (None, None)
     return {
@@ -500,11 +509,16 @@ def _mode_of(folder: RunDir) -> str | None:
 
 
 def ranked(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows best first by the sweep's final metric (setting each one's rank); those without it after, in grid order."""
-    measured = sorted((row for row in rows if row.get(sweep.metric) is not None), key=lambda row: row[sweep.metric], reverse=sweep.mode == "max")
-    for rank, row in enumerate(measured, 1):
+    """The rows best first by the sweep's final metric (setting each one's rank); those without a
+    finite one after (a diverged run's NaN is not the best loss), in grid order."""
+
+    def measured(row: dict[str, Any]) -> bool:
+        return isinstance(row.get(sweep.metric), (int, float)) and math.isfinite(row[sweep.metric])
+
+    best_first = sorted(filter(measured, rows), key=lambda row: row[sweep.metric], reverse=sweep.mode == "max")
+    for rank, row in enumerate(best_first, 1):
         row["rank"] = rank
-    return measured + [row for row in rows if row.get(sweep.metric) is None]
+    return best_first + [row for row in rows if not measured(row)]
 
 
 def write_results(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import RECIPES, launch, scalars
 from launcher.errors import UserError
-from launcher.recipe import RecipeError, load_recipe
-from launcher.sweep import MAX_NAME, combinations, parse_command_line, plan, run_names, split_choices
+from launcher.recipe import RecipeError, dump_recipe, load_recipe
+from launcher.sweep import MAX_NAME, combinations, parse_command_line, plan, ranked, run_names, split_choices
 
 DIGITS = RECIPES / "digits.yaml"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._+=,-]+")
@@ -69,7 +69,7 @@ def test_run_names_are_unique_filesystem_safe_and_say_which_key_where_the_last_p
     assert len(set(names)) == 2 and all(len(name) <= MAX_NAME for name in names)
 
 
-def test_the_sweep_folder_is_the_same_for_the_same_command(tmp_path: Path) -> None:
+def test_the_sweep_folder_is_the_same_for_the_same_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = ["optimizer.lr=0.1,0.01", "train.epochs=1", f"run.output={tmp_path}"]
     first = plan(str(DIGITS), args)
     assert first.folder == plan(str(DIGITS), args).folder
@@ -79,6 +79,10 @@ def test_the_sweep_folder_is_the_same_for_the_same_command(tmp_path: Path) -> No
     assert plan(str(DIGITS), args, name="lr").folder == tmp_path / "digits" / "sweep-lr"
     with pytest.raises(UserError, match="--name ../x: use letters"):
         plan(str(DIGITS), args, name="../x")
+    # Once written, the same recipe by another spelling of its path is still the same sweep.
+    first.write()
+    monkeypatch.chdir(tmp_path)
+    assert plan(os.path.relpath(DIGITS), args).folder == first.folder
 
 
 def write_recipe(tmp_path: Path, sweep: str) -> Path:
@@ -136,6 +140,43 @@ def test_every_combination_is_validated_before_anything_runs(tmp_path: Path, cap
 def test_the_metric_must_be_one_the_runs_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "--metric", "val/acc2", f"run.output={tmp_path}") == 1
     assert "--metric val/acc2: not measured by this recipe (eval.metrics); choose one of val/loss, val/acc1, val/acc5" in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_never_the_best(tmp_path: Path) -> None:
+    sweep = plan(str(DIGITS), ["optimizer.lr=0.1,0.01,0.001", f"run.output={tmp_path}"], metric="val/loss")
+    rows = [{"run": "a", "val/loss": float("nan")}, {"run": "b", "val/loss": 0.5}, {"run": "c", "val/loss": 0.2}]
+    assert [row["run"] for row in ranked(sweep, rows)] == ["c", "b", "a"]
+    assert [row.get("rank") for row in rows] == [None, 2, 1]
+
+
+def test_a_sweep_folder_only_gets_its_results_rewritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = plan(str(DIGITS), ["optimizer.lr=0.1,0.01", f"run.output={tmp_path}"])
+    sweep.write()
+    assert launch("sweep", sweep.folder, "--metric", "val/acc9") == 1
+    assert "--metric val/acc9: not measured by this sweep's runs; choose one of val/loss" in capsys.readouterr().err
+    assert json.loads((sweep.folder / "sweep.json").read_text())["metric"] == "val/acc1"  # not written
+    assert launch("sweep", sweep.folder, "--nproc", "2") == 1
+    assert "it takes no --nproc: to run the sweep, give its recipe and grid again" in capsys.readouterr().err
+    assert launch("sweep", sweep.folder, "--metric", "val/loss") == 1  # nothing ran yet: every run pending
+    assert results(sweep.folder)["lr=0.1"]["status"] == "pending"
+
+
+def test_a_run_trained_with_another_recipe_is_neither_skipped_nor_resumed_without_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    command = ("sweep", DIGITS, "optimizer.lr=0.1,0.01", f"run.output={tmp_path}", "--cpu")
+    sweep = plan(str(DIGITS), command[2:4])
+    earlier = sweep.run_dir(sweep.runs[0])  # as if trained before the recipe's model was edited
+    earlier.path.mkdir(parents=True)
+    dump_recipe(load_recipe(DIGITS, ["optimizer.lr=0.1", "model.width=8"]), earlier.recipe)
+    earlier.metrics.write_text("{}")
+    assert launch(*command) == 1
+    assert "this recipe trains something else than the run did:\n  model.width: 8 -> 32" in capsys.readouterr().err
+    assert not sweep.run_dir(sweep.runs[1]).path.exists()  # nothing ran
+
+
+def test_memory_reuse_is_not_swept_where_one_process_trains_every_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert launch("sweep", DIGITS, "train.reuse_freed_memory=true,false", "--cpu", f"run.output={tmp_path}") == 1
+    assert "train.reuse_freed_memory: one process trains every run here" in capsys.readouterr().err
+    assert not list((tmp_path / "digits").glob("sweep-*"))  # refused before the folder exists
 
 
 def test_slurm_flags_need_slurm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
