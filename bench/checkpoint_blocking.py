@@ -59,12 +59,12 @@ def measure(workload: str, reps: int) -> dict:
                     times[f"{mode}_blocking_ms"].append(blocked * 1000)
                     if mode == "sync":
                         times["writer_total_ms"].append(total * 1000)
-            # An epoch's end with a new best: best.pt, then the step checkpoint at once (the second
-            # waits for the first to be complete).
+            # An epoch's end with a new best: best.pt, then the step checkpoint of the same step,
+            # which the training loop hands over as a second name for best.pt (train.py's save).
             writer = writers["sync"]
             started = time.perf_counter()
             writer.save(state, folder / "sync" / checkpoint.BEST)
-            writer.save(state, checkpoint.step_path(folder / "sync", 1000 + rep))
+            writer.save_link(folder / "sync" / checkpoint.BEST, checkpoint.step_path(folder / "sync", 1000 + rep))
             back_to_back = time.perf_counter() - started
             writer.wait()
             if rep:

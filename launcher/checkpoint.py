@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,8 +160,9 @@ class Writer:
     disk, the checksum, the rename and pruning to the last `keep_last` happen in a background
     thread. A checkpoint counts only once its checksum is written, so one cut short by a crash is
     never taken for a complete one. At most one checkpoint is finishing while the next is
-    serialized (best.pt and a step checkpoint come back to back); an asynchronous save first waits
-    for the one before, whose buffers it reuses. `save` and `close()` raise the error of a save
+    serialized; an asynchronous save first waits for the one before, whose buffers it reuses. A
+    step checkpoint of the step best.pt was just saved at is a second name for that file
+    (`save_link`), not a second serialization. `save` and `close()` raise the error of a save
     that failed beside training (a full disk, named as `save` names it).
     """
 
@@ -179,8 +181,36 @@ class Writer:
             temporary = _serialize(state, path)
             self._in_flight.append(self._thread.submit(self._finish, temporary, path))
 
+    def save_link(self, source: Path, path: Path) -> None:
+        """`path` as a second name of `source`, the checkpoint handed over just before with the
+        same state (the step checkpoint of the step best.pt was saved at). The loop does not wait:
+        once `source` is complete, the writer's thread hard-links it (copies it where the
+        filesystem has no hard links) and writes the checksum. A later best.pt replaces its own
+        name only: this file keeps its bytes."""
+        self._in_flight.append(self._thread.submit(self._finish_link, source, path))
+
     def _finish(self, temporary: Path, path: Path) -> None:
         _complete(temporary, path)
+        self._prune(path)
+
+    def _finish_link(self, source: Path, path: Path) -> None:
+        with _errors_named(path):
+            temporary = _temporary(path)
+            try:
+                try:
+                    os.link(source, temporary)
+                    digest = checksum_path(source).read_text().split()[0]  # the same bytes, on disk already
+                except OSError:
+                    shutil.copyfile(source, temporary)
+                    digest = _sha256(temporary, fsync=True)
+                os.replace(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
+            _fsync_folder(path.parent)
+            _write_atomically(checksum_path(path), f"{digest}  {path.name}\n".encode())
+        self._prune(path)
+
+    def _prune(self, path: Path) -> None:
         if STEP_NAME.match(path.name):
             for stuck in prune(path.parent, self.keep_last):
                 log.warning("could not delete the old checkpoint %s; training goes on", stuck)

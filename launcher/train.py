@@ -157,7 +157,7 @@ def train(
     s = setup(recipe, runtime)
     per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
     progress = Progress()
-    last_saved_step = -1
+    last_saved_step = best_saved_step = -1
 
     # Rank 0's checkpoints: flushed, checksummed and pruned beside training (checkpoint.Writer).
     writer = checkpoint.Writer(recipe.checkpoint.keep_last, recipe.checkpoint.asynchronous) if runtime.is_main else None
@@ -165,15 +165,23 @@ def train(
     def save(name: str | None = None) -> None:
         """Rank 0 hands a checkpoint to the writer; every rank then waits at a barrier, so none
         changes the model while rank 0 still reads it."""
-        nonlocal last_saved_step
+        nonlocal last_saved_step, best_saved_step
         if name is None and progress.step == last_saved_step:
             return
-        rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
-        if writer is not None:
-            state = {**s.state_dict(), "progress": asdict(progress), "rng": rng, "data": asdict(s.data.info), "recipe": recipe.to_dict()}
-            writer.save(state, run.checkpoints / name if name else checkpoint.step_path(run.checkpoints, progress.step))
+        path = run.checkpoints / name if name else checkpoint.step_path(run.checkpoints, progress.step)
+        if name is None and progress.step == best_saved_step:
+            # best.pt holds this very state (nothing drew a random number since): a second name for it.
+            if writer is not None:
+                writer.save_link(run.checkpoints / checkpoint.BEST, path)
+        else:
+            rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
+            if writer is not None:
+                state = {**s.state_dict(), "progress": asdict(progress), "rng": rng, "data": asdict(s.data.info), "recipe": recipe.to_dict()}
+                writer.save(state, path)
         if name is None:
             last_saved_step = progress.step
+        elif name == checkpoint.BEST:
+            best_saved_step = progress.step
         barrier()
 
     if resume_from is not None:

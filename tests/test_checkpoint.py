@@ -50,6 +50,28 @@ def test_the_writer_saves_the_state_as_it_was_handed_over_and_prunes_beside_trai
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_step_checkpoint_of_the_best_step_is_a_second_name_for_best_pt(hard_links: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not hard_links:  # a filesystem without them: the writer copies instead
+        def no_links(*args: object) -> None:
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(checkpoint.os, "link", no_links)
+    writer = checkpoint.Writer(keep_last=2)
+    best, step = tmp_path / checkpoint.BEST, checkpoint.step_path(tmp_path, 10)
+    writer.save({"w": torch.full((1000,), 10.0)}, best)
+    writer.save_link(best, step)
+    writer.wait()
+    assert (step.stat().st_ino == best.stat().st_ino) == hard_links  # one file, two names; or a copy
+    writer.save({"w": torch.full((1000,), 20.0)}, best)  # a later, better step replaces best.pt
+    writer.close()
+    assert torch.equal(checkpoint.load(step)["w"], torch.full((1000,), 10.0))  # its own checksum checked
+    assert torch.equal(checkpoint.load(best)["w"], torch.full((1000,), 20.0))
+    assert checkpoint.checksum_path(step).read_text().endswith("  step-00000010.pt\n")
+    assert checkpoint.saved_steps(tmp_path) == [step]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_the_writer_raises_a_failed_write_at_the_next_save_with_its_path(tmp_path: Path) -> None:
     writer = checkpoint.Writer(keep_last=2, asynchronous=True)
     (tmp_path / "checkpoints").write_text("a file where the folder should be")
