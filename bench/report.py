@@ -66,7 +66,7 @@ def summary(runs: list[dict]) -> dict[tuple[str, str], dict]:
     for key in dict.fromkeys((r["workload"], r["contender"]) for r in runs):
         mine = [r for r in runs if (r["workload"], r["contender"]) == key]
         done = [r for r in mine if "failed" not in r]
-        cells[key] = {"runs": len(mine), "failed": len(mine) - len(done)}
+        cells[key] = {"runs": len(mine), "failed": len(mine) - len(done), "aborted": sum(bool(r.get("aborted_at_exit")) for r in done)}
         for figure, _, _ in FIGURES:
             values = [r[figure] for r in done if r[figure] is not None]
             cells[key][figure] = (statistics.median(values), min(values), max(values)) if values else None
@@ -102,7 +102,9 @@ def markdown(results: dict) -> str:
             if cell["step_ms"] is None:
                 lines.append(f"| {contender} | all {cell['runs']} run(s) failed |" + " |" * (len(FIGURES) + 3))
                 continue
-            row = [contender + (f" ({cell['failed']} of {cell['runs']} failed)" if cell["failed"] else "")]
+            said = [f"{cell['failed']} of {cell['runs']} failed"] if cell["failed"] else []
+            said += [f"{cell['aborted']} of {cell['runs']} aborted at exit"] if cell["aborted"] else []
+            row = [contender + (f" ({', '.join(said)})" if said else "")]
             for figure, _, fmt in FIGURES:
                 text = _cell(cell[figure], fmt)
                 if figure == "time_to_target_s" and cell[figure] is not None and cell["reached"] < cell["runs"] - cell["failed"]:

@@ -68,12 +68,19 @@ def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: fl
     try:
         output, _ = process.communicate(timeout=timeout_s)
         ended = time.time()
-        if process.returncode != 0:
+        notes_file = scratch / f"{contender}-{workload}.json"
+        # gloo's abort at interpreter exit (bench/README.md) comes after the last step and the last
+        # evaluation, once rank 0 has written its notes: the training is whole, and counts.
+        aborted_at_exit = process.returncode != 0 and "SIGABRT" in output and notes_file.exists()
+        if process.returncode != 0 and not aborted_at_exit:
             return {"failed": f"exit {process.returncode}: {output[-2000:]}"}
-        notes = json.loads((scratch / f"{contender}-{workload}.json").read_text())
+        notes = json.loads(notes_file.read_text())
+        if aborted_at_exit and len(notes["val_acc"]) < WORKLOADS[workload].epochs:
+            return {"failed": f"exit {process.returncode}, before its last evaluation: {output[-2000:]}"}
         if contender == "launch":  # its own validation, from its TensorBoard events
             notes["val_acc"] = report.launch_accuracies(scratch / "runs")
-        return figures(notes, started, ended, WORKLOADS[workload].target_accuracy, global_batch=WORKLOADS[workload].batch_size * nproc)
+        result = figures(notes, started, ended, WORKLOADS[workload].target_accuracy, global_batch=WORKLOADS[workload].batch_size * nproc)
+        return {**result, "aborted_at_exit": True} if aborted_at_exit else result
     except subprocess.TimeoutExpired:
         return {"failed": f"no end after {timeout_s:.0f} s"}
     finally:
@@ -136,11 +143,12 @@ def main() -> None:
                     (args.out / "results.partial.json").write_text(json.dumps(runs, indent=1) + "\n")
                     done = f"[{time.time() - began:5.0f} s] rep {rep + 1}/{args.reps} {workload} {contender:15s}"
                     if "failed" not in result:
-                        print(f"{done} step {result['step_ms']:7.1f} ms  first step {result['first_step_s']:5.1f} s  wall {result['wall_s']:5.1f} s", flush=True)
+                        aborted = "  (aborted at exit after training: gloo, see bench/README.md)" if result.get("aborted_at_exit") else ""
+                        print(f"{done} step {result['step_ms']:7.1f} ms  first step {result['first_step_s']:5.1f} s  wall {result['wall_s']:5.1f} s{aborted}", flush=True)
                         break
                     print(f"{done} FAILED{' (trying once more)' if attempt == 1 else ''} {result['failed']}", flush=True)
     blocking = subprocess.run([sys.executable, "-m", "bench.checkpoint_blocking", "w2" if "w2" in workloads else workloads[0], "--reps",
-                               str(max(args.reps, 3))], cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+                               str(max(args.reps, 5))], cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
     results = {"machine": report.machine(), "nproc": nproc, "gpu": args.gpu, "reps": args.reps, "suite_s": round(time.time() - began, 1), "runs": runs,
                "checkpoint": json.loads(blocking.stdout)}  # fmt: skip
     (args.out / "results.partial.json").unlink()
