@@ -6,6 +6,8 @@ nothing half-written is loaded, and the resumed run is the run that would have h
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import signal
@@ -18,7 +20,7 @@ import pytest
 import torch
 
 from conftest import ROOT, assert_same_weights, launch, launch_process, run_dirs, scalars, session_members, weights
-from launcher import checkpoint
+from launcher import checkpoint, stopping
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -55,6 +57,39 @@ def test_a_signal_on_a_local_run_checkpoints_the_step_and_resume_ends_as_if_neve
     assert launch(*recipe, f"run.output={tmp_path / 'whole'}") == 0
     (whole,) = run_dirs(tmp_path / "whole", "digits")
     assert_same_weights(weights(run), weights(whole))
+
+
+def test_a_stop_at_an_epochs_last_step_resumes_into_that_epochs_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop that lands on an epoch's last step checkpoints before the epoch's evaluation; the
+    resumed run says it goes on in that epoch, does the evaluation once, and ends as if never stopped."""
+    recipe = (DIGITS, "--cpu", "train.epochs=4", "checkpoint.every_n_epochs=100")
+    assert launch(*recipe, f"run.output={tmp_path / 'whole'}") == 0
+    (whole,) = run_dirs(tmp_path / "whole", "digits")
+    steps_per_epoch = json.loads((whole / "metrics.json").read_text())["final"]["step"] // 4
+    last_of_epoch_2 = 2 * steps_per_epoch
+
+    agreed, steps = stopping.StopRequests.agreed, itertools.count(1)
+
+    def terminated_at_the_last_step_of_epoch_2(self: stopping.StopRequests) -> set[str]:
+        if next(steps) == last_of_epoch_2:  # called once per optimizer step
+            signal.raise_signal(signal.SIGTERM)  # a real SIGTERM, caught by the run's own handler
+        return agreed(self)
+
+    monkeypatch.setattr(stopping.StopRequests, "agreed", terminated_at_the_last_step_of_epoch_2)
+    assert launch(*recipe, f"run.output={tmp_path / 'stopped'}") == 143
+    monkeypatch.undo()
+    (run,) = run_dirs(tmp_path / "stopped", "digits")
+    assert f"stopped at step {last_of_epoch_2} (terminated)" in (run / "log.txt").read_text()
+    assert "epoch 2/4" not in (run / "log.txt").read_text()  # epoch 2's evaluation has not run
+
+    assert launch(*recipe, "--resume", run, f"run.output={tmp_path / 'stopped'}") == 0
+    step_file = run / "checkpoints" / f"step-{last_of_epoch_2:08d}.pt"
+    assert f"resumed from {step_file} at epoch 2, step {last_of_epoch_2}" in (run / "log.txt").read_text()
+    assert_same_weights(weights(run), weights(whole))
+    resumed, uninterrupted = scalars(run), scalars(whole)
+    for tag in ("train/loss", "val/acc1", "val/loss"):
+        assert [s for s, _ in resumed[tag]] == [s for s, _ in uninterrupted[tag]], tag  # each evaluation once
+    assert resumed["val/acc1"] == uninterrupted["val/acc1"]
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -119,7 +119,8 @@ def test_a_preempted_job_resumes_to_the_same_weights(preemption: str, two_node_j
     assert state["State"] == "COMPLETED", text[-3000:]
     stopped = int(re.search(r"stopped at step (\d+)", text).group(1))
     assert 22 < stopped < 165
-    assert f"resumed from {run / 'checkpoints' / f'step-{stopped:08d}.pt'} at epoch {stopped // 11 + 1}, step {stopped}" in text
+    # 11 steps an epoch; a stop at an epoch's last step resumes in that epoch, for its evaluation.
+    assert f"resumed from {run / 'checkpoints' / f'step-{stopped:08d}.pt'} at epoch {(stopped - 1) // 11 + 1}, step {stopped}" in text
     assert slurm.restarts(job_id) == 1
     assert_same_weights(weights(run), weights(uninterrupted))
     assert_no_duplicate_steps(run)
