@@ -74,15 +74,25 @@ def _complete(temporary: Path, path: Path) -> Path:
     with _errors_named(path):
         try:
             digest = _sha256(temporary, fsync=True)
-            # Overwriting (best.pt): the old checksum goes just before its file is replaced, so
-            # that a crash in between leaves no checksum that disagrees with the file.
-            checksum_path(path).unlink(missing_ok=True)
-            os.replace(temporary, path)
-        finally:
+        except BaseException:
             temporary.unlink(missing_ok=True)
-        _fsync_folder(path.parent)
-        _write_atomically(checksum_path(path), f"{digest}  {path.name}\n".encode())
+            raise
+        _publish(temporary, path, digest)
     return path
+
+
+def _publish(temporary: Path, path: Path, digest: str) -> None:
+    """Rename the temporary file, on disk already with sha256 `digest`, to `path`; then write the
+    checksum, the mark that `path` is complete."""
+    try:
+        # Overwriting (best.pt): the old checksum goes just before its file is replaced, so
+        # that a crash in between leaves no checksum that disagrees with the file.
+        checksum_path(path).unlink(missing_ok=True)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+    _write_atomically(checksum_path(path), f"{digest}  {path.name}\n".encode())
 
 
 @contextlib.contextmanager
@@ -203,11 +213,10 @@ class Writer:
                 except OSError:
                     shutil.copyfile(source, temporary)
                     digest = _sha256(temporary, fsync=True)
-                os.replace(temporary, path)
-            finally:
+            except BaseException:
                 temporary.unlink(missing_ok=True)
-            _fsync_folder(path.parent)
-            _write_atomically(checksum_path(path), f"{digest}  {path.name}\n".encode())
+                raise
+            _publish(temporary, path, digest)
         self._prune(path)
 
     def _prune(self, path: Path) -> None:
