@@ -42,7 +42,13 @@ def state_of(workload: str) -> dict:
 def measure(workload: str, reps: int) -> dict:
     state = state_of(workload)
     folder = Path(tempfile.mkdtemp(prefix="bench-checkpoint-", dir=ROOT))
-    times: dict[str, list[float]] = {"torch_save_ms": [], "sync_blocking_ms": [], "async_blocking_ms": [], "writer_total_ms": [], "back_to_back_ms": []}
+    times: dict[str, list[float]] = {
+        "torch_save_ms": [],
+        "sync_blocking_ms": [],
+        "async_blocking_ms": [],
+        "writer_total_ms": [],
+        "back_to_back_ms": [],
+    }
     writers = {"sync": checkpoint.Writer(keep_last=2), "async": checkpoint.Writer(keep_last=2, asynchronous=True)}
     try:
         for rep in range(reps + 1):  # the first round warms the page cache and the writers' buffers up

@@ -29,7 +29,15 @@ def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
     if "BENCH_OUT" not in os.environ or rank != 0 or _notes is not None:
         return model
     contender = os.environ.get("BENCH_CONTENDER", contender)
-    notes = _notes = {"workload": workload, "contender": contender, "starts": [], "ends": [], "evals": [], "val_acc": [], "pid": os.getpid()}
+    notes = _notes = {
+        "workload": workload,
+        "contender": contender,
+        "starts": [],
+        "ends": [],
+        "evals": [],
+        "val_acc": [],
+        "pid": os.getpid(),
+    }
 
     def forward_starts(module: nn.Module, args: object) -> None:
         (notes["starts"] if module.training else notes["evals"]).append(time.time())

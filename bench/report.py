@@ -66,7 +66,11 @@ def summary(runs: list[dict]) -> dict[tuple[str, str], dict]:
     for key in dict.fromkeys((r["workload"], r["contender"]) for r in runs):
         mine = [r for r in runs if (r["workload"], r["contender"]) == key]
         done = [r for r in mine if "failed" not in r]
-        cells[key] = {"runs": len(mine), "failed": len(mine) - len(done), "aborted": sum(bool(r.get("aborted_at_exit")) for r in done)}
+        cells[key] = {
+            "runs": len(mine),
+            "failed": len(mine) - len(done),
+            "aborted": sum(bool(r.get("aborted_at_exit")) for r in done),
+        }
         for figure, _, _ in FIGURES:
             values = [r[figure] for r in done if r[figure] is not None]
             cells[key][figure] = (statistics.median(values), min(values), max(values)) if values else None
@@ -77,8 +81,13 @@ def summary(runs: list[dict]) -> dict[tuple[str, str], dict]:
 def paired_ratio(runs: list[dict], workload: str, contender: str) -> float | None:
     """The median over the repetitions of this contender's step time over the plain script's in the
     same repetition: runs are interleaved, so a slow stretch of the machine slows both of a pair."""
+
     def steps(name: str) -> dict[int, float]:
-        return {r["rep"]: r["step_ms"] for r in runs if (r["workload"], r["contender"]) == (workload, name) and r.get("step_ms")}
+        return {
+            r["rep"]: r["step_ms"]
+            for r in runs
+            if (r["workload"], r["contender"]) == (workload, name) and r.get("step_ms")
+        }
 
     mine, plain = steps(contender), steps("plain")
     ratios = [mine[rep] / plain[rep] for rep in mine.keys() & plain.keys()]
@@ -87,7 +96,9 @@ def paired_ratio(runs: list[dict], workload: str, contender: str) -> float | Non
 
 def markdown(results: dict) -> str:
     m, cells, gpu = results["machine"], summary(results["runs"]), results.get("gpu", False)
-    reference = f"1 GPU, the same batch per GPU x {results['nproc']}" if gpu else "1 process, every core, the same global batch"
+    reference = (
+        f"1 GPU, the same batch per GPU x {results['nproc']}" if gpu else "1 process, every core, the same global batch"
+    )
     lines = [
         "# Benchmark results",
         "",
@@ -119,7 +130,11 @@ def markdown(results: dict) -> str:
             row = [contender + (f" ({', '.join(said)})" if said else "")]
             for figure, _, fmt in FIGURES:
                 text = _cell(cell[figure], fmt)
-                if figure == "time_to_target_s" and cell[figure] is not None and cell["reached"] < cell["runs"] - cell["failed"]:
+                if (
+                    figure == "time_to_target_s"
+                    and cell[figure] is not None
+                    and cell["reached"] < cell["runs"] - cell["failed"]
+                ):
                     text += f" ({cell['reached']} of {cell['runs'] - cell['failed']} reached)"
                 row.append(text)
             ok = plain is not None and plain["step_ms"] is not None
@@ -127,7 +142,11 @@ def markdown(results: dict) -> str:
             paired = paired_ratio(results["runs"], workload, contender)
             row.append(f"{paired:.3f}" if ok and paired is not None else "")
             row.append(f"{plain['samples_per_s'][0] / cell['samples_per_s'][0]:.3f}" if ok else "")
-            bound = single["samples_per_s"][0] * (results["nproc"] if gpu else 1) if single and single["samples_per_s"] else None
+            bound = (
+                single["samples_per_s"][0] * (results["nproc"] if gpu else 1)
+                if single and single["samples_per_s"]
+                else None
+            )
             row.append(f"{cell['samples_per_s'][0] / bound:.2f}" if bound and contender != "single" else "")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")

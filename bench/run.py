@@ -39,15 +39,39 @@ def command(contender: str, workload: str, nproc: int, gpu: bool, scratch: Path)
     python, w = sys.executable, WORKLOADS[workload]
     contenders = ROOT / "bench" / "contenders"
     if contender == "plain":
-        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(contenders / "plain_ddp.py"), workload]
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            str(contenders / "plain_ddp.py"),
+            workload,
+        ]
     if contender == "single":  # one process, every core, the same global batch
         return [python, str(contenders / "plain_ddp.py"), workload, "--batch-size", str(w.batch_size * nproc)]
     if contender == "launch":
         where = ["--gpus", str(nproc)] if gpu else ["--nproc", str(nproc)]
-        return [python, "-m", "launcher", str(ROOT / "bench" / "recipes" / f"{workload}.yaml"), *where, f"run.output={scratch / 'runs'}"]
+        return [
+            python,
+            "-m",
+            "launcher",
+            str(ROOT / "bench" / "recipes" / f"{workload}.yaml"),
+            *where,
+            f"run.output={scratch / 'runs'}",
+        ]
     if contender.startswith("lightning"):
         bare = ["--bare"] if contender == "lightning-bare" else []
-        return [python, str(contenders / "lightning_ddp.py"), workload, "--nproc", str(nproc), "--output", str(scratch / "lightning"), *bare]
+        return [
+            python,
+            str(contenders / "lightning_ddp.py"),
+            workload,
+            "--nproc",
+            str(nproc),
+            "--output",
+            str(scratch / "lightning"),
+            *bare,
+        ]
     if contender == "accelerate":
         return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
                 "--mixed_precision", "bf16" if gpu else "no", "--dynamo_backend", "no", str(contenders / "accelerate_ddp.py"), workload]  # fmt: skip
@@ -61,7 +85,13 @@ def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: fl
     # and Lightning cores / processes): the launchers are compared, not their thread defaults.
     cores = len(os.sched_getaffinity(0))
     threads = cores if contender == "single" and not gpu else max(1, cores // nproc)
-    env = {**os.environ, "BENCH_OUT": str(scratch), "BENCH_CONTENDER": contender, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        "BENCH_OUT": str(scratch),
+        "BENCH_CONTENDER": contender,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": str(threads),
+    }
     started = time.time()
     process = subprocess.Popen(command(contender, workload, nproc, gpu, scratch), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
@@ -79,7 +109,13 @@ def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: fl
             return {"failed": f"exit {process.returncode}, before its last evaluation: {output[-2000:]}"}
         if contender == "launch":  # its own validation, from its TensorBoard events
             notes["val_acc"] = report.launch_accuracies(scratch / "runs")
-        result = figures(notes, started, ended, WORKLOADS[workload].target_accuracy, global_batch=WORKLOADS[workload].batch_size * nproc)
+        result = figures(
+            notes,
+            started,
+            ended,
+            WORKLOADS[workload].target_accuracy,
+            global_batch=WORKLOADS[workload].batch_size * nproc,
+        )
         return {**result, "aborted_at_exit": True} if aborted_at_exit else result
     except subprocess.TimeoutExpired:
         return {"failed": f"no end after {timeout_s:.0f} s"}
@@ -93,7 +129,9 @@ def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: fl
 def figures(notes: dict, started: float, ended: float, target_accuracy: float | None, global_batch: int) -> dict:
     starts, ends, evals, accuracies = notes["starts"], notes["ends"], notes["evals"], notes["val_acc"]
     warmup = max(3, len(ends) // 10)
-    steady = [i for i in range(warmup, len(ends)) if not any(ends[i - 1] < t < ends[i] for t in evals)]  # no evaluation in between
+    steady = [
+        i for i in range(warmup, len(ends)) if not any(ends[i - 1] < t < ends[i] for t in evals)
+    ]  # no evaluation in between
     gaps = [ends[i] - ends[i - 1] for i in steady]
     reached = [t for t, acc in accuracies if target_accuracy is not None and acc >= target_accuracy]
     return {
@@ -115,7 +153,9 @@ def main() -> None:
     parser.add_argument("--workloads", default=None, help="comma-separated (default: w1,w2,w3; with --gpu: g1)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--nproc", type=int, default=None, help="processes per contender (default: 2 on the CPU, every GPU with --gpu)")
+    parser.add_argument(
+        "--nproc", type=int, default=None, help="processes per contender (default: 2 on the CPU, every GPU with --gpu)"
+    )
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--timeout", type=float, default=300, help="seconds one run may take")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
@@ -139,14 +179,25 @@ def main() -> None:
                 # contender that fails at random (see bench/README.md) does not fail the suite alone.
                 for attempt in (1, 2):
                     result = run_once(contender, workload, nproc, args.gpu, args.timeout)
-                    runs.append({"rep": rep, "workload": workload, "contender": contender, "attempt": attempt, **result})
+                    runs.append(
+                        {"rep": rep, "workload": workload, "contender": contender, "attempt": attempt, **result}
+                    )
                     (args.out / "results.partial.json").write_text(json.dumps(runs, indent=1) + "\n")
                     done = f"[{time.time() - began:5.0f} s] rep {rep + 1}/{args.reps} {workload} {contender:15s}"
                     if "failed" not in result:
-                        aborted = "  (aborted at exit after training: gloo, see bench/README.md)" if result.get("aborted_at_exit") else ""
-                        print(f"{done} step {result['step_ms']:7.1f} ms  first step {result['first_step_s']:5.1f} s  wall {result['wall_s']:5.1f} s{aborted}", flush=True)
+                        aborted = (
+                            "  (aborted at exit after training: gloo, see bench/README.md)"
+                            if result.get("aborted_at_exit")
+                            else ""
+                        )
+                        print(
+                            f"{done} step {result['step_ms']:7.1f} ms  first step {result['first_step_s']:5.1f} s  wall {result['wall_s']:5.1f} s{aborted}",
+                            flush=True,
+                        )
                         break
-                    print(f"{done} FAILED{' (trying once more)' if attempt == 1 else ''} {result['failed']}", flush=True)
+                    print(
+                        f"{done} FAILED{' (trying once more)' if attempt == 1 else ''} {result['failed']}", flush=True
+                    )
     blocking = subprocess.run([sys.executable, "-m", "bench.checkpoint_blocking", "w2" if "w2" in workloads else workloads[0], "--reps",
                                str(max(args.reps, 5))], cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
     results = {"machine": report.machine(), "nproc": nproc, "gpu": args.gpu, "reps": args.reps, "suite_s": round(time.time() - began, 1), "runs": runs,
@@ -158,10 +209,17 @@ def main() -> None:
     print(table)
     failed = [r for r in runs if "failed" in r]
     if failed:
-        print(f"{len(failed)} run(s) failed: " + ", ".join(f"{r['workload']} {r['contender']} (rep {r['rep'] + 1})" for r in failed), flush=True)
+        print(
+            f"{len(failed)} run(s) failed: "
+            + ", ".join(f"{r['workload']} {r['contender']} (rep {r['rep'] + 1})" for r in failed),
+            flush=True,
+        )
     twice = [r for r in failed if r["attempt"] == 2]
     if twice:
-        sys.exit(f"{len(twice)} run(s) failed twice in a row: " + ", ".join(f"{r['workload']} {r['contender']} (rep {r['rep'] + 1})" for r in twice))
+        sys.exit(
+            f"{len(twice)} run(s) failed twice in a row: "
+            + ", ".join(f"{r['workload']} {r['contender']} (rep {r['rep'] + 1})" for r in twice)
+        )
 
 
 if __name__ == "__main__":

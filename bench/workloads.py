@@ -48,10 +48,20 @@ def model(name: str) -> nn.Module:
 
         return SmallCNN(in_channels=1, num_classes=10, width=32)
     if name == "w2":
-        return nn.Sequential(nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
+        return nn.Sequential(
+            nn.Linear(1024, 2048),
+            nn.ReLU(),
+            nn.Linear(2048, 2048),
+            nn.ReLU(),
+            nn.Linear(2048, 2048),
+            nn.ReLU(),
+            nn.Linear(2048, 10),
+        )
     import torchvision
 
-    return torchvision.models.resnet18(num_classes=10) if name == "w3" else torchvision.models.resnet50(num_classes=1000)
+    return (
+        torchvision.models.resnet18(num_classes=10) if name == "w3" else torchvision.models.resnet50(num_classes=1000)
+    )
 
 
 @functools.lru_cache(maxsize=None)  # `launch` opens the train and validation splits apart

@@ -235,7 +235,11 @@ class Writer:
         """The walk behind `_copy`: the n-th tensor met goes into the n-th buffer."""
         if isinstance(state, torch.Tensor):
             i = next(positions)
-            if i == len(self._buffers) or self._buffers[i].shape != state.shape or self._buffers[i].dtype != state.dtype:
+            if (
+                i == len(self._buffers)
+                or self._buffers[i].shape != state.shape
+                or self._buffers[i].dtype != state.dtype
+            ):
                 buffer = torch.empty_like(state, device="cpu", pin_memory=state.is_cuda)
                 self._buffers[i : i + 1] = [buffer]
             return self._buffers[i].copy_(state.detach(), non_blocking=True)
@@ -270,7 +274,9 @@ def saved_steps(folder: Path) -> list[Path]:
     """The complete `step-N.pt` checkpoints in `folder` (those with their checksum), oldest first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_NAME.match(p.name)) and checksum_path(p).exists()]
+    found = [
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_NAME.match(p.name)) and checksum_path(p).exists()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -309,11 +315,15 @@ def load(path: Path) -> dict[str, Any]:
     elsewhere may not); raises DamagedCheckpoint if the bytes differ from those written."""
     written = checksum_path(path)
     if written.exists() and written.read_text().split()[0] != _sha256(path):
-        raise DamagedCheckpoint(f"{path} is damaged: its bytes no longer match {written.name} ({path.stat().st_size} bytes now)")
+        raise DamagedCheckpoint(
+            f"{path} is damaged: its bytes no longer match {written.name} ({path.stat().st_size} bytes now)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except RuntimeError as error:  # not a whole zip file: a truncated or foreign file
-        raise DamagedCheckpoint(f"{path} cannot be read as a checkpoint: {' '.join(str(error).split())[:200]}") from None
+        raise DamagedCheckpoint(
+            f"{path} cannot be read as a checkpoint: {' '.join(str(error).split())[:200]}"
+        ) from None
 
 
 # --- random number generators: saved as tensors and plain data, so weights_only can load them ---
@@ -340,7 +350,9 @@ def rng_states() -> dict[str, Any]:
 def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate(_as_tuples(states["python"]))
     n = states["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

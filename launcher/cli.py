@@ -54,14 +54,20 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "schema":
         return parser
     if command in JOB_COMMANDS:
-        parser.add_argument("target", metavar="RUN_FOLDER_OR_JOB_ID", help="a run folder of `launch --slurm`, or a SLURM job id")
+        parser.add_argument(
+            "target", metavar="RUN_FOLDER_OR_JOB_ID", help="a run folder of `launch --slurm`, or a SLURM job id"
+        )
         if command == "logs":
             parser.add_argument("--rank", type=int, default=0, help="whose log (default 0)")
             parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
         return parser
     if command == "report":
-        parser.add_argument("target", metavar="RUN_OR_SWEEP_FOLDER", help="a run folder, or a sweep folder (with sweep.json)")
-        parser.add_argument("--out", type=Path, metavar="DIR", help="where the plots and index.html go (default: <folder>/report)")
+        parser.add_argument(
+            "target", metavar="RUN_OR_SWEEP_FOLDER", help="a run folder, or a sweep folder (with sweep.json)"
+        )
+        parser.add_argument(
+            "--out", type=Path, metavar="DIR", help="where the plots and index.html go (default: <folder>/report)"
+        )
         return parser
     sweeping = command == "sweep"
     parser.add_argument(
@@ -80,24 +86,45 @@ def _parser(command: str) -> argparse.ArgumentParser:
                 "--resume", nargs="?", const="latest", metavar="PATH",
                 help="continue the latest run of this recipe, or the run folder or checkpoint PATH",
             )  # fmt: skip
-            parser.add_argument("--dry-run", action="store_true", help="same as `launch check`: validate, build, one step")
+            parser.add_argument(
+                "--dry-run", action="store_true", help="same as `launch check`: validate, build, one step"
+            )
         parser.add_argument(
             "--force", action="store_true",
             help="resume the sweep's unfinished runs even where their data, model, loss or optimizer differ from this recipe's" if sweeping
             else "--resume even where the recipe's data, model, loss or optimizer differ from the run's",
         )  # fmt: skip
-        where = parser.add_argument_group("workers (torchrun's vocabulary)" + ("; each run of the sweep, one after another" if sweeping else ""))
-        where.add_argument("--gpus", type=int, metavar="N", help="one DDP worker per GPU on this node, NCCL (default: all visible GPUs)")
+        where = parser.add_argument_group(
+            "workers (torchrun's vocabulary)" + ("; each run of the sweep, one after another" if sweeping else "")
+        )
+        where.add_argument(
+            "--gpus",
+            type=int,
+            metavar="N",
+            help="one DDP worker per GPU on this node, NCCL (default: all visible GPUs)",
+        )
         where.add_argument(
             "--nproc", "--nproc-per-node", type=int, metavar="N",
             help="N CPU workers on this node, gloo: exercises distributed training, not faster than one process",
         )  # fmt: skip
         if command == "train":
             where.add_argument("--nnodes", default="1", metavar="N|MIN:MAX", help="nodes in the run (default 1)")
-            where.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node")
-            where.add_argument("--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)")
-            where.add_argument("--max-restarts", type=int, default=0, metavar="N", help="restart the workers up to N times after a failure, resuming from the latest checkpoint")
-        cluster = parser.add_argument_group("SLURM (sbatch's vocabulary; also the recipe's slurm: section, which these flags override)")
+            where.add_argument(
+                "--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node"
+            )
+            where.add_argument(
+                "--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)"
+            )
+            where.add_argument(
+                "--max-restarts",
+                type=int,
+                default=0,
+                metavar="N",
+                help="restart the workers up to N times after a failure, resuming from the latest checkpoint",
+            )
+        cluster = parser.add_argument_group(
+            "SLURM (sbatch's vocabulary; also the recipe's slurm: section, which these flags override)"
+        )
         cluster.add_argument(
             "--slurm", action="store_true",
             help="submit the runs as one SLURM job array and return" if sweeping
@@ -117,15 +144,39 @@ def _parser(command: str) -> argparse.ArgumentParser:
             else "follow rank 0's log until the job ends; exit with the job's status",
         )  # fmt: skip
         if sweeping:
-            cluster.add_argument("--parallel", type=int, metavar="N", help="at most N runs of the array at once (default: as SLURM allows)")
+            cluster.add_argument(
+                "--parallel",
+                type=int,
+                metavar="N",
+                help="at most N runs of the array at once (default: as SLURM allows)",
+            )
             sweep_options = parser.add_argument_group("the sweep")
-            sweep_options.add_argument("--metric", metavar="TAG", help="what the table sorts by (default val/acc1 if measured, else val/loss)")
-            sweep_options.add_argument("--mode", choices=("max", "min"), help="max: higher is better (default for accuracies), min (default for losses)")
-            sweep_options.add_argument("--name", metavar="ID", help="the sweep folder is sweep-ID (default: a hash of the recipe path, the grid and the other overrides)")
+            sweep_options.add_argument(
+                "--metric", metavar="TAG", help="what the table sorts by (default val/acc1 if measured, else val/loss)"
+            )
+            sweep_options.add_argument(
+                "--mode",
+                choices=("max", "min"),
+                help="max: higher is better (default for accuracies), min (default for losses)",
+            )
+            sweep_options.add_argument(
+                "--name",
+                metavar="ID",
+                help="the sweep folder is sweep-ID (default: a hash of the recipe path, the grid and the other overrides)",
+            )
         else:
-            cluster.add_argument("--srun", action="store_true", help="run as one task of an srun step, in a job script of your own (slurm/train.sbatch)")
+            cluster.add_argument(
+                "--srun",
+                action="store_true",
+                help="run as one task of an srun step, in a job script of your own (slurm/train.sbatch)",
+            )
     if command in ("eval", "predict"):
-        parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file (.pt), or a run folder (its newest checkpoint)")
+        parser.add_argument(
+            "--checkpoint",
+            required=True,
+            type=Path,
+            help="a checkpoint file (.pt), or a run folder (its newest checkpoint)",
+        )
     return parser
 
 
@@ -193,7 +244,9 @@ def _bare_resume(argv: list[str]) -> list[str]:
     out = list(argv)
     for i, token in enumerate(out[:-1]):
         following = out[i + 1]
-        if token == "--resume" and (following.endswith((".yaml", ".yml")) or is_override(following) or following.startswith("-")):
+        if token == "--resume" and (
+            following.endswith((".yaml", ".yml")) or is_override(following) or following.startswith("-")
+        ):
             out[i] = "--resume=latest"
     return out
 
@@ -216,9 +269,13 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
         refuse_a_different_run(recipe, run, args.force)
     else:
         # Every node of a multi-node run must write to the same folder: its name is the run's id.
-        run = rundir.new_run_dir(recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None)
+        run = rundir.new_run_dir(
+            recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None
+        )
     if recipe.sweep:
-        log.info("this recipe has a sweep: section; this is one run with the recipe's own values (launch sweep runs the grid)")
+        log.info(
+            "this recipe has a sweep: section; this is one run with the recipe's own values (launch sweep runs the grid)"
+        )
     return train_in(recipe, run, resume_from, placement, source=args.recipe)
 
 
@@ -260,15 +317,23 @@ def train_in(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: P
             )  # fmt: skip
         except elastic.WorkersFailed as failed:
             seen = last_seen(run.heartbeats)
-            raise UserError(f"{failed}\nwhere the ranks were: {'; '.join(seen)} (stacks of stalled ranks: log.rank<N>.txt)" if seen else str(failed)) from None
+            raise UserError(
+                f"{failed}\nwhere the ranks were: {'; '.join(seen)} (stacks of stalled ranks: log.rank<N>.txt)"
+                if seen
+                else str(failed)
+            ) from None
         if 0 not in results:  # another node runs rank 0 and reports there
             log.info("this node's workers finished; rank 0's node has the summary in %s", run.metrics)
             return 0
         summary = results[0]
     final, best = summary["final"], summary["best"]
-    log.info("done in %.1f s: %s", summary["wall_time_s"], "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k))
+    log.info(
+        "done in %.1f s: %s", summary["wall_time_s"], "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k)
+    )
     if best and best["value"] is not None:
-        log.info("best %s %.4f at step %d: %s", best["metric"], best["value"], best["step"], run.checkpoints / "best.pt")
+        log.info(
+            "best %s %.4f at step %d: %s", best["metric"], best["value"], best["step"], run.checkpoints / "best.pt"
+        )
     log.info("checkpoints: %s", run.checkpoints)
     log.info("metrics: %s", run.metrics)
     return 0
@@ -303,7 +368,11 @@ def sweep(args: argparse.Namespace) -> int:
         flags = {"gpus": args.gpus, "nproc": args.nproc, **{key: getattr(args, key) for key in SLURM_FLAGS}}
         plan.recipes = {name: slurm.with_flags(recipe, flags) for name, recipe in plan.recipes.items()}
         return sweeps.submit(plan, args.parallel, args.wait)
-    given = [f"--{key.replace('_', '-')}" for key in (*SLURM_FLAGS, "wait", "parallel") if getattr(args, key) not in (None, False)]
+    given = [
+        f"--{key.replace('_', '-')}"
+        for key in (*SLURM_FLAGS, "wait", "parallel")
+        if getattr(args, key) not in (None, False)
+    ]
     if given:
         raise UserError(f"{', '.join(given)}: for --slurm sweeps only; add --slurm to submit the runs as a job array")
     placement = elastic.place(args.gpus, args.nproc, args.cpu, "1", None, None, 0)
@@ -313,7 +382,9 @@ def sweep(args: argparse.Namespace) -> int:
                         "compare it with separate launch commands, or sweep it with --nproc N or --slurm (a process per run)")  # fmt: skip
     log.info("sweep folder: %s (%d runs)", plan.folder, len(plan.runs))
     source = f"{args.recipe} (sweep {plan.folder})"
-    return sweeps.run_locally(plan, lambda recipe, run, resume_from: train_in(recipe, run, resume_from, placement, source))
+    return sweeps.run_locally(
+        plan, lambda recipe, run, resume_from: train_in(recipe, run, resume_from, placement, source)
+    )
 
 
 def report(args: argparse.Namespace) -> int:
@@ -333,12 +404,18 @@ def refuse_a_different_run(recipe: Recipe, run: RunDir, force: bool) -> None:
 
     if not run.recipe.exists():
         return
-    differences = [d for d in recipe_differences(read_yaml(run.recipe), recipe.to_dict()) if d.split(".")[0].split(":")[0] in WHAT_IT_TRAINS]
+    differences = [
+        d
+        for d in recipe_differences(read_yaml(run.recipe), recipe.to_dict())
+        if d.split(".")[0].split(":")[0] in WHAT_IT_TRAINS
+    ]
     if differences and not force:
         raise UserError(
             f"--resume {run.path}: this recipe trains something else than the run did:\n  "
             + "\n  ".join(differences)
-            + "\nresume with the run's own recipe (launch " + str(run.recipe) + " --resume), or add --force to go on anyway"
+            + "\nresume with the run's own recipe (launch "
+            + str(run.recipe)
+            + " --resume), or add --force to go on anyway"
         )
     for difference in differences:
         log.warning("--force: resuming with %s", difference)
@@ -349,16 +426,26 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
     from launcher import rundir, slurm
 
     if args.nnodes != "1" or args.rdzv_endpoint or args.rdzv_id or args.max_restarts or args.cpu or args.srun:
-        raise UserError("--slurm places the tasks itself: drop --nnodes, --rdzv-*, --max-restarts, --cpu and --srun (SLURM requeues, see slurm.max_requeues)")
-    recipe = slurm.with_flags(recipe, {"gpus": args.gpus, "nproc": args.nproc, **{key: getattr(args, key) for key in SLURM_FLAGS}})
+        raise UserError(
+            "--slurm places the tasks itself: drop --nnodes, --rdzv-*, --max-restarts, --cpu and --srun (SLURM requeues, see slurm.max_requeues)"
+        )
+    recipe = slurm.with_flags(
+        recipe, {"gpus": args.gpus, "nproc": args.nproc, **{key: getattr(args, key) for key in SLURM_FLAGS}}
+    )
     slurm.check_resources(recipe.slurm)
     if args.resume is not None:
-        run, resume_from = rundir.find_resume(None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.name)
+        run, resume_from = rundir.find_resume(
+            None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.name
+        )
         refuse_a_different_run(recipe, run, args.force)
         log.info("the job resumes from the newest checkpoint of %s (now %s)", run.path, resume_from.name)
     else:
         run = rundir.new_run_dir(recipe.run.output, recipe.run.name)
-        dump_recipe(recipe, run.recipe, header=f"# resolved from {args.recipe}; submit it again with: launch {run.recipe} --slurm\n")
+        dump_recipe(
+            recipe,
+            run.recipe,
+            header=f"# resolved from {args.recipe}; submit it again with: launch {run.recipe} --slurm\n",
+        )
     try:
         slurm.submit(recipe, run)
         job = slurm.find_job(str(run.path))
@@ -399,7 +486,9 @@ def srun_task(recipe: Recipe, args: argparse.Namespace) -> int:
     from launcher import slurm_job
 
     if "SLURM_PROCID" not in os.environ or "SLURM_JOB_ID" not in os.environ:
-        raise UserError("--srun runs as one task of an srun step, inside a SLURM job (see slurm/train.sbatch); to submit a job: --slurm")
+        raise UserError(
+            "--srun runs as one task of an srun step, inside a SLURM job (see slurm/train.sbatch); to submit a job: --slurm"
+        )
     use_cuda = torch.cuda.is_available() and not args.cpu and args.nproc is None
     slurm_job.srun_task(recipe, "cuda" if use_cuda else "cpu")
     return 0
@@ -416,7 +505,9 @@ def follow_job(command: str, args: argparse.Namespace) -> int:
             print("\n".join(slurm.describe(job)))
         elif command == "logs":
             if not job.log_file(args.rank).exists() and not args.follow:
-                raise UserError(f"no log yet at {job.log_file(args.rank)} (job {job.job_id}: {slurm.job_state(job.job_id)['State']})")
+                raise UserError(
+                    f"no log yet at {job.log_file(args.rank)} (job {job.job_id}: {slurm.job_state(job.job_id)['State']})"
+                )
             for line in slurm.follow(job, args.rank, keep_following=args.follow):
                 print(line, end="", flush=True)
         else:
@@ -442,22 +533,32 @@ def check(recipe: Recipe) -> int:
 
     started = time.perf_counter()
     print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
-    s = setup(recipe.model_copy(update={"data": recipe.data.model_copy(update={"num_workers": 0})}), single_process(True))
+    s = setup(
+        recipe.model_copy(update={"data": recipe.data.model_copy(update={"num_workers": 0})}), single_process(True)
+    )
     inputs, targets = next(iter(s.train_batches))
     outputs = s.model(inputs)
     loss = s.loss_fn(outputs, targets)
     loss.backward()
     total, trainable = count_parameters(s.net)
-    print(f"# data: {len(s.data.train)} training / {len(s.data.val)} validation samples, {s.data.info.num_classes} classes")
+    print(
+        f"# data: {len(s.data.train)} training / {len(s.data.val)} validation samples, {s.data.info.num_classes} classes"
+    )
     print(f"# model: {recipe.model.name}, {total:,} parameters ({trainable:,} trainable)")
     print(f"# one batch: inputs {_shape(inputs)}, targets {_shape(targets)}, outputs {_shape(outputs)}")
     print(f"# one forward/backward step: loss {loss.item():.4f}, finite: {bool(torch.isfinite(loss))}")
-    print(f"# {s.epochs} epochs of {s.steps_per_epoch} steps, {s.max_steps} steps in all; ok in {time.perf_counter() - started:.1f} s")
+    print(
+        f"# {s.epochs} epochs of {s.steps_per_epoch} steps, {s.max_steps} steps in all; ok in {time.perf_counter() - started:.1f} s"
+    )
     return 0
 
 
 def _shape(tensor: object) -> str:
-    return f"{list(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}" if hasattr(tensor, "shape") else type(tensor).__name__
+    return (
+        f"{list(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
+        if hasattr(tensor, "shape")
+        else type(tensor).__name__
+    )
 
 
 def evaluate(recipe: Recipe, checkpoint_path: Path, force_cpu: bool) -> int:

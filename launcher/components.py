@@ -81,14 +81,30 @@ def _losses() -> dict[str, Any]:
 
 LR_SCHEDULER = torch.optim.lr_scheduler.LRScheduler
 
-DATASET = Kind("dataset", "torchvision.datasets", torch.utils.data.Dataset, _datasets, frozenset({"train", "split"}), _builtin_datasets)
+DATASET = Kind(
+    "dataset",
+    "torchvision.datasets",
+    torch.utils.data.Dataset,
+    _datasets,
+    frozenset({"train", "split"}),
+    _builtin_datasets,
+)
 TRANSFORM = Kind("transform", "torchvision.transforms", None, _transforms)
 MODEL = Kind(
-    "model", "torchvision.models", torch.nn.Module, _models, frozenset({"num_classes", "in_features", "in_channels"}), _builtin_models
+    "model",
+    "torchvision.models",
+    torch.nn.Module,
+    _models,
+    frozenset({"num_classes", "in_features", "in_channels"}),
+    _builtin_models,
 )
 LOSS = Kind("loss", "torch.nn", torch.nn.Module, _losses)
 OPTIMIZER = Kind(
-    "optimizer", "torch.optim", torch.optim.Optimizer, lambda: _classes_in(torch.optim, torch.optim.Optimizer), frozenset({"params"})
+    "optimizer",
+    "torch.optim",
+    torch.optim.Optimizer,
+    lambda: _classes_in(torch.optim, torch.optim.Optimizer),
+    frozenset({"params"}),
 )
 SCHEDULER = Kind(
     "scheduler", "torch.optim.lr_scheduler", LR_SCHEDULER, lambda: _classes_in(torch.optim.lr_scheduler, LR_SCHEDULER),
@@ -116,7 +132,9 @@ def resolve(name: str, kind: Kind) -> Any:
     names = kind.names()
     if name in names:
         return names[name]
-    raise ComponentError(f"no {kind.noun} named '{name}' among the built-ins or in {kind.library}{did_you_mean(name, names)}")
+    raise ComponentError(
+        f"no {kind.noun} named '{name}' among the built-ins or in {kind.library}{did_you_mean(name, names)}"
+    )
 
 
 # Modules that hold no dataset, model, loss, optimizer, scheduler or transform, but the means to
@@ -139,7 +157,9 @@ def _import(reference: str, kind: Kind) -> Any:
     except ImportError as error:
         raise ComponentError(f"cannot import module '{module_name}' for '{reference}': {error}") from None
     except Exception as error:  # noqa: BLE001 - the user's module failed while importing: say where
-        raise ComponentError(f"importing '{module_name}' for '{reference}' failed: {type(error).__name__}: {error}") from None
+        raise ComponentError(
+            f"importing '{module_name}' for '{reference}' failed: {type(error).__name__}: {error}"
+        ) from None
     try:
         value = getattr(module, attribute)
     except AttributeError:
@@ -181,7 +201,9 @@ def accepts(factory: Any, parameter: str) -> bool:
     return parameter in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _argument_problems(factory: Any, arguments: dict[str, Any], provided: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+def _argument_problems(
+    factory: Any, arguments: dict[str, Any], provided: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     """(argument, problem) for each argument `factory` does not take, takes as a number but got as
     text, or needs but was not given (and the launcher does not pass: `provided`)."""
     try:
@@ -209,7 +231,11 @@ def _wants_a_number(param: inspect.Parameter) -> bool:
     annotation = param.annotation
     if isinstance(annotation, str):  # postponed annotations: read the words
         words = set(annotation.replace("|", " ").replace(",", " ").replace("[", " ").replace("]", " ").split())
-        return bool(words) and words <= {"float", "int", "Tensor", "Union", "Optional", "None", "bool"} and bool(words & {"float", "int"})
+        return (
+            bool(words)
+            and words <= {"float", "int", "Tensor", "Union", "Optional", "None", "bool"}
+            and bool(words & {"float", "int"})
+        )
     if annotation is inspect.Parameter.empty:
         return type(param.default) in (int, float)
     members = set(typing.get_args(annotation)) or {annotation}
@@ -299,5 +325,10 @@ def _weights_problems(model: Any) -> list[Problem]:
         return [Problem("model.weights", f"pretrained weights come from torchvision models; {name!r} is not one")]
     choices = [w.name for w in torchvision.models.get_model_weights(name)] + ["DEFAULT"]
     if weights not in choices:
-        return [Problem("model.weights", f"{name} has no weights {weights!r}; choose from {choices}{did_you_mean(weights, choices)}")]
+        return [
+            Problem(
+                "model.weights",
+                f"{name} has no weights {weights!r}; choose from {choices}{did_you_mean(weights, choices)}",
+            )
+        ]
     return []

@@ -73,7 +73,9 @@ class CsvTable(Dataset):
     def _read(path: Path) -> list[list[str]]:
         try:
             with path.open(newline="") as file:
-                numbered = [(line, [cell.strip() for cell in row]) for line, row in enumerate(csv.reader(file), start=1) if row]
+                numbered = [
+                    (line, [cell.strip() for cell in row]) for line, row in enumerate(csv.reader(file), start=1) if row
+                ]
         except OSError as error:
             raise DataError(f"data.dataset: cannot read the table {path}: {error.strerror}") from None
         if numbered and not _is_number(numbered[0][1][0]):
@@ -242,7 +244,9 @@ def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
     except (urllib.error.URLError, RuntimeError) as error:
         # torchvision says "Error downloading ..." (after trying its mirrors) or "Dataset not found".
         text = str(getattr(error, "reason", error))
-        if not isinstance(error, urllib.error.URLError) and not text.startswith(("Error downloading", "Dataset not found")):
+        if not isinstance(error, urllib.error.URLError) and not text.startswith(
+            ("Error downloading", "Dataset not found")
+        ):
             raise
         root = spec.kwargs.get("root", "?")
         if spec.kwargs.get("download"):
@@ -250,7 +254,9 @@ def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
                 f"data.dataset: could not download {spec.name} into {root} ({text.splitlines()[0]}). This machine "
                 f"looks offline: download it once where there is a network and copy the folder to {root}."
             ) from None
-        raise DataError(f"data.dataset: {spec.name} is not in {root}; set data.dataset.download=true to download it") from None
+        raise DataError(
+            f"data.dataset: {spec.name} is not in {root}; set data.dataset.download=true to download it"
+        ) from None
     return components.expect(made, components.DATASET, spec.name)
 
 
@@ -329,7 +335,15 @@ class ResumableSampler(DistributedSampler):
 
 
 def train_loader(
-    dataset: Dataset, section: Data, *, batch_size: int, drop_last: bool, seed: int, rank: int, world_size: int, pin: bool
+    dataset: Dataset,
+    section: Data,
+    *,
+    batch_size: int,
+    drop_last: bool,
+    seed: int,
+    rank: int,
+    world_size: int,
+    pin: bool,
 ) -> DataLoader:
     sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
     return DataLoader(
@@ -387,7 +401,9 @@ class ShardSampler(torch.utils.data.Sampler[int]):
         return len(self.indices)
 
 
-def eval_loader(dataset: Dataset, section: Data, *, batch_size: int, pin: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
+def eval_loader(
+    dataset: Dataset, section: Data, *, batch_size: int, pin: bool, rank: int = 0, world_size: int = 1
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -78,7 +78,9 @@ def init_process_group(runtime: Runtime, timeout_s: float) -> None:
         master_listen_fd=listener.detach() if listener else None,  # the store owns the socket from here
         use_libuv=listener is None,  # the libuv server takes no socket of ours
     )  # fmt: skip
-    dist.init_process_group(backend, store=store, rank=runtime.rank, world_size=runtime.world_size, timeout=timeout, device_id=device_id)
+    dist.init_process_group(
+        backend, store=store, rank=runtime.rank, world_size=runtime.world_size, timeout=timeout, device_id=device_id
+    )
 
 
 def _wait_until_listening(host: str, port: int, timeout_s: float) -> None:

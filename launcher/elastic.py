@@ -67,9 +67,13 @@ def place(gpus: int | None, nproc: int | None, cpu: bool, nnodes: str, rdzv_endp
         if gpus < 1:
             raise UserError(f"--gpus {gpus}: give at least 1")
         if available == 0:
-            raise UserError(f"--gpus {gpus}: this machine has no CUDA GPU (torch {torch.__version__}); use --nproc N for CPU workers")
+            raise UserError(
+                f"--gpus {gpus}: this machine has no CUDA GPU (torch {torch.__version__}); use --nproc N for CPU workers"
+            )
         if gpus > available:
-            raise UserError(f"--gpus {gpus}: this machine has {available} visible GPU(s) ({_gpu_names()}); use --gpus {available} or fewer")
+            raise UserError(
+                f"--gpus {gpus}: this machine has {available} visible GPU(s) ({_gpu_names()}); use --gpus {available} or fewer"
+            )
         count, device_type = gpus, "cuda"
     elif nproc is not None:
         if nproc < 1:
@@ -112,7 +116,9 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def run_workers(placement: Placement, run_id: str, join_timeout_s: float, entrypoint: Any, *args: Any) -> dict[int, Any]:
+def run_workers(
+    placement: Placement, run_id: str, join_timeout_s: float, entrypoint: Any, *args: Any
+) -> dict[int, Any]:
     """Start the workers through the elastic agent; return each rank's result, or raise WorkersFailed.
 
     `join_timeout_s`: how long the nodes of a multi-node run wait for each other to join.
@@ -185,7 +191,9 @@ def first_cause(failures: dict[int, ProcessFailure]) -> tuple[int, ProcessFailur
     def order(item: tuple[int, ProcessFailure]) -> tuple[bool, float, int]:
         rank, failure = item
         echo = any(phrase in str(failure.message) for phrase in PEER_GONE)
-        written = Path(failure.error_file).stat().st_mtime if Path(failure.error_file).is_file() else float(failure.timestamp)
+        written = (
+            Path(failure.error_file).stat().st_mtime if Path(failure.error_file).is_file() else float(failure.timestamp)
+        )
         return echo, written, rank
 
     return min(failures.items(), key=order)

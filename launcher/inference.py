@@ -32,7 +32,9 @@ def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
-        raise UserError(f"{path} does not fit this recipe's model ({recipe.model.name}): {' '.join(str(error).split())[:400]}") from None
+        raise UserError(
+            f"{path} does not fit this recipe's model ({recipe.model.name}): {' '.join(str(error).split())[:400]}"
+        ) from None
     return model.to(device).eval(), info, state["recipe"]
 
 

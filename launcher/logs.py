@@ -104,7 +104,9 @@ class RunLogger:
 
     def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterator[T]:
         # disable=None: a bar on a terminal, nothing in a log file or CI.
-        self.bar = tqdm(batches, total=total, initial=done, desc=description, disable=None, leave=False, dynamic_ncols=True)
+        self.bar = tqdm(
+            batches, total=total, initial=done, desc=description, disable=None, leave=False, dynamic_ncols=True
+        )
         try:
             yield from self.bar
         finally:

@@ -103,7 +103,11 @@ def build_model(section: Model, info: DataInfo) -> nn.Module:
     for name, value in _input_arguments(info).items():
         if _names_parameter(factory, name):
             kwargs.setdefault(name, value)
-    model = _pretrained(section, kwargs) if pretrained else components.call(factory, section.name, components.MODEL, **kwargs)
+    model = (
+        _pretrained(section, kwargs)
+        if pretrained
+        else components.call(factory, section.name, components.MODEL, **kwargs)
+    )
     components.expect(model, components.MODEL, section.name)
     freeze(model, section.freeze)
     if section.replace_head if section.replace_head is not None else pretrained:
@@ -161,7 +165,9 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
     names = [name for name, _ in model.named_parameters()]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            raise components.ComponentError(f"model.freeze: {pattern!r} matches no parameter; names look like {names[:6]}")
+            raise components.ComponentError(
+                f"model.freeze: {pattern!r} matches no parameter; names look like {names[:6]}"
+            )
     for name, parameter in model.named_parameters():
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
             parameter.requires_grad_(False)

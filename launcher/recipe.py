@@ -73,7 +73,8 @@ class Model(Component):
     """A built-in (`mlp`, `small_cnn`), a torchvision model name, or `module:attr`."""
 
     weights: str | None = Field(
-        None, description="Pretrained torchvision weights ('DEFAULT', 'IMAGENET1K_V1'...): downloaded once, then cached."
+        None,
+        description="Pretrained torchvision weights ('DEFAULT', 'IMAGENET1K_V1'...): downloaded once, then cached.",
     )
     freeze: list[str] = Field(
         default_factory=list, description="fnmatch patterns of parameter names to freeze ('*' = the whole backbone)."
@@ -99,13 +100,17 @@ class Scheduler(Component):
     @model_validator(mode="after")
     def _plateau_is_per_epoch(self) -> Scheduler:
         if self.name == "ReduceLROnPlateau" and self.interval == "step":
-            raise ValueError("ReduceLROnPlateau steps on the validation loss, after each evaluation: use interval: epoch")
+            raise ValueError(
+                "ReduceLROnPlateau steps on the validation loss, after each evaluation: use interval: epoch"
+            )
         return self
 
 
 class Train(Section):
     epochs: int | None = Field(
-        None, ge=1, description="Epochs to train (10 when neither this nor max_steps is set); training stops at whichever comes first."
+        None,
+        ge=1,
+        description="Epochs to train (10 when neither this nor max_steps is set); training stops at whichever comes first.",
     )
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps to train.")
     batch_size: int = Field(64, ge=1, description="Batch size per process.")
@@ -140,7 +145,8 @@ class Eval(Section):
     every_n_epochs: int = Field(1, ge=1)
     batch_size: int | None = Field(None, ge=1, description="Default: train.batch_size.")
     metrics: list[Literal["acc1", "acc5"]] = Field(
-        default_factory=lambda: ["acc1", "acc5"], description="Besides the loss; acc5 only where there are more than 5 classes."
+        default_factory=lambda: ["acc1", "acc5"],
+        description="Besides the loss; acc5 only where there are more than 5 classes.",
     )
 
 
@@ -178,15 +184,20 @@ class Distributed(Section):
     """How several workers cooperate (`launch --gpus N` / `--nproc N`); ignored by a single process."""
 
     timeout_s: float = Field(
-        300, gt=0, description="Seconds a worker waits for the others (process-group start, each collective) before failing."
+        300,
+        gt=0,
+        description="Seconds a worker waits for the others (process-group start, each collective) before failing.",
     )
     stall_s: float | None = Field(
         120, gt=0, description="Seconds without a finished step after which each rank writes every thread's Python stack to its "
         "log (and again as often); keep it below timeout_s, so that a hang is on record before the timeout ends the run. null: never.",
     )  # fmt: skip
-    sync_batchnorm: bool = Field(False, description="Batch-norm statistics over the global batch (SyncBatchNorm; GPUs only).")
+    sync_batchnorm: bool = Field(
+        False, description="Batch-norm statistics over the global batch (SyncBatchNorm; GPUs only)."
+    )
     scale_lr: bool = Field(
-        False, description="Multiply the learning rate by the number of workers (the linear scaling rule for the global batch)."
+        False,
+        description="Multiply the learning rate by the number of workers (the linear scaling rule for the global batch).",
     )
 
 
@@ -194,7 +205,8 @@ class Run(Section):
     name: str | None = Field(None, description="Default: the recipe file's name without .yaml.")
     output: str = Field("runs", description="Run folders go to <output>/<name>/<run-id>/.")
     import_paths: list[str] = Field(
-        default_factory=list, description="Folders searched for 'module:attr' components (the recipe's folder is added)."
+        default_factory=list,
+        description="Folders searched for 'module:attr' components (the recipe's folder is added).",
     )
 
 
@@ -203,21 +215,32 @@ class Slurm(Section):
 
     nodes: int = Field(1, ge=1, description="Nodes (--nodes).")
     gpus: int | None = Field(None, ge=1, description="GPUs per node, one task on each (--gpus).")
-    nproc: int | None = Field(None, ge=1, description="CPU tasks per node with gloo, where there are no GPUs (--nproc; default 1).")
+    nproc: int | None = Field(
+        None, ge=1, description="CPU tasks per node with gloo, where there are no GPUs (--nproc; default 1)."
+    )
     partition: str | None = Field(None, description="Default: the cluster's default partition.")
-    time: str | int = Field("1:00:00", description="Time limit in SLURM's forms: minutes, MM:SS, H:MM:SS, D-H, D-H:MM, D-H:MM:SS.")
+    time: str | int = Field(
+        "1:00:00", description="Time limit in SLURM's forms: minutes, MM:SS, H:MM:SS, D-H, D-H:MM, D-H:MM:SS."
+    )
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
     mem: str | None = Field(None, description="Memory per node, e.g. 64G (sbatch --mem).")
     cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (sbatch --cpus-per-task).")
-    max_requeues: int = Field(5, ge=0, description="How many times a preempted or timed-out run is requeued before it stops.")
-    signal_delay_s: int = Field(
-        120, ge=0, description="SLURM sends USR2 this long before the time limit (at most the limit less 2 minutes; none where that is under 10 s): the run checkpoints and requeues."
+    max_requeues: int = Field(
+        5, ge=0, description="How many times a preempted or timed-out run is requeued before it stops."
     )
-    setup: list[str] = Field(default_factory=list, description="Shell lines run before the tasks start (module load ..., source ...).")
+    signal_delay_s: int = Field(
+        120,
+        ge=0,
+        description="SLURM sends USR2 this long before the time limit (at most the limit less 2 minutes; none where that is under 10 s): the run checkpoints and requeues.",
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="Shell lines run before the tasks start (module load ..., source ...)."
+    )
     sbatch: dict[str, str | int | bool] = Field(
-        default_factory=dict, description="Any other sbatch option, without its dashes (exclusive: true, mail-type: END)."
+        default_factory=dict,
+        description="Any other sbatch option, without its dashes (exclusive: true, mail-type: END).",
     )
 
     @field_validator("time", mode="before")
@@ -244,7 +267,10 @@ def slurm_duration_s(text: str) -> int:
     if not match:
         raise ValueError(f"'{text}' is not a SLURM time: use minutes, MM:SS, H:MM:SS or D-H:MM:SS")
     days, first, second, third = (int(g) if g else None for g in match.groups())
-    if any(field is not None and field >= 60 for field in ((second, third) if third is not None or days is not None else (second,))):
+    if any(
+        field is not None and field >= 60
+        for field in ((second, third) if third is not None or days is not None else (second,))
+    ):
         raise ValueError(f"'{text}': minutes and seconds go up to 59")
     if days is not None:  # D-H, D-H:MM, D-H:MM:SS
         return days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
@@ -433,7 +459,9 @@ def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
             node = node[index]
             continue
         if not isinstance(node, dict):
-            raise RecipeError("command line", [Problem(".".join(keys[:depth]), f"is {node!r}, not a section with keys")])
+            raise RecipeError(
+                "command line", [Problem(".".join(keys[:depth]), f"is {node!r}, not a section with keys")]
+            )
         if not isinstance(node.get(key), (dict, list)):
             node[key] = {}
         node = node[key]

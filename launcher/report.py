@@ -79,7 +79,9 @@ def run_report(run: Path) -> Report:
             f"report: nothing to plot in {run}: no TensorBoard scalars in {' or '.join(map(str, _event_folders(run)))} "
             f"(looked for {EVENT_FILES}); pass a run folder, its event folder, or a sweep folder (with sweep.json)"
         )
-    name = f"{run.resolve().parent.name}/{run.resolve().name}" if (run / "recipe.yaml").is_file() else run.resolve().name
+    name = (
+        f"{run.resolve().parent.name}/{run.resolve().name}" if (run / "recipe.yaml").is_file() else run.resolve().name
+    )
     report = Report(title=f"run {name}", headers=["metric", "final"])
     for file_name, ylabel, pattern in RUN_FIGURES:
         chosen = {tag: points for tag, points in series.items() if re.fullmatch(pattern, tag)}
@@ -112,27 +114,41 @@ def sweep_report(sweep: Path) -> Report:
             continue
         labels[name] = ", ".join(f"{key}={params.get(key)}" for key in varied) or name
         series[name] = run_series
-        finals[name] = _metrics_json(sweep / name).get("final") or {tag: points[-1][1] for tag, points in run_series.items()}
+        finals[name] = _metrics_json(sweep / name).get("final") or {
+            tag: points[-1][1] for tag, points in run_series.items()
+        }
     if not series:
-        raise UserError(f"report: nothing to plot in {sweep}: none of the {len(runs)} runs in sweep.json has TensorBoard scalars")
+        raise UserError(
+            f"report: nothing to plot in {sweep}: none of the {len(runs)} runs in sweep.json has TensorBoard scalars"
+        )
     for tag in dict.fromkeys([metric, "train/loss"]):
         overlaid = {labels[name]: s[tag] for name, s in series.items() if s.get(tag)}
         if overlaid:
             report.figures[f"curves_{_slug(tag)}.png"] = curves_figure(f"{report.title}: {tag}", tag, overlaid)
     for key in varied:
-        by_others = _against(key, varied, runs, {name: final[metric] for name, final in finals.items() if metric in final})
+        by_others = _against(
+            key, varied, runs, {name: final[metric] for name, final in finals.items() if metric in final}
+        )
         if by_others:
             title = f"{report.title}: final {metric} against {key}"
-            report.figures[f"{_slug(metric)}_vs_{_slug(key)}.png"] = metric_vs_param_figure(title, key, f"final {metric}", by_others)
+            report.figures[f"{_slug(metric)}_vs_{_slug(key)}.png"] = metric_vs_param_figure(
+                title, key, f"final {metric}", by_others
+            )
     columns = list(dict.fromkeys(k for final in finals.values() for k in final))
     report.headers += columns
     report.rows = [[run["name"], *(str(run["params"].get(k, "")) for k in varied), *(_fmt(finals[run["name"]].get(c)) for c in columns)]
                    for run in runs if run["name"] in finals]  # fmt: skip
-    ranked = [name for name in finals if isinstance(finals[name].get(metric), (int, float)) and math.isfinite(finals[name][metric])]
+    ranked = [
+        name
+        for name in finals
+        if isinstance(finals[name].get(metric), (int, float)) and math.isfinite(finals[name][metric])
+    ]
     if ranked:
         pick = max if spec.get("mode", "max") == "max" else min
         best = pick(ranked, key=lambda name: finals[name][metric])
-        report.notes.insert(0, f"best by final {metric} ({spec.get('mode', 'max')}): {best}, {_fmt(finals[best][metric])}")
+        report.notes.insert(
+            0, f"best by final {metric} ({spec.get('mode', 'max')}): {best}, {_fmt(finals[best][metric])}"
+        )
     return report
 
 
@@ -156,7 +172,9 @@ def metric_vs_param_figure(title: str, param: str, ylabel: str, series: dict[str
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
     categories = list(dict.fromkeys(map(str, values)))
     for label, points in series.items():
-        points = sorted(points, key=lambda p: p[0]) if numeric else sorted(points, key=lambda p: categories.index(str(p[0])))
+        points = (
+            sorted(points, key=lambda p: p[0]) if numeric else sorted(points, key=lambda p: categories.index(str(p[0])))
+        )
         xs = [x if numeric else categories.index(str(x)) for x, _ in points]
         axes.plot(xs, [y for _, y in points], marker="o", label=label)
     if numeric and min(values) > 0 and max(values) >= 10 * min(values):
@@ -168,7 +186,9 @@ def metric_vs_param_figure(title: str, param: str, ylabel: str, series: dict[str
     return figure
 
 
-def _against(key: str, varied: list[str], runs: list[dict[str, Any]], values: dict[str, float]) -> dict[str, list[tuple[Any, float]]]:
+def _against(
+    key: str, varied: list[str], runs: list[dict[str, Any]], values: dict[str, float]
+) -> dict[str, list[tuple[Any, float]]]:
     """(value of `key`, the run's value) for each run that has one, a series per combination of
     the other varied hyperparameters, labelled by it ("train.batch_size=32")."""
     series: dict[str, list[tuple[Any, float]]] = {}

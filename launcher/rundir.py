@@ -54,7 +54,9 @@ def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
             (parent / run_id).mkdir(exist_ok=True)
             return RunDir(parent / run_id)
     except OSError as error:
-        raise UserError(f"run.output={output}: cannot create the run folder under {parent}: {error.strerror or error}") from None
+        raise UserError(
+            f"run.output={output}: cannot create the run folder under {parent}: {error.strerror or error}"
+        ) from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
@@ -63,7 +65,9 @@ def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
         except FileExistsError:
             continue
         except OSError as error:
-            raise UserError(f"run.output={output}: cannot create the run folder {path}: {error.strerror or error}") from None
+            raise UserError(
+                f"run.output={output}: cannot create the run folder {path}: {error.strerror or error}"
+            ) from None
         return RunDir(path)
     raise RuntimeError(f"could not create a run folder under {parent}")
 
@@ -80,7 +84,11 @@ def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Pat
     """
     if target is None:
         parent = Path(output) / name
-        runs = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) if parent.is_dir() else []
+        runs = (
+            sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+            if parent.is_dir()
+            else []
+        )
         for run in reversed(runs):
             found = checkpoint.latest(RunDir(run).checkpoints)
             if found:
@@ -101,7 +109,12 @@ def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Pat
 
 def _unchecked_note(runs: list[Path]) -> str:
     """Step files without their checksum do not count; say so where there are some."""
-    unchecked = [p for run in runs for p in sorted(RunDir(run).checkpoints.glob("step-*.pt")) if not checkpoint.checksum_path(p).exists()]
+    unchecked = [
+        p
+        for run in runs
+        for p in sorted(RunDir(run).checkpoints.glob("step-*.pt"))
+        if not checkpoint.checksum_path(p).exists()
+    ]
     if not unchecked:
         return ""
     newest = unchecked[-1]

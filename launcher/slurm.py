@@ -23,13 +23,31 @@ from typing import Any
 from pydantic import ValidationError
 
 from launcher.errors import UserError
-from launcher.recipe import Recipe, RecipeError, Slurm, did_you_mean, problems_from, slurm_duration_s, time_limit_minutes
+from launcher.recipe import (
+    Recipe,
+    RecipeError,
+    Slurm,
+    did_you_mean,
+    problems_from,
+    slurm_duration_s,
+    time_limit_minutes,
+)
 from launcher.rundir import RunDir
 
 log = logging.getLogger("launcher")
 
 # States after which a job runs no more (a REQUEUED or PENDING job comes back).
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+ENDED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 def with_flags(recipe: Recipe, flags: dict[str, Any]) -> Recipe:
@@ -66,27 +84,41 @@ def check_resources(slurm: Slurm) -> None:
     """Fail before the queue where the request cannot fit the partition; name the values that disagree."""
     problems = []
     if slurm.gpus and slurm.nproc:
-        problems.append(f"slurm.gpus={slurm.gpus} and slurm.nproc={slurm.nproc}: one task per GPU, or nproc CPU tasks; choose one")
+        problems.append(
+            f"slurm.gpus={slurm.gpus} and slurm.nproc={slurm.nproc}: one task per GPU, or nproc CPU tasks; choose one"
+        )
     partitions, default = _partitions()
     name = slurm.partition or default
     if name is None:
         problems.append("no slurm.partition given and the cluster has no default partition: set --partition")
     elif name not in partitions:
-        problems.append(f"slurm.partition={name}: no such partition; {did_you_mean(name, partitions) or 'there are: ' + ', '.join(partitions)}")
+        problems.append(
+            f"slurm.partition={name}: no such partition; {did_you_mean(name, partitions) or 'there are: ' + ', '.join(partitions)}"
+        )
     if problems or name is None:
         raise UserError("cannot submit:\n  " + "\n  ".join(problems))
     nodes, max_time = partitions[name]
     tasks, cpus_per_task = tasks_per_node(slurm), slurm.cpus_per_task or 1
-    needed = {"cpus": tasks * cpus_per_task, "gpus": slurm.gpus or 0, "memory_mb": _memory_mb(slurm.mem) if slurm.mem else 0}
+    needed = {
+        "cpus": tasks * cpus_per_task,
+        "gpus": slurm.gpus or 0,
+        "memory_mb": _memory_mb(slurm.mem) if slurm.mem else 0,
+    }
     if len(nodes) < slurm.nodes:
-        problems.append(f"slurm.nodes={slurm.nodes}, but partition '{name}' has {len(nodes)} node(s): {', '.join(n.name for n in nodes)}")
+        problems.append(
+            f"slurm.nodes={slurm.nodes}, but partition '{name}' has {len(nodes)} node(s): {', '.join(n.name for n in nodes)}"
+        )
     for what, amount in needed.items():
         most = max(getattr(n, what) for n in nodes)
         if amount > most:
-            problems.append(f"{_asked(what, slurm, tasks, cpus_per_task)}, but the nodes of '{name}' have at most {_amount(what, most)}")
+            problems.append(
+                f"{_asked(what, slurm, tasks, cpus_per_task)}, but the nodes of '{name}' have at most {_amount(what, most)}"
+            )
     fitting = [n for n in nodes if all(getattr(n, what) >= amount for what, amount in needed.items())]
     if not problems and len(fitting) < slurm.nodes:
-        problems.append(f"slurm.nodes={slurm.nodes}, but only {len(fitting)} node(s) of '{name}' have what each node needs: {needed}")
+        problems.append(
+            f"slurm.nodes={slurm.nodes}, but only {len(fitting)} node(s) of '{name}' have what each node needs: {needed}"
+        )
     if max_time is not None and time_limit_minutes(slurm.time) * 60 > max_time:
         problems.append(f"slurm.time={slurm.time} is above partition '{name}''s limit of {max_time // 60} minutes")
     if problems:
@@ -132,7 +164,9 @@ def _slurm_command(command: list[str]) -> str:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
-        raise UserError(f"`{command[0]}` not found: SLURM commands run where the SLURM client is (a login node)") from None
+        raise UserError(
+            f"`{command[0]}` not found: SLURM commands run where the SLURM client is (a login node)"
+        ) from None
     if done.returncode != 0:
         raise UserError(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout
@@ -215,7 +249,9 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
     slurm = recipes[0].slurm
     for recipe in recipes[1:]:
         if recipe.slurm != slurm:
-            raise UserError(f"a job array gives all its runs the same resources; '{recipe.run.name}' asks for other slurm: settings")
+            raise UserError(
+                f"a job array gives all its runs the same resources; '{recipe.run.name}' asks for other slurm: settings"
+            )
     check_resources(slurm)
     ex = executor(folder, slurm, recipes[0].run.name)
     if parallel is not None:
@@ -243,7 +279,12 @@ def record_job(run: RunDir, job_id: str, logs: Path, tasks: int, log_file: Path 
     path = run.path / "slurm" / "job.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     jobs = json.loads(path.read_text())["jobs"] if path.exists() else []
-    entry = {"job_id": job_id, "logs": str(logs.resolve()), "tasks": tasks, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    entry = {
+        "job_id": job_id,
+        "logs": str(logs.resolve()),
+        "tasks": tasks,
+        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if log_file is not None:
         entry["log"] = str(log_file.resolve())
     jobs.append(entry)
@@ -286,23 +327,31 @@ def find_job(target: str) -> Job:
     comment = re.search(rf"Comment={COMMENT}(\S+)", shown)
     if comment:
         return _recorded_job(RunDir(Path(comment.group(1))), target)
-    raise UserError(f"job {target}: the controller knows no run folder of it (or no longer knows the job); give its run folder instead")
+    raise UserError(
+        f"job {target}: the controller knows no run folder of it (or no longer knows the job); give its run folder instead"
+    )
 
 
 def _recorded_job(run: RunDir, job_id: str | None) -> Job:
     record = run.path / "slurm" / "job.json"
     if not record.exists():
-        raise UserError(f"{run.path}: no slurm/job.json here; was this run submitted with launch --slurm or slurm/train.sbatch?")
+        raise UserError(
+            f"{run.path}: no slurm/job.json here; was this run submitted with launch --slurm or slurm/train.sbatch?"
+        )
     jobs = json.loads(record.read_text())["jobs"]
     entry = next((j for j in reversed(jobs) if j["job_id"] == job_id), None) if job_id else jobs[-1]
     if entry is None:
         raise UserError(f"{record} does not name job {job_id}")
-    return Job(entry["job_id"], run, Path(entry["logs"]), entry.get("tasks"), Path(entry["log"]) if "log" in entry else None)
+    return Job(
+        entry["job_id"], run, Path(entry["logs"]), entry.get("tasks"), Path(entry["log"]) if "log" in entry else None
+    )
 
 
 def job_state(job_id: str) -> dict[str, str]:
     """What accounting says of the job: State, Elapsed, NodeList, ExitCode, Start, End."""
-    out = _slurm_command(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Elapsed,NodeList,ExitCode,Start,End"])
+    out = _slurm_command(
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Elapsed,NodeList,ExitCode,Start,End"]
+    )
     for line in out.splitlines():
         fields = dict(zip(["JobID", "State", "Elapsed", "NodeList", "ExitCode", "Start", "End"], line.split("|")))
         if fields["JobID"] == job_id:
@@ -312,7 +361,9 @@ def job_state(job_id: str) -> dict[str, str]:
 
 
 def restarts(job_id: str) -> int | None:
-    match = re.search(r"Restarts=(\d+)", subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout)
+    match = re.search(
+        r"Restarts=(\d+)", subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    )
     return int(match.group(1)) if match else None
 
 
@@ -370,7 +421,10 @@ def failures(job: Job) -> list[str]:
         node = re.search(r"task \d+ of \d+ on (\S+);", text)
         trace = text[start:].splitlines()
         # The traceback up to its error line; the srun noise after it is left out.
-        end = next((i for i in range(len(trace) - 1, 0, -1) if re.match(r"^[\w.]+(Error|Exception|Exit)\b", trace[i])), len(trace) - 1)
+        end = next(
+            (i for i in range(len(trace) - 1, 0, -1) if re.match(r"^[\w.]+(Error|Exception|Exit)\b", trace[i])),
+            len(trace) - 1,
+        )
         error = trace[end]
         lost_a_peer = "Connection closed by peer" in error or "remote worker" in error
         who = f"rank {rank} on {node.group(1) if node else 'an unknown node'}" if rank >= 0 else "the last traceback"
@@ -410,9 +464,16 @@ def describe(job: Job) -> list[str]:
     lines.append(f"newest checkpoint: {latest if latest else 'none yet'}")
     if job.run.metrics.exists():
         final = json.loads(job.run.metrics.read_text())["final"]
-        lines.append("final metrics: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()))
+        lines.append(
+            "final metrics: "
+            + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items())
+        )
     else:
-        configured = yaml.safe_load(job.run.recipe.read_text())["logging"]["tensorboard_dir"] if job.run.recipe.exists() else None
+        configured = (
+            yaml.safe_load(job.run.recipe.read_text())["logging"]["tensorboard_dir"]
+            if job.run.recipe.exists()
+            else None
+        )
         scalars = logs.last_scalars(job.run.tensorboard(configured))
         if scalars:
             step, values = scalars

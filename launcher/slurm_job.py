@@ -86,7 +86,14 @@ def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[]
         raise UserError(_limit_reached(job.job_id, restarts, limit, latest, run))
     with joined(recipe, run, device_type, console_on_every_rank=True) as runtime:
         node = os.environ.get("SLURMD_NODENAME", job.hostname)
-        log.info("SLURM job %s, task %d of %d on %s; run folder %s", job.job_id, runtime.rank, runtime.world_size, node, run.path)
+        log.info(
+            "SLURM job %s, task %d of %d on %s; run folder %s",
+            job.job_id,
+            runtime.rank,
+            runtime.world_size,
+            node,
+            run.path,
+        )
         if restarts:
             log.info("requeued %d time(s); resuming from %s", restarts, latest or "the start (no checkpoint yet)")
         end_time = job_end_time(job.job_id) if runtime.is_main else None
@@ -132,7 +139,9 @@ def master_port(job_id: str) -> int:
 def job_end_time(job_id: str) -> float | None:
     """When SLURM will stop this job (a time.time() value), or None where it has no limit."""
     try:
-        left = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True, timeout=30).stdout.strip()
+        left = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
         return time.time() + slurm_duration_s(left)
     except (OSError, subprocess.SubprocessError, ValueError):  # UNLIMITED, NOT_SET, no squeue
         return None
@@ -147,7 +156,9 @@ def _make_findable(job_id: str, run: RunDir, tasks: int) -> None:
     stdout = re.search(r"StdOut=(\S+)", shown)
     log_file = Path(stdout.group(1)) if stdout else None
     slurm.record_job(run, job_id, log_file.parent if log_file else run.path, tasks, log_file)
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"Comment={slurm.COMMENT}{run.path.resolve()}"], capture_output=True)
+    subprocess.run(
+        ["scontrol", "update", f"JobId={job_id}", f"Comment={slurm.COMMENT}{run.path.resolve()}"], capture_output=True
+    )
 
 
 def _scontrol_requeue(job_id: str) -> None:

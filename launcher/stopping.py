@@ -98,7 +98,11 @@ class StopRequests:
             raise KeyboardInterrupt
         stuck_for = time.time() - self._last_progress
         if reason in (TERMINATED, INTERRUPTED) and self.patience_s is not None and stuck_for > self.patience_s:
-            log.error("received %s, but no step has finished for %.0f s: exiting now, without a checkpoint", signal.Signals(signum).name, stuck_for)
+            log.error(
+                "received %s, but no step has finished for %.0f s: exiting now, without a checkpoint",
+                signal.Signals(signum).name,
+                stuck_for,
+            )
             raise SystemExit(128 + signum)
         if reason not in self.reasons:
             # Only a flag here: the loop is mid-step, maybe mid-collective, and carries on to the step's end.
@@ -123,9 +127,15 @@ class StopRequests:
             # Two of the longest gaps seen: the step under way may end with an evaluation and a save.
             reserve = 2 * self._longest_gap + self.margin_s
             if self.end_time - now < reserve:
-                log.warning("%.0f s left before the time limit, %.0f s needed to stop cleanly: stopping now", self.end_time - now, reserve)
+                log.warning(
+                    "%.0f s left before the time limit, %.0f s needed to stop cleanly: stopping now",
+                    self.end_time - now,
+                    reserve,
+                )
                 self.reasons.add(OUT_OF_TIME)
-        flags = torch.tensor([float(reason in self.reasons) for reason in REASONS] + [float(int(proposal))], device=self.device)
+        flags = torch.tensor(
+            [float(reason in self.reasons) for reason in REASONS] + [float(int(proposal))], device=self.device
+        )
         if is_distributed():
             all_reduce_sum(flags)  # the same sums on every rank: the same reasons, the same next check
             world = torch.distributed.get_world_size()

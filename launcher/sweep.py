@@ -44,7 +44,19 @@ from pydantic import TypeAdapter, ValidationError
 
 from launcher import checkpoint
 from launcher.errors import UserError
-from launcher.recipe import Problem, Recipe, RecipeError, apply_override, did_you_mean, dump_recipe, load_recipe, parse_override, problems_from, read_yaml, sweep_key_problem
+from launcher.recipe import (
+    Problem,
+    Recipe,
+    RecipeError,
+    apply_override,
+    did_you_mean,
+    dump_recipe,
+    load_recipe,
+    parse_override,
+    problems_from,
+    read_yaml,
+    sweep_key_problem,
+)
 from launcher.rundir import RunDir
 
 log = logging.getLogger("launcher")
@@ -133,7 +145,9 @@ def parse_command_line(overrides: Sequence[str]) -> tuple[dict[str, list[Any]], 
     return grid, fixed
 
 
-def merge_grids(from_recipe: dict[str, list[Any]], from_command_line: dict[str, list[Any]], fixed: list[str]) -> dict[str, list[Any]]:
+def merge_grids(
+    from_recipe: dict[str, list[Any]], from_command_line: dict[str, list[Any]], fixed: list[str]
+) -> dict[str, list[Any]]:
     """The recipe's grid with the command line's over it: its lists replace the recipe's for the
     same key (in the recipe's order; new keys after), and a key given one value leaves the grid."""
     fixed_keys = {text.partition("=")[0] for text in fixed}
@@ -208,12 +222,20 @@ def plan(
     try:
         from_recipe = TypeAdapter(Recipe.model_fields["sweep"].annotation).validate_python(tree.get("sweep") or {})
     except ValidationError as error:
-        raise RecipeError(recipe_path, [Problem(f"sweep.{p.path}".rstrip("."), p.message) for p in problems_from(error)]) from None
+        raise RecipeError(
+            recipe_path, [Problem(f"sweep.{p.path}".rstrip("."), p.message) for p in problems_from(error)]
+        ) from None
     grid = merge_grids(from_recipe, from_command_line, fixed)
     if not grid:
-        raise UserError(f"{recipe_path}: nothing to sweep: give a key several values (optimizer.lr=0.1,0.01) or the recipe a sweep: section")
+        raise UserError(
+            f"{recipe_path}: nothing to sweep: give a key several values (optimizer.lr=0.1,0.01) or the recipe a sweep: section"
+        )
     problems = [Problem(key, problem) for key in grid if (problem := sweep_key_problem(key))]
-    problems += [Problem(key, f"{values!r}: a value comes twice") for key, values in grid.items() if len({json.dumps(v) for v in values}) < len(values)]
+    problems += [
+        Problem(key, f"{values!r}: a value comes twice")
+        for key, values in grid.items()
+        if len({json.dumps(v) for v in values}) < len(values)
+    ]
     if problems:
         raise RecipeError(recipe_path, problems)
 
@@ -224,7 +246,9 @@ def plan(
     measured = ["val/loss", *(f"val/{m}" for m in first.eval.metrics)]
     metric = metric or ("val/acc1" if "val/acc1" in measured else "val/loss")
     if metric not in measured:
-        raise UserError(f"--metric {metric}: not measured by this recipe (eval.metrics); choose one of {', '.join(measured)}{did_you_mean(metric, measured)}")
+        raise UserError(
+            f"--metric {metric}: not measured by this recipe (eval.metrics); choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
+        )
     if name is not None and not SAFE_ID.fullmatch(name):
         raise UserError(f"--name {name}: use letters, digits and . _ + - (it names the folder sweep-{name})")
     folder = Path(first.run.output) / first.run.name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
@@ -233,7 +257,9 @@ def plan(
     return sweep
 
 
-def _validated_recipes(recipe_path: str, fixed: list[str], runs: list[Run], check: Callable[[dict[str, Any]], list[Problem]] | None) -> dict[str, Recipe]:
+def _validated_recipes(
+    recipe_path: str, fixed: list[str], runs: list[Run], check: Callable[[dict[str, Any]], list[Problem]] | None
+) -> dict[str, Recipe]:
     """Each run's recipe: the file, the fixed overrides, then the run's values; without a sweep
     section of its own, so that its recipe.yaml is one run. Every problem of every run raised at once."""
     recipes, found = {}, {}
@@ -245,7 +271,9 @@ def _validated_recipes(recipe_path: str, fixed: list[str], runs: list[Run], chec
             found[run.name] = error.problems
             continue
         if recipe.logging.tensorboard_dir is not None:
-            found[run.name] = [Problem("logging.tensorboard_dir", "each run of a sweep logs into its own folder: leave it null")]
+            found[run.name] = [
+                Problem("logging.tensorboard_dir", "each run of a sweep logs into its own folder: leave it null")
+            ]
     if found:
         raise RecipeError(recipe_path, _grouped(found, len(runs)))
     return recipes
@@ -264,7 +292,9 @@ def _grouped(found: dict[str, list[Problem]], total: int) -> list[Problem]:
             problem = Problem(problem.path, f"{problem.message} (in {len(names)} of the {total} runs: {shown})")
         listed.append(problem)
     order = list(Recipe.model_fields)  # section by section, as for one recipe
-    return sorted(listed, key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order))
+    return sorted(
+        listed, key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order)
+    )
 
 
 def default_mode(metric: str) -> str:
@@ -281,7 +311,9 @@ def _refuse_another_sweep_in(sweep: Sweep) -> None:
     before["recipe"], now["recipe"] = (str(Path(d["recipe"]).resolve()) for d in (before, now))  # ./r.yaml is r.yaml
     differs = [key for key in ("recipe", "grid", "overrides") if before.get(key) != now[key]]
     if differs:
-        raise UserError(f"{sweep.folder} holds another sweep (its {', '.join(differs)} differ: see its sweep.json); choose another --name")
+        raise UserError(
+            f"{sweep.folder} holds another sweep (its {', '.join(differs)} differ: see its sweep.json); choose another --name"
+        )
 
 
 def load(folder: Path, metric: str | None = None, mode: str | None = None) -> Sweep:
@@ -296,7 +328,9 @@ def load(folder: Path, metric: str | None = None, mode: str | None = None) -> Sw
         evaluated = next((read_yaml(r).get("eval") or {} for r in recipes if r.exists()), {})
         measured = ["val/loss", *(f"val/{m}" for m in evaluated.get("metrics", ["acc1", "acc5"]))]
         if metric not in measured:
-            raise UserError(f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}")
+            raise UserError(
+                f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
+            )
     metric = metric or data["metric"]
     mode = mode or (data["mode"] if metric == data["metric"] else default_mode(metric))
     return Sweep(folder, data["recipe"], data["grid"], data.get("overrides", []), metric, mode, runs)
@@ -345,7 +379,9 @@ def run_locally(sweep: Sweep, train_one: TrainOne) -> int:
             try:
                 outcome, code = _train_one(train_one, sweep.recipes[run.name], folder, resume_from)
             except BaseException:  # Ctrl-C, SIGTERM: the sweep stops, the rows say where
-                rows[run.name] = result_row(sweep, run, Outcome("stopped", "interrupted; it resumes from its checkpoint"))
+                rows[run.name] = result_row(
+                    sweep, run, Outcome("stopped", "interrupted; it resumes from its checkpoint")
+                )
                 raise
             rows[run.name] = result_row(sweep, run, outcome)
             log.info("%s: %s%s", which, outcome.status, f": {outcome.error}" if outcome.error else "")
@@ -413,7 +449,9 @@ def submit(sweep: Sweep, parallel: int | None, wait: bool) -> int:
     job_ids = []
     if todo:
         try:
-            job_ids = slurm.submit_array([sweep.recipes[run.name] for run, _ in todo], [f for _, f in todo], sweep.folder / "slurm", parallel)
+            job_ids = slurm.submit_array(
+                [sweep.recipes[run.name] for run, _ in todo], [f for _, f in todo], sweep.folder / "slurm", parallel
+            )
         except UserError:
             for path in created:  # SLURM refused: no run folders without jobs
                 shutil.rmtree(path, ignore_errors=True)
@@ -448,7 +486,9 @@ def queued_job(folder: RunDir) -> str | None:
 # --- results ----------------------------------------------------------------------------------------
 
 
-def run_status(folder: RunDir, outcome: Outcome | None = None, before: dict[str, Any] | None = None) -> tuple[str, str | None]:
+def run_status(
+    folder: RunDir, outcome: Outcome | None = None, before: dict[str, Any] | None = None
+) -> tuple[str, str | None]:
     """(status, error) of a run: from its files, what this command saw, SLURM, or the results written before."""
     if folder.metrics.exists():
         return "finished", None
@@ -479,7 +519,9 @@ def _slurm_status(folder: RunDir) -> tuple[str, str | None]:
     return "failed", f"job {job.job_id} {state}" + (f": {failures[0].splitlines()[-1].strip()}" if failures else "")
 
 
-def result_row(sweep: Sweep, run: Run, outcome: Outcome | None = None, before: dict[str, Any] | None = None) -> dict[str, Any]:
+def result_row(
+    sweep: Sweep, run: Run, outcome: Outcome | None = None, before: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A run's row of results.csv/json: its values, status, final metrics (metrics.json), the best
     value of the sweep's metric and its step (from TensorBoard, so unfinished runs have one too)."""
     from launcher.logs import scalar_series
@@ -493,7 +535,9 @@ def result_row(sweep: Sweep, run: Run, outcome: Outcome | None = None, before: d
     if kept.get("metric") == sweep.metric and kept.get("value") is not None and _mode_of(folder) == sweep.mode:
         best_step, best = kept["step"], kept["value"]  # exact, where TensorBoard holds float32
     else:
-        series = [point for point in scalar_series(folder.tensorboard(None)).get(sweep.metric, []) if math.isfinite(point[1])]
+        series = [
+            point for point in scalar_series(folder.tensorboard(None)).get(sweep.metric, []) if math.isfinite(point[1])
+        ]
         pick = max if sweep.mode == "max" else min
         best_step, best = pick(series, key=lambda point: point[1]) if series else (None, None)
     return {
@@ -525,14 +569,29 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, An
     """results.json and results.csv, the rows in grid order (with their rank); returns the rows."""
     ranked(sweep, rows)
     metrics = sorted({key for row in rows for key in row if "/" in key})
-    columns = ["rank", "run", "status", *sweep.grid, *metrics, "epochs", "steps", "best", "best_step", "wall_time_s", "error", "folder"]
+    columns = [
+        "rank",
+        "run",
+        "status",
+        *sweep.grid,
+        *metrics,
+        "epochs",
+        "steps",
+        "best",
+        "best_step",
+        "wall_time_s",
+        "error",
+        "folder",
+    ]
     rows[:] = [{key: row.get(key) for key in columns} for row in rows]
     (sweep.folder / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     with (sweep.folder / "results.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in row.items()})
+            writer.writerow(
+                {key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in row.items()}
+            )
     return rows
 
 
@@ -554,7 +613,9 @@ def show_results(sweep: Sweep) -> int:
 
 def print_table(sweep: Sweep, rows: list[dict[str, Any]]) -> None:
     """The runs best first by the sweep's metric, then where the results are and how to compare the curves."""
-    counts = {status: sum(row["status"] == status for row in rows) for status in dict.fromkeys(row["status"] for row in rows)}
+    counts = {
+        status: sum(row["status"] == status for row in rows) for status in dict.fromkeys(row["status"] for row in rows)
+    }
     print(f"\nsweep {sweep.folder}: {len(rows)} runs, " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     print(f"by {sweep.metric} ({sweep.mode}), best first:")
     metrics = [sweep.metric, *sorted({key for row in rows for key in row if "/" in key and key != sweep.metric})]
@@ -563,7 +624,17 @@ def print_table(sweep: Sweep, rows: list[dict[str, Any]]) -> None:
     for row in ranked(sweep, rows):
         best = f"{row['best']:.4f} ({row['best_step']})" if row["best"] is not None else "-"
         time_s = f"{row['wall_time_s']:.1f} s" if row["wall_time_s"] is not None else "-"
-        table.append([str(row["rank"] or "-"), row["run"], row["status"], *(_number(row.get(m)) for m in metrics), best, _number(row["epochs"]), time_s])
+        table.append(
+            [
+                str(row["rank"] or "-"),
+                row["run"],
+                row["status"],
+                *(_number(row.get(m)) for m in metrics),
+                best,
+                _number(row["epochs"]),
+                time_s,
+            ]
+        )
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())

@@ -123,7 +123,9 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"
         )
 
-    net = build_model(recipe.model, data.info).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    net = build_model(recipe.model, data.info).to(
+        device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format
+    )
     model = wrap_model(net, runtime, recipe.distributed.sync_batchnorm)
     loss_fn = build_loss(recipe.loss).to(device)
     optimizer = build_optimizer(recipe.optimizer, net.parameters())
@@ -176,7 +178,13 @@ def train(
         else:
             rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
             if writer is not None:
-                state = {**s.state_dict(), "progress": asdict(progress), "rng": rng, "data": asdict(s.data.info), "recipe": recipe.to_dict()}
+                state = {
+                    **s.state_dict(),
+                    "progress": asdict(progress),
+                    "rng": rng,
+                    "data": asdict(s.data.info),
+                    "recipe": recipe.to_dict(),
+                }
                 writer.save(state, path)
         if name is None:
             last_saved_step = progress.step
@@ -191,7 +199,10 @@ def train(
         except (RuntimeError, ValueError, KeyError) as error:
             raise UserError(f"{resume_from} does not fit this recipe: {' '.join(str(error).split())[:400]}") from None
         for difference in recipe_differences(state["recipe"], recipe.to_dict()):
-            log.warning("resuming with a different recipe: %s (the optimizer and schedule state come from the checkpoint)", difference)
+            log.warning(
+                "resuming with a different recipe: %s (the optimizer and schedule state come from the checkpoint)",
+                difference,
+            )
         ranks = len(state["rng"])
         checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
         progress = Progress(**state["progress"])
@@ -236,7 +247,9 @@ def train(
     )  # fmt: skip
 
     metrics: dict[str, float] = {}
-    watchdog = Watchdog(run.heartbeats, runtime.rank, run.rank_log(runtime.rank, runtime.world_size), recipe.distributed.stall_s)
+    watchdog = Watchdog(
+        run.heartbeats, runtime.rank, run.rank_log(runtime.rank, runtime.world_size), recipe.distributed.stall_s
+    )
     s.model.train()
     try:
         # --- the epoch loop ---
@@ -246,7 +259,10 @@ def train(
             window_loss, window_batches, window_samples = torch.zeros((), device=device), 0, 0
             window_start = time.perf_counter()
             batches = logger.progress(
-                s.train_batches, total=s.batches_per_epoch, done=progress.batches_done, description=f"epoch {epoch + 1}/{s.epochs}"
+                s.train_batches,
+                total=s.batches_per_epoch,
+                done=progress.batches_done,
+                description=f"epoch {epoch + 1}/{s.epochs}",
             )
             for inputs, targets in batches:
                 if progress.step == 0 and progress.batches_done == 0 and recipe.logging.image_grid:
@@ -282,7 +298,9 @@ def train(
                 watchdog.step(progress.step)
                 if per_step:
                     s.scheduler.step()
-                if recipe.logging.histograms and (progress.batches_done == s.batches_per_epoch or progress.step == s.max_steps):
+                if recipe.logging.histograms and (
+                    progress.batches_done == s.batches_per_epoch or progress.step == s.max_steps
+                ):
                     logger.histograms(s.net, progress.step)  # at an epoch's last step, while the gradients exist
                 s.optimizer.zero_grad(set_to_none=True)
 
@@ -333,7 +351,9 @@ def train(
             writer.close()  # the last checkpoint complete, or its error raised
         summary = {
             "final": {**metrics, "epoch": progress.epoch, "step": progress.step},
-            "best": None if best is None else {"metric": best.metric, "value": progress.best, "step": progress.best_step},
+            "best": None
+            if best is None
+            else {"metric": best.metric, "value": progress.best, "step": progress.best_step},
             "wall_time_s": round(time.perf_counter() - started, 3),
         }
         if runtime.is_main:
@@ -350,7 +370,11 @@ def train(
 def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:
     """The state to resume from: `path`'s, or where that file is damaged, that of the newest
     complete checkpoint before it (with a warning); a UserError where there is none."""
-    older = [p for p in checkpoint.saved_steps(path.parent) if p.name < path.name] if checkpoint.STEP_NAME.match(path.name) else []
+    older = (
+        [p for p in checkpoint.saved_steps(path.parent) if p.name < path.name]
+        if checkpoint.STEP_NAME.match(path.name)
+        else []
+    )
     for candidate in [path, *reversed(older)]:
         try:
             state = checkpoint.load(candidate)

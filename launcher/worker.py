@@ -48,7 +48,9 @@ def joined(recipe: Recipe, run: RunDir, device_type: str, console_on_every_rank:
     with its own log file; leaves the group and closes the log on the way out, whatever happened."""
     components.use_import_paths(recipe.run.import_paths)
     runtime = distributed.runtime_from_environment(device_type)
-    logs.setup_text_log(run.rank_log(runtime.rank, runtime.world_size), console=runtime.is_main or console_on_every_rank)
+    logs.setup_text_log(
+        run.rank_log(runtime.rank, runtime.world_size), console=runtime.is_main or console_on_every_rank
+    )
     try:
         distributed.init_process_group(runtime, recipe.distributed.timeout_s)
         yield runtime

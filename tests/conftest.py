@@ -32,7 +32,9 @@ def launch(*args: str | Path) -> int:
 def run_dirs(output: Path, name: str) -> list[Path]:
     """The run folders of recipe `name` under `output`, oldest first."""
     parent = output / name
-    return sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) if parent.is_dir() else []
+    return (
+        sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) if parent.is_dir() else []
+    )
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

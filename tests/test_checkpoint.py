@@ -36,7 +36,9 @@ def test_a_failed_write_keeps_the_previous_file_whole(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])
-def test_the_writer_saves_the_state_as_it_was_handed_over_and_prunes_beside_training(asynchronous: bool, tmp_path: Path) -> None:
+def test_the_writer_saves_the_state_as_it_was_handed_over_and_prunes_beside_training(
+    asynchronous: bool, tmp_path: Path
+) -> None:
     writer = checkpoint.Writer(keep_last=2, asynchronous=asynchronous)
     weights = torch.zeros(1000)
     for step in range(1, 5):
@@ -51,8 +53,11 @@ def test_the_writer_saves_the_state_as_it_was_handed_over_and_prunes_beside_trai
 
 
 @pytest.mark.parametrize("hard_links", [True, False])
-def test_a_step_checkpoint_of_the_best_step_is_a_second_name_for_best_pt(hard_links: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_checkpoint_of_the_best_step_is_a_second_name_for_best_pt(
+    hard_links: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not hard_links:  # a filesystem without them: the writer copies instead
+
         def no_links(*args: object) -> None:
             raise OSError(1, "Operation not permitted")
 
@@ -87,7 +92,11 @@ def test_only_complete_step_files_count(tmp_path: Path) -> None:
     (tmp_path / ".step-00000200.pt.123.tmp").write_bytes(b"half a checkpoint")  # a crash mid-write
     torch.save({"step": 300}, checkpoint.step_path(tmp_path, 300))  # a crash before its checksum
     (tmp_path / "best.pt").write_bytes(b"x")
-    assert [p.name for p in checkpoint.saved_steps(tmp_path)] == ["step-00000004.pt", "step-00000030.pt", "step-00000100.pt"]
+    assert [p.name for p in checkpoint.saved_steps(tmp_path)] == [
+        "step-00000004.pt",
+        "step-00000030.pt",
+        "step-00000100.pt",
+    ]
     assert checkpoint.latest(tmp_path).name == "step-00000100.pt"
     assert checkpoint.latest(tmp_path / "absent") is None
 
@@ -97,7 +106,11 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
         checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
     checkpoint.save({"best": True}, tmp_path / checkpoint.BEST)
     assert checkpoint.prune(tmp_path, keep_last=2) == []
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == ["best.pt", "step-00000005.pt", "step-00000006.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == [
+        "best.pt",
+        "step-00000005.pt",
+        "step-00000006.pt",
+    ]
     assert len(list(tmp_path.glob("*.sha256"))) == 3
 
 
@@ -134,7 +147,9 @@ def test_a_damaged_checkpoint_is_refused_with_its_path(damage: str, tmp_path: Pa
     else:
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(data)
-    with pytest.raises(checkpoint.DamagedCheckpoint, match=f"{path} is damaged: its bytes no longer match step-00000003.pt.sha256"):
+    with pytest.raises(
+        checkpoint.DamagedCheckpoint, match=f"{path} is damaged: its bytes no longer match step-00000003.pt.sha256"
+    ):
         checkpoint.load(path)
 
 

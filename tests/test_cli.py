@@ -11,7 +11,9 @@ from conftest import RECIPES
 
 
 def launch_process(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "launcher", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "launcher", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 BAD = """\
@@ -96,10 +98,14 @@ def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_pat
     assert first.returncode == 0, first.stderr
     (run,) = (tmp_path / "out" / "digits").iterdir()
     before = (run / "recipe.yaml").read_text()
-    second = launch_process(digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", cwd=tmp_path)
+    second = launch_process(
+        digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", cwd=tmp_path
+    )
     assert second.returncode == 1
     assert "this recipe trains something else than the run did:\n  model.width: 32 -> 8" in second.stderr
-    forced = launch_process(digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", "--force", cwd=tmp_path)
+    forced = launch_process(
+        digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", "--force", cwd=tmp_path
+    )
     assert forced.returncode == 1  # --force gets past the recipe check, not past weights that don't fit
     assert "does not fit this recipe" in forced.stderr and "size mismatch" in forced.stderr
     assert (run / "recipe.yaml").read_text() == before
@@ -111,7 +117,10 @@ def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_pat
 def test_slurm_flags_outside_slurm_say_what_to_use(tmp_path: Path) -> None:
     env_without_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     cases = [
-        (["--nodes", "2"], "--nodes: for --slurm runs only; add --slurm to submit the run (to join nodes yourself: --nnodes, torchrun's flag)"),
+        (
+            ["--nodes", "2"],
+            "--nodes: for --slurm runs only; add --slurm to submit the run (to join nodes yourself: --nnodes, torchrun's flag)",
+        ),
         (["--partition", "debug", "--time", "10"], "--partition, --time: for --slurm runs only"),
         (["--srun"], "--srun runs as one task of an srun step, inside a SLURM job"),
         (["--slurm", "--nnodes", "2"], "--slurm places the tasks itself"),

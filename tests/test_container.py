@@ -54,7 +54,16 @@ def podman() -> str:
 @pytest.fixture(scope="session")
 def image(podman: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The image, built from this tree: the first time in full, later from podman's layer cache."""
-    command = [podman, "build", "--file", str(DOCKERFILE), "--tag", IMAGE, *_host_ca_for_pip(tmp_path_factory), str(ROOT)]
+    command = [
+        podman,
+        "build",
+        "--file",
+        str(DOCKERFILE),
+        "--tag",
+        IMAGE,
+        *_host_ca_for_pip(tmp_path_factory),
+        str(ROOT),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
     return IMAGE
@@ -67,7 +76,10 @@ def _host_ca_for_pip(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     only its own bundle and cannot reach PyPI. A pip.conf naming the host's bundle, both mounted
     at /etc/xdg/pip (a folder pip reads its site-wide config from), fixes that for RUN steps
     only: build volumes are not part of the image."""
-    bundle = next((Path(p) for p in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE")) if p and Path(p).is_file()), None)
+    bundle = next(
+        (Path(p) for p in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE")) if p and Path(p).is_file()),
+        None,
+    )
     if bundle is None:
         return []
     folder = tmp_path_factory.mktemp("pip-config")
@@ -78,9 +90,13 @@ def _host_ca_for_pip(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 @pytest.mark.slow  # builds the image: minutes the first time
 def test_image_runs_as_non_root(podman: str, image: str) -> None:
-    user = subprocess.run([podman, "image", "inspect", "--format", "{{.Config.User}}", image], capture_output=True, text=True, check=True)
+    user = subprocess.run(
+        [podman, "image", "inspect", "--format", "{{.Config.User}}", image], capture_output=True, text=True, check=True
+    )
     assert user.stdout.strip() == "1000:1000"
-    uid = subprocess.run([podman, "run", "--rm", "--entrypoint", "id", image, "-u"], capture_output=True, text=True, check=True)
+    uid = subprocess.run(
+        [podman, "run", "--rm", "--entrypoint", "id", image, "-u"], capture_output=True, text=True, check=True
+    )
     assert uid.stdout.strip() == "1000"
 
 
@@ -92,7 +108,17 @@ def test_digits_trains_in_container_into_mounted_run_volume(podman: str, image: 
     runs = tmp_path / "runs"
     runs.mkdir()
     runs.chmod(0o777)  # the image's user (uid 1000) writes here, whoever runs the test
-    command = [podman, "run", "--rm", "--network=none", "--volume", f"{runs}:/runs", image, "recipes/digits.yaml", "--cpu"]
+    command = [
+        podman,
+        "run",
+        "--rm",
+        "--network=none",
+        "--volume",
+        f"{runs}:/runs",
+        image,
+        "recipes/digits.yaml",
+        "--cpu",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -124,8 +124,12 @@ def test_csv_table_with_word_targets(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_csv_errors_name_the_file_and_row(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b,y\n1,2,x\n1,oops,y\n")
-    recipe = write_recipe(tmp_path / "bad.yaml", f"data: {{dataset: {{name: csv, path: {tmp_path / 'bad.csv'}}}}}\nmodel: {{name: mlp}}\n")
-    result = subprocess.run([sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path)
+    recipe = write_recipe(
+        tmp_path / "bad.yaml", f"data: {{dataset: {{name: csv, path: {tmp_path / 'bad.csv'}}}}}\nmodel: {{name: mlp}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 1
     assert "bad.csv: line 3 is not 2 numbers and a target" in result.stderr
 
@@ -189,20 +193,33 @@ def test_user_components_from_the_recipes_folder(tmp_path: Path) -> None:
 
 def test_user_factory_returning_the_wrong_kind_is_named(tmp_path: Path) -> None:
     (tmp_path / "wrong.py").write_text("def make_model(num_classes):\n    return 'a string'\n")
-    recipe = write_recipe(tmp_path / "wrong.yaml", "data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: 'wrong:make_model'}\n")
-    result = subprocess.run([sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path)
+    recipe = write_recipe(
+        tmp_path / "wrong.yaml",
+        "data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: 'wrong:make_model'}\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 1
-    assert "model 'wrong:make_model' built a str ('a string'), expected a torch.nn.modules.module.Module" in result.stderr
+    assert (
+        "model 'wrong:make_model' built a str ('a string'), expected a torch.nn.modules.module.Module" in result.stderr
+    )
 
 
 def _offline_env(torch_home: Path) -> dict[str, str]:
     # A proxy on a closed loopback port: any download fails at once, as on a machine with no network.
-    return {**os.environ, "TORCH_HOME": str(torch_home), "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    return {
+        **os.environ,
+        "TORCH_HOME": str(torch_home),
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+    }
 
 
 def test_pretrained_weights_offline_give_a_clear_error(tmp_path: Path) -> None:
     recipe = write_recipe(
-        tmp_path / "ft.yaml", "data: {dataset: {name: digits}, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: resnet18, weights: IMAGENET1K_V1}\n"
+        tmp_path / "ft.yaml",
+        "data: {dataset: {name: digits}, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: resnet18, weights: IMAGENET1K_V1}\n",
     )
     result = subprocess.run(
         [sys.executable, "-m", "launcher", "check", str(recipe)],

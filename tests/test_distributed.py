@@ -69,7 +69,10 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_workers_match_one_process_with_twice_the_batch(two_workers: Path, tmp_path: Path) -> None:
     assert launch(DIGITS, "--cpu", "train.batch_size=64", f"run.output={tmp_path}", *PLAIN) == 0
     (single,) = run_dirs(tmp_path, "digits")
-    assert "batch 32 per process x 2 process(es) x 1 accumulation = 64 per step" in (two_workers / "log.rank0.txt").read_text()
+    assert (
+        "batch 32 per process x 2 process(es) x 1 accumulation = 64 per step"
+        in (two_workers / "log.rank0.txt").read_text()
+    )
 
     ddp_loss, one_loss = scalars(two_workers)["train/loss"], scalars(single)["train/loss"]
     assert [s for s, _ in ddp_loss] == [s for s, _ in one_loss] == list(range(4, 45, 4))
@@ -97,7 +100,9 @@ def test_only_rank_0_writes_tensorboard_and_every_rank_its_log(two_workers: Path
     for rank in (0, 1):
         text = (two_workers / f"log.rank{rank}.txt").read_text()
         assert "epoch 2/2" in text, rank
-    assert [p.name for p in checkpoint.saved_steps(two_workers / "checkpoints")] == ["step-00000044.pt"]  # every 5 epochs, and the last
+    assert [p.name for p in checkpoint.saved_steps(two_workers / "checkpoints")] == [
+        "step-00000044.pt"
+    ]  # every 5 epochs, and the last
     state = torch.load(checkpoint.latest(two_workers / "checkpoints"), weights_only=True)
     assert len(state["rng"]) == 2  # each rank's random state
 
@@ -105,12 +110,14 @@ def test_only_rank_0_writes_tensorboard_and_every_rank_its_log(two_workers: Path
 def test_a_killed_worker_takes_the_run_down_and_leaves_no_process(tmp_path: Path) -> None:
     (tmp_path / "flaky.py").write_text(FLAKY)
     recipe = tmp_path / "kill.yaml"
-    recipe.write_text(textwrap.dedent("""
+    recipe.write_text(
+        textwrap.dedent("""
         data: {dataset: {name: digits}, num_workers: 2, transforms: {train: [ToTensor], val: [ToTensor]}}
         model: {name: "flaky:Flaky", fail_rank: 1, fail_at: 8, how: kill}
         train: {epochs: 3, batch_size: 16}
         distributed: {timeout_s: 120}
-    """))
+    """)
+    )
     process = launch_process(recipe, "--nproc", "2", cwd=tmp_path)
     output, _ = process.communicate(timeout=300)
     ended = time.time()
@@ -125,26 +132,39 @@ def test_a_killed_worker_takes_the_run_down_and_leaves_no_process(tmp_path: Path
 
 def test_max_restarts_resumes_from_the_latest_checkpoint_and_matches(tmp_path: Path) -> None:
     (tmp_path / "flaky.py").write_text(FLAKY)
-    common = ("train.epochs=2", "train.batch_size=32", "checkpoint.every_n_steps=10", "checkpoint.keep_last=10", "checkpoint.best=null")
+    common = (
+        "train.epochs=2",
+        "train.batch_size=32",
+        "checkpoint.every_n_steps=10",
+        "checkpoint.keep_last=10",
+        "checkpoint.best=null",
+    )
 
     def recipe(name: str, fail_rank: int) -> Path:
         path = tmp_path / f"{name}.yaml"
-        path.write_text(textwrap.dedent(f"""
+        path.write_text(
+            textwrap.dedent(f"""
             data: {{dataset: {{name: digits}}, num_workers: 0, transforms: {{train: [ToTensor], val: [ToTensor]}}}}
             model: {{name: "flaky:Flaky", fail_rank: {fail_rank}, fail_at: 25, how: raise, first_attempt_only: true}}
             optimizer: {{name: SGD, lr: 0.1, momentum: 0.9}}
             run: {{output: {tmp_path / "runs"}}}
-        """))
+        """)
+        )
         return path
 
     straight = launch_process(recipe("straight", fail_rank=-1), "--nproc", "2", *common, cwd=tmp_path)
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
-    restarted = launch_process(recipe("restarted", fail_rank=1), "--nproc", "2", "--max-restarts", "1", *common, cwd=tmp_path)
+    restarted = launch_process(
+        recipe("restarted", fail_rank=1), "--nproc", "2", "--max-restarts", "1", *common, cwd=tmp_path
+    )
     output, _ = restarted.communicate(timeout=300)
     assert restarted.returncode == 0, output
     (run,) = run_dirs(tmp_path / "runs", "restarted")
     assert list(tmp_path.glob("failed-at-*")), "the worker never failed"
-    assert "resumed from" in (run / "log.rank1.txt").read_text() and "step-00000022.pt" in (run / "log.rank0.txt").read_text()
+    assert (
+        "resumed from" in (run / "log.rank1.txt").read_text()
+        and "step-00000022.pt" in (run / "log.rank0.txt").read_text()
+    )
     a = torch.load(checkpoint.latest(run_dirs(tmp_path / "runs", "straight")[0] / "checkpoints"), weights_only=True)
     b = torch.load(checkpoint.latest(run / "checkpoints"), weights_only=True)
     assert a["progress"] == b["progress"]
@@ -162,8 +182,18 @@ def test_two_nodes_on_loopback_form_one_world(tmp_path: Path) -> None:
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = [
         launch_process(
-            DIGITS, "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint, "--rdzv-id", "pair",
-            "train.epochs=1", f"run.output={tmp_path}", cwd=tmp_path,
+            DIGITS,
+            "--nproc",
+            "1",
+            "--nnodes",
+            "2",
+            "--rdzv-endpoint",
+            endpoint,
+            "--rdzv-id",
+            "pair",
+            "train.epochs=1",
+            f"run.output={tmp_path}",
+            cwd=tmp_path,
         )  # fmt: skip
         for _ in range(2)
     ]
@@ -187,7 +217,9 @@ def test_two_runs_at_once_do_not_clash(tmp_path: Path) -> None:
 
 
 def test_gpus_without_cuda_fails_before_starting_anything(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "launcher", DIGITS, "--gpus", "2"], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", DIGITS, "--gpus", "2"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 1
     assert "--gpus 2: this machine has no CUDA GPU" in result.stderr
     assert not (tmp_path / "runs").exists()
@@ -231,8 +263,13 @@ def test_a_master_port_in_use_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         port = taken.getsockname()[1]
         monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
         monkeypatch.setenv("MASTER_PORT", str(port))
-        with pytest.raises(UserError, match=f"rank 0 cannot listen on 127.0.0.1:{port} \\(MASTER_PORT\\): another process uses that port"):
-            distributed.init_process_group(Runtime(device=torch.device("cpu"), rank=0, local_rank=0, world_size=2), timeout_s=5)
+        with pytest.raises(
+            UserError,
+            match=f"rank 0 cannot listen on 127.0.0.1:{port} \\(MASTER_PORT\\): another process uses that port",
+        ):
+            distributed.init_process_group(
+                Runtime(device=torch.device("cpu"), rank=0, local_rank=0, world_size=2), timeout_s=5
+            )
 
 
 EXIT_AFTER_DDP = """
@@ -253,7 +290,12 @@ def test_ddp_workers_exit_cleanly_after_leaving_the_group(tmp_path: Path) -> Non
     Without the pause (sleep patched out), this script aborted in 2 of 12 runs; with it, in none."""
     script = tmp_path / "exit_after_ddp.py"
     script.write_text(EXIT_AFTER_DDP)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # as launch does
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }  # as launch does
     for attempt in range(12):
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)],
                                 capture_output=True, text=True, env=env, timeout=120)  # fmt: skip

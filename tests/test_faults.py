@@ -59,7 +59,9 @@ def test_a_signal_on_a_local_run_checkpoints_the_step_and_resume_ends_as_if_neve
     assert_same_weights(weights(run), weights(whole))
 
 
-def test_a_stop_at_an_epochs_last_step_resumes_into_that_epochs_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stop_at_an_epochs_last_step_resumes_into_that_epochs_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stop that lands on an epoch's last step checkpoints before the epoch's evaluation; the
     resumed run says it goes on in that epoch, does the evaluation once, and ends as if never stopped."""
     recipe = (DIGITS, "--cpu", "train.epochs=4", "checkpoint.every_n_epochs=100")
@@ -126,7 +128,10 @@ def test_a_truncated_newest_checkpoint_is_passed_over_and_the_resumed_run_ends_t
     assert launch(*recipe, "--resume", run) == 0
     log = (run / "log.txt").read_text()
     assert f"{newest} is damaged" in log
-    assert f"resuming from the newest complete checkpoint before it instead: {checkpoint.step_path(run / 'checkpoints', 66)}" in log
+    assert (
+        f"resuming from the newest complete checkpoint before it instead: {checkpoint.step_path(run / 'checkpoints', 66)}"
+        in log
+    )
     assert (run / "checkpoints" / "step-00000088.pt.abandoned").exists()  # set aside, not deleted
     assert_same_weights(weights(run), uninterrupted)
 
@@ -233,10 +238,15 @@ def test_a_rank_that_hangs_ends_the_run_within_the_timeout_with_its_stack_in_its
     assert result.returncode == 1, result.stderr
     # Ended by the recipe's 10 s timeout on the rank left waiting...
     assert "rank 0 failed" in result.stderr and "Timed out waiting 10000ms" in result.stderr
-    assert "where the ranks were: rank 0: last finished step 2" in result.stderr and "rank 1: last finished step 2" in result.stderr
+    assert (
+        "where the ranks were: rank 0: last finished step 2" in result.stderr
+        and "rank 1: last finished step 2" in result.stderr
+    )
     (run,) = run_dirs(tmp_path, "hangs")
     rank1 = (run / "log.rank1.txt").read_text()
-    assert "Timeout (0:00:04)!" in rank1  # faulthandler's dump (stall_s 3, wound up at most once a second), with the frame it sleeps in
+    assert (
+        "Timeout (0:00:04)!" in rank1
+    )  # faulthandler's dump (stall_s 3, wound up at most once a second), with the frame it sleeps in
     assert re.search(r'File ".*hangs\.py", line 13 in forward', rank1), rank1[-3000:]
     # ... and the sleeping rank went at the agent's SIGTERM, not after its 30 s grace and a SIGKILL.
     assert "received SIGTERM, but no step has finished for" in rank1
@@ -260,7 +270,11 @@ def listening_addresses(pids: list[int]) -> set[str]:
             if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                 address, port = fields[1].split(":")
                 raw = bytes.fromhex(address)
-                ip = ".".join(str(b) for b in raw[::-1]) if width == 8 else ":".join(raw[i : i + 4][::-1].hex() for i in range(0, 16, 4))
+                ip = (
+                    ".".join(str(b) for b in raw[::-1])
+                    if width == 8
+                    else ":".join(raw[i : i + 4][::-1].hex() for i in range(0, 16, 4))
+                )
                 found.add(f"{ip}:{int(port, 16)}")
     return found
 
@@ -276,7 +290,9 @@ def test_a_single_node_run_listens_on_loopback_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("loader_workers", "asynchronous"), [(0, False), (2, True)])
-def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(loader_workers: int, asynchronous: bool, tmp_path: Path) -> None:
+def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(
+    loader_workers: int, asynchronous: bool, tmp_path: Path
+) -> None:
     # 2 ranks, 5 batches an epoch each (719 samples a rank, batch 128); a checkpoint at step 7,
     # mid-epoch; SIGKILL to every process; resume to step 15. The recipe augments at random.
     recipe = (DIGITS, "--nproc", "2", "train.batch_size=128", "train.max_steps=15", "checkpoint.every_n_steps=7",
@@ -307,7 +323,9 @@ def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(load
     assert losses == expected  # every step's loss, bitwise
 
 
-def test_resuming_with_another_model_data_or_optimizer_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resuming_with_another_model_data_or_optimizer_needs_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recipe = (DIGITS, "--cpu", f"run.output={tmp_path}")
     assert launch(*recipe, "train.epochs=1") == 0
     (run,) = run_dirs(tmp_path, "digits")
@@ -323,7 +341,13 @@ def test_resuming_with_another_model_data_or_optimizer_needs_force(tmp_path: Pat
 
 def test_resuming_on_another_number_of_ranks_keeps_the_position_in_samples(tmp_path: Path) -> None:
     common = ("train.epochs=2", "checkpoint.every_n_steps=5", "checkpoint.keep_last=10", f"run.output={tmp_path}")
-    result = subprocess.run([sys.executable, "-m", "launcher", DIGITS, "--nproc", "2", *common], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", DIGITS, "--nproc", "2", *common],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path, "digits")
     step15 = checkpoint.step_path(run / "checkpoints", 15)  # 2 ranks x 64: 11 steps an epoch; 4 into the 2nd
@@ -356,5 +380,7 @@ def test_an_output_folder_that_cannot_be_created_is_named(tmp_path: Path, capsys
     blocker.write_text("not a folder")
     assert launch(DIGITS, "--cpu", f"run.output={blocker}") == 1
     err = capsys.readouterr().err
-    assert f"error: run.output={blocker}: cannot create the run folder under {blocker / 'digits'}: Not a directory" in err
+    assert (
+        f"error: run.output={blocker}: cannot create the run folder under {blocker / 'digits'}: Not a directory" in err
+    )
     assert "Traceback" not in err

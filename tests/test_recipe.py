@@ -62,7 +62,11 @@ def test_override_values_are_yaml_typed(tmp_path: Path) -> None:
 
 
 def test_override_into_a_list_item(tmp_path: Path) -> None:
-    path = write(tmp_path, MINIMAL + "  \ndata:\n  dataset: {name: digits}\n  transforms: {train: [ToTensor, {name: Normalize, mean: [0.5], std: [0.5]}]}\n")
+    path = write(
+        tmp_path,
+        MINIMAL
+        + "  \ndata:\n  dataset: {name: digits}\n  transforms: {train: [ToTensor, {name: Normalize, mean: [0.5], std: [0.5]}]}\n",
+    )
     recipe = load(path, "data.transforms.train.1.std=[0.25]")
     assert recipe.data.transforms.train[1].kwargs["std"] == [0.25]
     assert "data.transforms.train.5" in problems(path, "data.transforms.train.5.std=1")
@@ -110,14 +114,19 @@ def test_bad_component_names_with_did_you_mean(tmp_path: Path) -> None:
 
 def test_component_arguments_are_checked_against_the_signature(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL)
-    found = problems(path, "optimizer.lrr=0.1", "model.widht=8", "loss.label_smothing=0.1", "scheduler={name: StepLR, step_sise: 1}")
+    found = problems(
+        path, "optimizer.lrr=0.1", "model.widht=8", "loss.label_smothing=0.1", "scheduler={name: StepLR, step_sise: 1}"
+    )
     assert "did you mean 'lr'" in found["optimizer.lrr"]
     assert "did you mean 'width'" in found["model.widht"]
     assert "did you mean 'label_smoothing'" in found["loss.label_smothing"]
     assert "did you mean 'step_size'" in found["scheduler.step_sise"]
     assert "got the text 'fast'" in problems(path, "optimizer.lr=fast")["optimizer.lr"]
     # Required arguments the launcher does not fill in itself (T_max and total_steps it does).
-    assert problems(path, "scheduler={name: StepLR}")["scheduler.step_size"] == "StepLR needs 'step_size', which the recipe does not give"
+    assert (
+        problems(path, "scheduler={name: StepLR}")["scheduler.step_size"]
+        == "StepLR needs 'step_size', which the recipe does not give"
+    )
     assert load(path, "scheduler={name: CosineAnnealingLR}").scheduler.kwargs == {}
 
 
@@ -135,11 +144,12 @@ def test_plateau_schedule_must_be_per_epoch(tmp_path: Path) -> None:
 
 def test_user_components_of_the_wrong_kind_say_what_they_are(tmp_path: Path) -> None:
     (tmp_path / "mine.py").write_text(
-        "import torch\n"
-        "class NotAModel(torch.utils.data.Dataset):\n    pass\n"
-        "NOT_CALLABLE = 3\n"
+        "import torch\nclass NotAModel(torch.utils.data.Dataset):\n    pass\nNOT_CALLABLE = 3\n"
     )
-    path = write(tmp_path, "data: {dataset: {name: 'mine:NOT_CALLABLE'}}\nmodel: {name: 'mine:NotAModel'}\noptimizer: {name: 'mine:Nope'}\n")
+    path = write(
+        tmp_path,
+        "data: {dataset: {name: 'mine:NOT_CALLABLE'}}\nmodel: {name: 'mine:NotAModel'}\noptimizer: {name: 'mine:Nope'}\n",
+    )
     found = problems(path)
     assert "mine.NotAModel" in found["model.name"] and "not a torch.nn.modules.module.Module" in found["model.name"]
     assert "is a int" in found["data.dataset.name"]
@@ -148,7 +158,10 @@ def test_user_components_of_the_wrong_kind_say_what_they_are(tmp_path: Path) -> 
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    path = write(tmp_path, "data: {dataset: {name: digitz}}\nmodel: {name: small_cnn, widht: 3}\ntrain: {epocs: 1, batch_size: x}\n")
+    path = write(
+        tmp_path,
+        "data: {dataset: {name: digitz}}\nmodel: {name: small_cnn, widht: 3}\ntrain: {epocs: 1, batch_size: x}\n",
+    )
     assert set(problems(path)) == {"data.dataset.name", "model.widht", "train.epocs", "train.batch_size"}
 
 
@@ -177,5 +190,7 @@ def test_shipped_schema_file_matches_launch_schema(capsys: pytest.CaptureFixture
     assert launch("schema") == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json_schema()
-    assert json.loads((RECIPES / "recipe.schema.json").read_text()) == printed, "regenerate: launch schema > recipes/recipe.schema.json"
+    assert json.loads((RECIPES / "recipe.schema.json").read_text()) == printed, (
+        "regenerate: launch schema > recipes/recipe.schema.json"
+    )
     assert {"data", "model", "optimizer", "train", "checkpoint", "logging", "run"} <= set(printed["properties"])

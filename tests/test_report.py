@@ -40,7 +40,10 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for lr, batch_size in TRAINED:
         name = run_name(lr, batch_size)
         overrides = [f"run.output={work}", f"run.name={name}", "train.epochs=2", "logging.every_n_steps=5"]
-        assert launch(RECIPES / "digits.yaml", "--cpu", *overrides, f"optimizer.lr={lr}", f"train.batch_size={batch_size}") == 0
+        assert (
+            launch(RECIPES / "digits.yaml", "--cpu", *overrides, f"optimizer.lr={lr}", f"train.batch_size={batch_size}")
+            == 0
+        )
         (trained,) = run_dirs(work, name)
         shutil.move(trained, sweep / name)
         runs.append({"name": name, "params": {"optimizer.lr": lr, "train.batch_size": batch_size}})
@@ -119,7 +122,12 @@ def test_run_report_finds_events_where_the_recipe_put_them(run: Path, tmp_path: 
 @pytest.mark.slow
 def test_sweep_report_overlays_runs_and_plots_the_metric_against_each_hyperparameter(sweep: Path) -> None:
     written = write_report(sweep)
-    pngs = ["curves_val_acc1.png", "curves_train_loss.png", "val_acc1_vs_optimizer.lr.png", "val_acc1_vs_train.batch_size.png"]
+    pngs = [
+        "curves_val_acc1.png",
+        "curves_train_loss.png",
+        "val_acc1_vs_optimizer.lr.png",
+        "val_acc1_vs_train.batch_size.png",
+    ]
     assert written == [sweep / "report" / name for name in [*pngs, "index.html"]]
     for png in written[:-1]:
         assert_png(png)
@@ -147,7 +155,9 @@ def test_sweep_report_overlays_runs_and_plots_the_metric_against_each_hyperparam
 
 
 def test_hyperparameters_that_are_not_numbers_sit_side_by_side() -> None:
-    figure = metric_vs_param_figure("t", "optimizer.name", "final val/acc1", {"all": [("SGD", 0.5), ("AdamW", 0.9), ("SGD", 0.6)]})
+    figure = metric_vs_param_figure(
+        "t", "optimizer.name", "final val/acc1", {"all": [("SGD", 0.5), ("AdamW", 0.9), ("SGD", 0.6)]}
+    )
     (axes,) = figure.axes
     assert [tick.get_text() for tick in axes.get_xticklabels()] == ["SGD", "AdamW"]
     assert list(axes.get_lines()[0].get_xdata()) == [0, 0, 1] and axes.get_xscale() == "linear"
@@ -156,7 +166,9 @@ def test_hyperparameters_that_are_not_numbers_sit_side_by_side() -> None:
 def test_nothing_to_plot_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is not a folder"):
         write_report(tmp_path / "missing")
-    with pytest.raises(UserError, match=re.escape(f"no TensorBoard scalars in {tmp_path / 'tensorboard'} or {tmp_path}")):
+    with pytest.raises(
+        UserError, match=re.escape(f"no TensorBoard scalars in {tmp_path / 'tensorboard'} or {tmp_path}")
+    ):
         write_report(tmp_path)
     (tmp_path / "a").mkdir()
     (tmp_path / "sweep.json").write_text(json.dumps({"metric": "val/acc1", "runs": [{"name": "a", "params": {}}]}))

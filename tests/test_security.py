@@ -14,7 +14,9 @@ from conftest import RECIPES, launch, run_dirs
 from launcher import checkpoint
 
 
-def test_a_recipe_with_a_python_tag_is_refused_with_its_line_and_nothing_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_recipe_with_a_python_tag_is_refused_with_its_line_and_nothing_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "pwned"
     recipe = tmp_path / "evil.yaml"
     recipe.write_text(f'model: {{name: mlp}}\ndata: !!python/object/apply:os.system ["touch {marker}"]\n')
@@ -23,29 +25,48 @@ def test_a_recipe_with_a_python_tag_is_refused_with_its_line_and_nothing_runs(tm
     assert not marker.exists()
 
 
-def test_components_that_point_into_system_modules_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_components_that_point_into_system_modules_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recipe = tmp_path / "evil.yaml"
     recipe.write_text("data: {dataset: {name: 'os:system', command: 'true'}}\nmodel: {name: 'subprocess:Popen', args: ['true']}\n"
                       "loss: {name: 'builtins:eval', source: '1'}\n")  # fmt: skip
     assert launch("check", recipe) == 2
     err = capsys.readouterr().err
-    for path, reference in (("data.dataset.name", "os:system"), ("model.name", "subprocess:Popen"), ("loss.name", "builtins:eval")):
+    for path, reference in (
+        ("data.dataset.name", "os:system"),
+        ("model.name", "subprocess:Popen"),
+        ("loss.name", "builtins:eval"),
+    ):
         assert f"{path}: '{reference}' points into {reference.split(':')[0]}, which holds no" in err
 
 
 def test_three_kinds_of_problem_are_reported_together_and_no_worker_starts(tmp_path: Path) -> None:
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("data: {dataset: {name: csv, path: missing.csv}}\nmodel: {name: mlp}\ntrain: {epochs: many, batchsize: 8}\n")
-    result = subprocess.run([sys.executable, "-m", "launcher", recipe, "--nproc", "2"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    recipe.write_text(
+        "data: {dataset: {name: csv, path: missing.csv}}\nmodel: {name: mlp}\ntrain: {epochs: many, batchsize: 8}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", recipe, "--nproc", "2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "3 problems in the recipe; nothing was run" in result.stderr
     assert f"data.dataset.path: no such file or folder: {tmp_path / 'missing.csv'}" in result.stderr
-    assert "train.epochs:" in result.stderr and "train.batchsize: unknown key (did you mean 'batch_size'?)" in result.stderr
+    assert (
+        "train.epochs:" in result.stderr
+        and "train.batchsize: unknown key (did you mean 'batch_size'?)" in result.stderr
+    )
     assert "worker" not in result.stderr and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
-def test_two_runs_with_one_seed_are_bitwise_equal_with_or_without_loader_workers_and_deterministic_is_recorded(tmp_path: Path) -> None:
+def test_two_runs_with_one_seed_are_bitwise_equal_with_or_without_loader_workers_and_deterministic_is_recorded(
+    tmp_path: Path,
+) -> None:
     # The digits recipe augments at random (RandomAffine): each batch's augmentations are seeded,
     # so two loader worker processes give the batches the main process would have made.
     for name, workers in (("a", 0), ("b", 2)):
@@ -53,8 +74,13 @@ def test_two_runs_with_one_seed_are_bitwise_equal_with_or_without_loader_workers
         assert launch(RECIPES / "digits.yaml", "--cpu", "train.epochs=2", "train.deterministic=true", f"data.num_workers={workers}",
                       f"run.output={tmp_path / name}") == 0  # fmt: skip
     (a,), (b,) = run_dirs(tmp_path / "a", "digits"), run_dirs(tmp_path / "b", "digits")
-    first, second = checkpoint.load(checkpoint.latest(a / "checkpoints")), checkpoint.load(checkpoint.latest(b / "checkpoints"))
+    first, second = (
+        checkpoint.load(checkpoint.latest(a / "checkpoints")),
+        checkpoint.load(checkpoint.latest(b / "checkpoints")),
+    )
     for key in first["model"]:
         assert torch.equal(first["model"][key], second["model"][key]), key
-    assert json.loads((a / "metrics.json").read_text())["final"] == json.loads((b / "metrics.json").read_text())["final"]
+    assert (
+        json.loads((a / "metrics.json").read_text())["final"] == json.loads((b / "metrics.json").read_text())["final"]
+    )
     assert "deterministic: true" in (a / "recipe.yaml").read_text()

@@ -17,7 +17,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 def test_two_nodes_run_one_task_each() -> None:
     result = subprocess.run(
-        ["srun", "-N2", "-n2", "bash", "-c", "echo $SLURM_PROCID $SLURMD_NODENAME"], capture_output=True, text=True, timeout=120
+        ["srun", "-N2", "-n2", "bash", "-c", "echo $SLURM_PROCID $SLURMD_NODENAME"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split("\n")[:2]) == ["0 node1", "1 node2"]
@@ -41,4 +44,6 @@ def test_submitit_job_on_two_nodes_and_its_accounting(tmp_path: Path) -> None:
 
 
 def sacct_state(job_id: str) -> list[str]:
-    return subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "state"], capture_output=True, text=True).stdout.split()
+    return subprocess.run(
+        ["sacct", "-n", "-X", "-j", job_id, "-o", "state"], capture_output=True, text=True
+    ).stdout.split()

@@ -30,7 +30,14 @@ TWO_NODES = ("--slurm", "--nodes", "2", "--nproc", "1", "--time", "10")
 
 def launch_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "launcher", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "launcher", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def submitted(result: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
@@ -105,7 +112,9 @@ def test_status_and_logs_show_the_job(two_node_job: tuple[str, Path, float]) -> 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preemption", ["scontrol requeue", "USR2 warning"])
-def test_a_preempted_job_resumes_to_the_same_weights(preemption: str, two_node_job: tuple[str, Path, float], tmp_path: Path) -> None:
+def test_a_preempted_job_resumes_to_the_same_weights(
+    preemption: str, two_node_job: tuple[str, Path, float], tmp_path: Path
+) -> None:
     _, uninterrupted, _ = two_node_job
     job_id, run = submitted(launch_cli(DIGITS, *TWO_NODES, f"run.output={tmp_path}", cwd=tmp_path))
     log = run / "slurm" / f"{job_id}_0_log.out"
@@ -120,7 +129,10 @@ def test_a_preempted_job_resumes_to_the_same_weights(preemption: str, two_node_j
     stopped = int(re.search(r"stopped at step (\d+)", text).group(1))
     assert 22 < stopped < 165
     # 11 steps an epoch; a stop at an epoch's last step resumes in that epoch, for its evaluation.
-    assert f"resumed from {run / 'checkpoints' / f'step-{stopped:08d}.pt'} at epoch {(stopped - 1) // 11 + 1}, step {stopped}" in text
+    assert (
+        f"resumed from {run / 'checkpoints' / f'step-{stopped:08d}.pt'} at epoch {(stopped - 1) // 11 + 1}, step {stopped}"
+        in text
+    )
     assert slurm.restarts(job_id) == 1
     assert_same_weights(weights(run), weights(uninterrupted))
     assert_no_duplicate_steps(run)
@@ -129,7 +141,9 @@ def test_a_preempted_job_resumes_to_the_same_weights(preemption: str, two_node_j
 
 @pytest.mark.slow
 def test_the_requeue_limit_stops_the_run_with_a_clear_message(tmp_path: Path) -> None:
-    job_id, run = submitted(launch_cli(DIGITS, *TWO_NODES, "slurm.max_requeues=0", f"run.output={tmp_path}", cwd=tmp_path))
+    job_id, run = submitted(
+        launch_cli(DIGITS, *TWO_NODES, "slurm.max_requeues=0", f"run.output={tmp_path}", cwd=tmp_path)
+    )
     log = run / "slurm" / f"{job_id}_0_log.out"
     wait_for_line(log, "epoch 2/15")
     subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
@@ -138,7 +152,9 @@ def test_the_requeue_limit_stops_the_run_with_a_clear_message(tmp_path: Path) ->
     text = log.read_text()
     assert "the limit is slurm.max_requeues=0: not requeueing it again" in text
     assert f"go on with: launch {run / 'recipe.yaml'} --slurm --resume {run}" in text
-    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["step"] == int(re.search(r"stopped at step (\d+)", text).group(1))
+    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["step"] == int(
+        re.search(r"stopped at step (\d+)", text).group(1)
+    )
 
 
 @pytest.mark.slow
@@ -166,7 +182,8 @@ def test_cancel_stops_the_job_and_keeps_its_last_checkpoint(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
     recipes = [
-        load_recipe(DIGITS, ["train.epochs=2", f"train.seed={seed}", f"run.output={tmp_path}", "slurm.time=10"]) for seed in (1, 2, 3)
+        load_recipe(DIGITS, ["train.epochs=2", f"train.seed={seed}", f"run.output={tmp_path}", "slurm.time=10"])
+        for seed in (1, 2, 3)
     ]
     runs = [new_run_dir(r.run.output, r.run.name, run_id=f"seed-{r.train.seed}") for r in recipes]
     for recipe, run in zip(recipes, runs):
@@ -186,7 +203,9 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
     assert max(sum(s <= start < e for s, e in spans) for start, _ in spans) <= 2
     for target in (runs[1].path, job_ids[1]):  # by run folder, or by the array task's id
         status = launch_cli("status", target, cwd=tmp_path)
-        assert f"job {job_ids[1]}: COMPLETED" in status.stdout and f"run folder: {runs[1].path}" in status.stdout, status.stderr
+        assert f"job {job_ids[1]}: COMPLETED" in status.stdout and f"run folder: {runs[1].path}" in status.stdout, (
+            status.stderr
+        )
 
 
 @pytest.mark.parametrize(
@@ -200,7 +219,9 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
         (("--gpus", "2", "--nproc", "2"), "slurm.gpus=2 and slurm.nproc=2: one task per GPU, or nproc CPU tasks; choose one"),
     ],
 )  # fmt: skip
-def test_inconsistent_resources_fail_before_the_queue(flags: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inconsistent_resources_fail_before_the_queue(
+    flags: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     jobs_before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     assert launch(DIGITS, "--slurm", *flags, f"run.output={tmp_path}") == 1
     assert message in capsys.readouterr().err
@@ -208,16 +229,23 @@ def test_inconsistent_resources_fail_before_the_queue(flags: tuple[str, ...], me
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == jobs_before
 
 
-def test_a_job_slurm_refuses_leaves_no_run_folder_and_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_job_slurm_refuses_leaves_no_run_folder_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert launch(DIGITS, "--slurm", "--constraint", "nosuchfeature", f"run.output={tmp_path}") == 1
-    assert "error: SLURM refused the job: Batch job submission failed: Invalid feature specification" in capsys.readouterr().err
+    assert (
+        "error: SLURM refused the job: Batch job submission failed: Invalid feature specification"
+        in capsys.readouterr().err
+    )
     assert not list(tmp_path.glob("digits/*"))
 
 
 @pytest.mark.slow
 def test_a_time_limit_shorter_than_the_warning_delay_still_runs(tmp_path: Path) -> None:
     # signal_delay_s is 120 s by default: sent before the job starts, the warning would kill it.
-    result = launch_cli(DIGITS, *TWO_NODES[:-1], "1", "--wait", "train.epochs=2", f"run.output={tmp_path}", cwd=tmp_path)
+    result = launch_cli(
+        DIGITS, *TWO_NODES[:-1], "1", "--wait", "train.epochs=2", f"run.output={tmp_path}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "time limit 1 min" in result.stdout and "epoch 2/2" in result.stdout
 
@@ -233,7 +261,9 @@ def test_the_job_script_checkpoints_before_its_time_limit_without_a_warning(tmp_
     # clock. A 1-minute limit and about a minute of training or more: one requeue or several.
     script = tmp_path / "train.sbatch"
     lines = (ROOT / "slurm" / "train.sbatch").read_text().splitlines()
-    script.write_text("\n".join(line for line in lines if not line.startswith(("#SBATCH --signal", "#SBATCH --gpus"))) + "\n")
+    script.write_text(
+        "\n".join(line for line in lines if not line.startswith(("#SBATCH --signal", "#SBATCH --gpus"))) + "\n"
+    )
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     submit = subprocess.run(
         ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=1", f"--output={tmp_path}/slurm-%j.out",

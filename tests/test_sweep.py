@@ -54,15 +54,30 @@ def test_every_combination_the_first_key_varying_slowest_each_named_by_its_value
         {"optimizer.lr": 0.1, "train.batch_size": 32}, {"optimizer.lr": 0.1, "train.batch_size": 64},
         {"optimizer.lr": 0.01, "train.batch_size": 32}, {"optimizer.lr": 0.01, "train.batch_size": 64},
     ]  # fmt: skip
-    assert run_names(grid, combos) == ["lr=0.1,batch_size=32", "lr=0.1,batch_size=64", "lr=0.01,batch_size=32", "lr=0.01,batch_size=64"]
+    assert run_names(grid, combos) == [
+        "lr=0.1,batch_size=32",
+        "lr=0.1,batch_size=64",
+        "lr=0.01,batch_size=32",
+        "lr=0.01,batch_size=64",
+    ]
 
 
 def test_run_names_are_unique_filesystem_safe_and_say_which_key_where_the_last_part_is_ambiguous() -> None:
     ambiguous = {"data.transforms.train.0.size": [28], "data.transforms.val.0.size": [28, 32]}
-    assert run_names(ambiguous, combinations(ambiguous)) == ["train.0.size=28,val.0.size=28", "train.0.size=28,val.0.size=32"]
-    odd = {"data.dataset.root": ["/data/a b", "data/a_b"], "model.freeze": [["a.*", "b"]], "checkpoint.best": [None], "train.drop_last": [True]}
+    assert run_names(ambiguous, combinations(ambiguous)) == [
+        "train.0.size=28,val.0.size=28",
+        "train.0.size=28,val.0.size=32",
+    ]
+    odd = {
+        "data.dataset.root": ["/data/a b", "data/a_b"],
+        "model.freeze": [["a.*", "b"]],
+        "checkpoint.best": [None],
+        "train.drop_last": [True],
+    }
     names = run_names(odd, combinations(odd))
-    assert names[0].startswith("root=data_a_b,freeze=a._b,best=null,drop_last=true-")  # the same text twice: a hash tells them apart
+    assert names[0].startswith(
+        "root=data_a_b,freeze=a._b,best=null,drop_last=true-"
+    )  # the same text twice: a hash tells them apart
     assert len(set(names)) == 2 and all(SAFE_NAME.fullmatch(name) for name in names)
     long = {"model.freeze": [["layer" * 40], ["layer" * 41]]}
     names = run_names(long, combinations(long))
@@ -98,16 +113,28 @@ def write_recipe(tmp_path: Path, sweep: str) -> Path:
 
 def test_the_recipe_sweep_section_with_the_command_line_over_it(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, "{optimizer.lr: [0.1, 0.01], train.batch_size: [16, 32], train.seed: [1, 2]}")
-    assert load_recipe(recipe).sweep == {"optimizer.lr": [0.1, 0.01], "train.batch_size": [16, 32], "train.seed": [1, 2]}  # `launch` accepts it
+    assert load_recipe(recipe).sweep == {
+        "optimizer.lr": [0.1, 0.01],
+        "train.batch_size": [16, 32],
+        "train.seed": [1, 2],
+    }  # `launch` accepts it
     sweep = plan(str(recipe), [])
-    assert sweep.grid == {"optimizer.lr": [0.1, 0.01], "train.batch_size": [16, 32], "train.seed": [1, 2]} and len(sweep.runs) == 8
+    assert (
+        sweep.grid == {"optimizer.lr": [0.1, 0.01], "train.batch_size": [16, 32], "train.seed": [1, 2]}
+        and len(sweep.runs) == 8
+    )
     # A list on the command line replaces the recipe's for that key; one value takes the key out of the grid.
     sweep = plan(str(recipe), ["train.batch_size=8,64,128", "train.seed=5", "eval.batch_size=100,200"])
     assert sweep.grid == {"optimizer.lr": [0.1, 0.01], "train.batch_size": [8, 64, 128], "eval.batch_size": [100, 200]}
     run = sweep.runs[-1]
     assert run.name == "lr=0.01,train.batch_size=128,eval.batch_size=200"  # two keys end in batch_size
     resolved = sweep.recipes[run.name]
-    assert (resolved.optimizer.kwargs["lr"], resolved.train.batch_size, resolved.eval.batch_size, resolved.train.seed) == (0.01, 128, 200, 5)
+    assert (
+        resolved.optimizer.kwargs["lr"],
+        resolved.train.batch_size,
+        resolved.eval.batch_size,
+        resolved.train.seed,
+    ) == (0.01, 128, 200, 5)
     assert resolved.sweep == {}  # each run's recipe.yaml is one run
     with pytest.raises(UserError, match="nothing to sweep"):
         plan(str(recipe), ["sweep={}"])
@@ -126,20 +153,39 @@ def test_a_bad_sweep_section_is_a_recipe_error_with_its_dotted_path(tmp_path: Pa
         plan(str(write_recipe(tmp_path, "{train.seed: [1, 1]}")), [])
 
 
-def test_every_combination_is_validated_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = launch("sweep", DIGITS, "train.batch_size=32,0", "optimizer.lr=0.1,fast", "train.epocs=1", "--cpu", f"run.output={tmp_path}")
+def test_every_combination_is_validated_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = launch(
+        "sweep",
+        DIGITS,
+        "train.batch_size=32,0",
+        "optimizer.lr=0.1,fast",
+        "train.epocs=1",
+        "--cpu",
+        f"run.output={tmp_path}",
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "3 problems in the recipe; nothing was run." in err
     assert "- train.epocs: unknown key (did you mean 'epochs'?)\n" in err  # in every run: said once, plainly
-    assert "- train.batch_size: input should be greater than or equal to 1, got 0 (in 2 of the 4 runs: batch_size=0,lr=0.1; batch_size=0,lr=fast)" in err
-    assert "- optimizer.lr: AdamW wants a number for 'lr', got the text 'fast' (in 2 of the 4 runs: batch_size=32,lr=fast; batch_size=0,lr=fast)" in err
+    assert (
+        "- train.batch_size: input should be greater than or equal to 1, got 0 (in 2 of the 4 runs: batch_size=0,lr=0.1; batch_size=0,lr=fast)"
+        in err
+    )
+    assert (
+        "- optimizer.lr: AdamW wants a number for 'lr', got the text 'fast' (in 2 of the 4 runs: batch_size=32,lr=fast; batch_size=0,lr=fast)"
+        in err
+    )
     assert not any(tmp_path.iterdir())  # no folder: nothing started
 
 
 def test_the_metric_must_be_one_the_runs_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "--metric", "val/acc2", f"run.output={tmp_path}") == 1
-    assert "--metric val/acc2: not measured by this recipe (eval.metrics); choose one of val/loss, val/acc1, val/acc5" in capsys.readouterr().err
+    assert (
+        "--metric val/acc2: not measured by this recipe (eval.metrics); choose one of val/loss, val/acc1, val/acc5"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_diverged_run_is_never_the_best(tmp_path: Path) -> None:
@@ -161,7 +207,9 @@ def test_a_sweep_folder_only_gets_its_results_rewritten(tmp_path: Path, capsys: 
     assert results(sweep.folder)["lr=0.1"]["status"] == "pending"
 
 
-def test_a_run_trained_with_another_recipe_is_neither_skipped_nor_resumed_without_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_trained_with_another_recipe_is_neither_skipped_nor_resumed_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     command = ("sweep", DIGITS, "optimizer.lr=0.1,0.01", f"run.output={tmp_path}", "--cpu")
     sweep = plan(str(DIGITS), command[2:4])
     earlier = sweep.run_dir(sweep.runs[0])  # as if trained before the recipe's model was edited
@@ -173,7 +221,9 @@ def test_a_run_trained_with_another_recipe_is_neither_skipped_nor_resumed_withou
     assert not sweep.run_dir(sweep.runs[1]).path.exists()  # nothing ran
 
 
-def test_memory_reuse_is_not_swept_where_one_process_trains_every_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_memory_reuse_is_not_swept_where_one_process_trains_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert launch("sweep", DIGITS, "train.reuse_freed_memory=true,false", "--cpu", f"run.output={tmp_path}") == 1
     assert "train.reuse_freed_memory: one process trains every run here" in capsys.readouterr().err
     assert not list((tmp_path / "digits").glob("sweep-*"))  # refused before the folder exists
@@ -214,21 +264,34 @@ def hparams(run: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_a_local_sweep_trains_every_combination_in_its_own_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_local_sweep_trains_every_combination_in_its_own_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.epochs=1", "--cpu", f"run.output={tmp_path}") == 0
     out = capsys.readouterr().out
     folder = sweep_folder(tmp_path)
     spec = json.loads((folder / "sweep.json").read_text())
     assert spec["recipe"] == str(DIGITS) and (spec["metric"], spec["mode"]) == ("val/acc1", "max")
     assert spec["grid"] == {"optimizer.lr": [0.1, 0.01]}
-    assert spec["runs"] == [{"name": "lr=0.1", "params": {"optimizer.lr": 0.1}}, {"name": "lr=0.01", "params": {"optimizer.lr": 0.01}}]
-    assert sorted(p.name for p in folder.iterdir()) == ["lr=0.01", "lr=0.1", "results.csv", "results.json", "sweep.json"]
+    assert spec["runs"] == [
+        {"name": "lr=0.1", "params": {"optimizer.lr": 0.1}},
+        {"name": "lr=0.01", "params": {"optimizer.lr": 0.01}},
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "lr=0.01",
+        "lr=0.1",
+        "results.csv",
+        "results.json",
+        "sweep.json",
+    ]
     rows = results(folder)
     with (folder / "results.csv").open() as file:
         csv_rows = {row["run"]: row for row in csv.DictReader(file)}
     for name, lr in (("lr=0.1", 0.1), ("lr=0.01", 0.01)):
         run = folder / name
-        assert {"recipe.yaml", "log.txt", "tensorboard", "checkpoints", "metrics.json"} <= {p.name for p in run.iterdir()}
+        assert {"recipe.yaml", "log.txt", "tensorboard", "checkpoints", "metrics.json"} <= {
+            p.name for p in run.iterdir()
+        }
         assert load_recipe(run / "recipe.yaml").optimizer.kwargs["lr"] == lr
         summary = json.loads((run / "metrics.json").read_text())
         row = rows[name]
@@ -236,7 +299,11 @@ def test_a_local_sweep_trains_every_combination_in_its_own_run_folder(tmp_path: 
         for metric in ("val/loss", "val/acc1", "val/acc5"):
             assert row[metric] == summary["final"][metric]
             assert float(csv_rows[name][metric]) == summary["final"][metric]
-        assert (row["best"], row["best_step"], row["wall_time_s"]) == (summary["best"]["value"], summary["best"]["step"], summary["wall_time_s"])
+        assert (row["best"], row["best_step"], row["wall_time_s"]) == (
+            summary["best"]["value"],
+            summary["best"]["step"],
+            summary["wall_time_s"],
+        )
         assert row["folder"] == str(run.resolve())
         assert hparams(run)["optimizer.lr"] == pytest.approx(lr) and hparams(run)["train.epochs"] == 1
         assert scalars(run)["val/acc1"][-1][1] == pytest.approx(summary["final"]["val/acc1"])
@@ -260,7 +327,16 @@ def test_a_failed_run_is_recorded_and_a_rerun_skips_finished_runs_resumes_unfini
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # lr=-0.1 passes validation (a number) and fails when the optimizer is built, in the run.
-    command = ("sweep", DIGITS, "optimizer.lr=0.03,0.01,-0.1", "train.max_steps=4", "checkpoint.every_n_steps=2", "logging.every_n_steps=1", "--cpu", f"run.output={tmp_path}")
+    command = (
+        "sweep",
+        DIGITS,
+        "optimizer.lr=0.03,0.01,-0.1",
+        "train.max_steps=4",
+        "checkpoint.every_n_steps=2",
+        "logging.every_n_steps=1",
+        "--cpu",
+        f"run.output={tmp_path}",
+    )
     assert launch(*command) == 1
     folder = sweep_folder(tmp_path)
     rows = results(folder)
@@ -293,7 +369,10 @@ def test_a_failed_run_is_recorded_and_a_rerun_skips_finished_runs_resumes_unfini
 
 @pytest.mark.slow
 def test_each_run_of_a_sweep_can_have_several_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.max_steps=2", "--nproc", "2", f"run.output={tmp_path}") == 0
+    assert (
+        launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.max_steps=2", "--nproc", "2", f"run.output={tmp_path}")
+        == 0
+    )
     folder = sweep_folder(tmp_path)
     for name in ("lr=0.1", "lr=0.01"):
         assert {"log.rank0.txt", "log.rank1.txt", "metrics.json"} <= {p.name for p in (folder / name).iterdir()}
@@ -308,7 +387,9 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = [sys.executable, "-m", "launcher", "sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.max_steps=3", f"run.output={tmp_path}",
                "--slurm", "--nproc", "1", "--time", "10", "--parallel", "2"]  # fmt: skip
-    result = subprocess.run([*map(str, command), "--wait"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    result = subprocess.run(
+        [*map(str, command), "--wait"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     folder = sweep_folder(tmp_path)
     job_ids = re.findall(r"  job (\d+_[01]): ", result.stdout)
@@ -316,7 +397,11 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
     rows = results(folder)
     for name, job_id in zip(("lr=0.1", "lr=0.01"), job_ids):
         summary = json.loads((folder / name / "metrics.json").read_text())
-        assert rows[name]["status"] == "finished" and rows[name]["val/acc1"] == summary["final"]["val/acc1"] and rows[name]["steps"] == 3
+        assert (
+            rows[name]["status"] == "finished"
+            and rows[name]["val/acc1"] == summary["final"]["val/acc1"]
+            and rows[name]["steps"] == 3
+        )
         assert f"run folder {folder / name}" in (folder / "slurm" / f"{job_id}_0_log.out").read_text()
     assert "best first:" in result.stdout
     again = subprocess.run(list(map(str, command)), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)

@@ -77,7 +77,9 @@ def test_eval_reports_the_checkpoint_metrics(trained: Path, capsys: pytest.Captu
     assert float(printed["val/acc1"]) == pytest.approx(saved["value"], abs=1e-4)
 
 
-def test_predict_names_the_digit_in_image_files(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_names_the_digit_in_image_files(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -104,7 +106,10 @@ SAME_SCHEDULE = ("scheduler.T_max=88", "checkpoint.best=null", "checkpoint.keep_
 def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
     assert launch(DIGITS, "--cpu", f"run.output={straight}", "train.epochs=4", *SAME_SCHEDULE) == 0
-    assert launch(DIGITS, "--cpu", f"run.output={pieces}", "train.epochs=2", "checkpoint.every_n_epochs=1", *SAME_SCHEDULE) == 0
+    assert (
+        launch(DIGITS, "--cpu", f"run.output={pieces}", "train.epochs=2", "checkpoint.every_n_epochs=1", *SAME_SCHEDULE)
+        == 0
+    )
     assert launch(DIGITS, "--cpu", f"run.output={pieces}", "train.epochs=4", "--resume", *SAME_SCHEDULE) == 0
     (one,), (resumed,) = run_dirs(straight, "digits"), run_dirs(pieces, "digits")
 

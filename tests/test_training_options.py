@@ -16,7 +16,11 @@ pytestmark = pytest.mark.slow
 
 IRIS = ROOT / "recipes" / "tabular_csv.yaml"
 # Iris without the input BatchNorm, so a batch's result does not depend on how it is split.
-PLAIN_MLP = ("model.normalize_input=false", f"data.dataset.path={ROOT / 'recipes' / 'data' / 'iris.csv'}", "optimizer={name: SGD, lr: 0.1}")
+PLAIN_MLP = (
+    "model.normalize_input=false",
+    f"data.dataset.path={ROOT / 'recipes' / 'data' / 'iris.csv'}",
+    "optimizer={name: SGD, lr: 0.1}",
+)
 
 
 def _final_model(output: Path, name: str) -> dict[str, torch.Tensor]:
@@ -27,9 +31,18 @@ def _final_model(output: Path, name: str) -> dict[str, torch.Tensor]:
 def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
     big, accumulated = tmp_path / "big", tmp_path / "accumulated"
     assert launch(IRIS, "--cpu", f"run.output={big}", "train.batch_size=32", "train.max_steps=3", *PLAIN_MLP) == 0
-    assert launch(
-        IRIS, "--cpu", f"run.output={accumulated}", "train.batch_size=16", "train.grad_accum_steps=2", "train.max_steps=3", *PLAIN_MLP
-    ) == 0
+    assert (
+        launch(
+            IRIS,
+            "--cpu",
+            f"run.output={accumulated}",
+            "train.batch_size=16",
+            "train.grad_accum_steps=2",
+            "train.max_steps=3",
+            *PLAIN_MLP,
+        )
+        == 0
+    )
     a, b = _final_model(big, "tabular_csv"), _final_model(accumulated, "tabular_csv")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
@@ -51,7 +64,10 @@ def test_gradient_clipping_bounds_each_step(tmp_path: Path) -> None:
 
 
 def test_bf16_mixed_precision_trains_on_the_cpu(tmp_path: Path) -> None:
-    assert launch(RECIPES / "digits.yaml", "--cpu", f"run.output={tmp_path}", "train.precision=bf16", "train.epochs=4") == 0
+    assert (
+        launch(RECIPES / "digits.yaml", "--cpu", f"run.output={tmp_path}", "train.precision=bf16", "train.epochs=4")
+        == 0
+    )
     import json
 
     (run,) = run_dirs(tmp_path, "digits")
@@ -104,13 +120,17 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only"
+)
 def test_reusing_freed_memory_spares_the_page_faults_of_every_step() -> None:
     """train.reuse_freed_memory (on by default): the steps' gradients and optimizer temporaries come
     back from the heap instead of being faulted in from the kernel again each step."""
 
     def faults_per_step(mode: str) -> float:
-        done = subprocess.run([sys.executable, "-c", _FAULTS_PER_STEP, mode], cwd=ROOT, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _FAULTS_PER_STEP, mode], cwd=ROOT, capture_output=True, text=True, check=True
+        )
         return float(done.stdout)
 
     default, reused = faults_per_step("default"), faults_per_step("reuse")

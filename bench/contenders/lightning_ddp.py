@@ -54,7 +54,11 @@ def main() -> None:
     w = workloads.WORKLOADS[args.workload]
     L.seed_everything(workloads.SEED)
     train, val = workloads.datasets(args.workload)
-    extras = {"logger": False, "enable_progress_bar": False, "enable_checkpointing": False, "enable_model_summary": False} if args.bare else {}
+    extras = (
+        {"logger": False, "enable_progress_bar": False, "enable_checkpointing": False, "enable_model_summary": False}
+        if args.bare
+        else {}
+    )
     trainer = L.Trainer(
         accelerator="gpu" if w.gpu else "cpu", devices=args.nproc, strategy="ddp", max_epochs=w.epochs,
         precision="bf16-mixed" if w.gpu else "32-true", default_root_dir=args.output, **extras,

@@ -43,8 +43,16 @@ def main() -> None:
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=w.lr)
     train, val = workloads.datasets(args.workload)
     sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=workloads.SEED)
-    loader = DataLoader(train, batch_size=args.batch_size or w.batch_size, sampler=sampler, num_workers=w.loader_workers, pin_memory=cuda)
-    val_loader = DataLoader(val, batch_size=256, sampler=DistributedSampler(val, num_replicas=world, rank=rank, shuffle=False))
+    loader = DataLoader(
+        train,
+        batch_size=args.batch_size or w.batch_size,
+        sampler=sampler,
+        num_workers=w.loader_workers,
+        pin_memory=cuda,
+    )
+    val_loader = DataLoader(
+        val, batch_size=256, sampler=DistributedSampler(val, num_replicas=world, rank=rank, shuffle=False)
+    )
 
     for epoch in range(w.epochs):
         sampler.set_epoch(epoch)
