@@ -8,7 +8,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from launcher.stopping import StopRequests, TrainingStopped
 from launcher.watchdog import Watchdog
 
 log = logging.getLogger("launcher")
+
+IMAGE_BATCH_DIMS = 4  # N, C, H, W: what channels_last applies to
 
 
 @dataclass
@@ -63,7 +65,8 @@ class Setup:
     batches_per_epoch: int  # a whole epoch's, per rank; a resumed epoch yields fewer
     steps_per_epoch: int
     epochs: int
-    max_steps: int
+    max_steps: int  # planned at setup: a per-step schedule's length
+    schedule_per_step: bool  # the schedule steps after every optimizer step (else after each epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -135,15 +138,318 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     epochs = _epochs(cfg.epochs, cfg.max_steps, steps_per_epoch)
     max_steps = min(cfg.max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch)
-    per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
-    scheduler = build_scheduler(recipe.scheduler, optimizer, length=max_steps if per_step else epochs)
+    schedule_per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
+    scheduler = build_scheduler(recipe.scheduler, optimizer, length=max_steps if schedule_per_step else epochs)
     return Setup(
         data=data, train_batches=train_batches, val_batches=val_batches, net=net, model=model, loss_fn=loss_fn,
         optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda"),
         mixed_precision=autocast(cfg.precision, device), topk=topk, batches_per_epoch=batches_per_epoch,
-        steps_per_epoch=steps_per_epoch, epochs=epochs, max_steps=max_steps,
+        steps_per_epoch=steps_per_epoch, epochs=epochs, max_steps=max_steps, schedule_per_step=schedule_per_step,
     )  # fmt: skip
+
+
+class Checkpoints:
+    """When rank 0 saves and what: step checkpoints, best.pt, and a step checkpoint of the step
+    best.pt was just saved at (a hard link to it). Rank 0's files are flushed, checksummed and
+    pruned beside training (checkpoint.Writer); every rank takes part in each save."""
+
+    def __init__(self, recipe: Recipe, run: RunDir, runtime: Runtime) -> None:
+        self.section, self.folder, self.recipe = recipe.checkpoint, run.checkpoints, recipe.to_dict()
+        self.writer = checkpoint.Writer(self.section.keep_last, self.section.asynchronous) if runtime.is_main else None
+        self.last_saved_step = self.best_saved_step = -1
+
+    def due_mid_epoch(self, progress: Progress, batches_per_epoch: int) -> bool:
+        # At the end of an epoch the save there covers this step.
+        return _due(self.section.every_n_steps, progress.step) and progress.batches_done < batches_per_epoch
+
+    def due_at_epoch_end(self, progress: Progress, finished: bool, last: bool) -> bool:
+        by_epoch = finished and _due(self.section.every_n_epochs, progress.epoch)
+        return by_epoch or last or _due(self.section.every_n_steps, progress.step)
+
+    def save(self, s: Setup, progress: Progress, best: bool = False) -> None:
+        """Rank 0 hands a checkpoint of this step to the writer; every rank then waits at a
+        barrier, so that none changes the model while rank 0 still reads it."""
+        if not best and progress.step == self.last_saved_step:
+            return
+        path = self.folder / checkpoint.BEST if best else checkpoint.step_path(self.folder, progress.step)
+        if not best and progress.step == self.best_saved_step:
+            # best.pt holds this very state (nothing drew a random number since): a second name for it.
+            if self.writer is not None:
+                self.writer.save_link(self.folder / checkpoint.BEST, path)
+        else:
+            rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
+            if self.writer is not None:
+                state = {
+                    **s.state_dict(),
+                    "progress": asdict(progress),
+                    "rng": rng,
+                    "data": asdict(s.data.info),
+                    "recipe": self.recipe,
+                }
+                self.writer.save(state, path)
+        if best:
+            self.best_saved_step = progress.step
+        else:
+            self.last_saved_step = progress.step
+        barrier()
+
+    def close(self) -> None:
+        """The last checkpoint complete, or its error raised."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class Window:
+    """The training loss and throughput since the last logged step."""
+
+    loss: torch.Tensor
+    batches: int = 0
+    samples: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def new(cls, device: torch.device) -> Window:
+        return cls(torch.zeros((), device=device))
+
+
+class Trainer:
+    """One run's training: `resume`, then `fit`, which goes through the epochs as named steps
+    (forward_backward, optimizer_step, log_window, end_of_epoch) and returns the summary."""
+
+    def __init__(self, recipe: Recipe, runtime: Runtime, run: RunDir, stop: StopRequests | None = None) -> None:
+        self.started = time.perf_counter()
+        self.recipe, self.runtime, self.run, self.stop = recipe, runtime, run, stop
+        self.s = setup(recipe, runtime)
+        self.progress = Progress()
+        self.checkpoints = Checkpoints(recipe, run, runtime)
+        self.metrics: dict[str, float] = {}
+        self.resumed = False
+
+    def done(self) -> bool:
+        """The run has trained all it should: its epochs, or train.max_steps."""
+        step_limit = self.recipe.train.max_steps
+        return self.progress.epoch >= self.s.epochs or (step_limit is not None and self.progress.step >= step_limit)
+
+    def resume(self, path: Path) -> None:
+        """Load the model, optimizer, schedule, random states and position of a checkpoint."""
+        state, path = load_resume_state(path)
+        try:
+            self.s.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise UserError(f"{path} does not fit this recipe: {' '.join(str(error).split())[:400]}") from None
+        for difference in recipe_differences(state["recipe"], self.recipe.to_dict()):
+            log.warning(
+                "resuming with a different recipe: %s (the optimizer and schedule state come from the checkpoint)",
+                difference,
+            )
+        ranks, runtime = len(state["rng"]), self.runtime
+        checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
+        self.progress = Progress(**state["progress"])
+        if ranks != runtime.world_size:
+            self._move_position_to_this_world_size(ranks)
+        self.checkpoints.last_saved_step = self.progress.step
+        if runtime.is_main:
+            for newer in checkpoint.newer_than(self.run.checkpoints, self.progress.step):
+                log.warning("set aside %s: this run goes on from the older step %d", newer.name, self.progress.step)
+        log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch + 1, self.progress.step)
+        if self.done():
+            raise UserError(
+                f"nothing to do: {path} is already at epoch {self.progress.epoch}, step {self.progress.step} of this "
+                f"recipe's {self.s.epochs} epochs; resume with a longer run, e.g. train.epochs={self.s.epochs + 10}"
+            )
+        if runtime.is_main:
+            dump_recipe(self.recipe, self.run.recipe, header=f"# resumed from {path}\n")
+        self.resumed = True
+
+    def _move_position_to_this_world_size(self, ranks: int) -> None:
+        """The data position travels in samples; in batches per rank it means something else now."""
+        cfg, progress, world_size = self.recipe.train, self.progress, self.runtime.world_size
+        samples_per_step = cfg.batch_size * world_size * cfg.grad_accum_steps
+        whole_steps = progress.samples_done // samples_per_step
+        progress.batches_done = whole_steps * cfg.grad_accum_steps
+        log.warning(
+            "the checkpoint is from %d rank(s), this run has %d: the epoch goes on after %d of its samples (%d were "
+            "done: the rest of a global batch is trained again); the order of the rest differs, since each rank's "
+            "share does; random states: rank 0's", ranks, world_size,
+            whole_steps * samples_per_step, progress.samples_done,
+        )  # fmt: skip
+        progress.samples_done = whole_steps * samples_per_step
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end; the summary (also written to metrics.json). Raises TrainingStopped
+        where `stop` asks to stop early, at a step all ranks agree on, with its checkpoint."""
+        logger: Logger = (
+            RunLogger(
+                self.run.tensorboard(self.recipe.logging.tensorboard_dir),
+                resume_step=self.progress.step if self.resumed else None,
+            )
+            if self.runtime.is_main
+            else NullLogger()
+        )
+        self._describe()
+        watchdog = Watchdog(
+            self.run.heartbeats,
+            self.runtime.rank,
+            self.run.rank_log(self.runtime.rank, self.runtime.world_size),
+            self.recipe.distributed.stall_s,
+        )
+        self.s.model.train()
+        try:
+            while not self.done():
+                self.train_epoch(logger, watchdog)
+                self.end_of_epoch(logger)
+            self.checkpoints.close()
+            summary = self.summary()
+            logger.hparams(_flat_hparams(self.recipe.to_dict()), self.metrics)
+            return summary
+        finally:
+            watchdog.close()
+            logger.close()
+            self.checkpoints.close()  # stopped or failed: what was handed over still completes
+
+    def _describe(self) -> None:
+        s, cfg, world_size = self.s, self.recipe.train, self.runtime.world_size
+        total, trainable = count_parameters(s.net)
+        log.info(
+            "%d training / %d validation samples, %d classes; %s: %s parameters (%s trainable) on %s",
+            len(s.data.train), len(s.data.val), s.data.info.num_classes, self.recipe.model.name,
+            f"{total:,}", f"{trainable:,}", self.runtime.device,
+        )  # fmt: skip
+        log.info(
+            "batch %d per process x %d process(es) x %d accumulation = %d per step; %d step(s) per epoch, %d epoch(s)",
+            cfg.batch_size, world_size, cfg.grad_accum_steps,
+            cfg.batch_size * world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.epochs,
+        )  # fmt: skip
+
+    def train_epoch(self, logger: Logger, watchdog: Watchdog) -> None:
+        """The rest of the epoch in progress, one optimizer step per grad_accum_steps batches."""
+        s, progress, cfg = self.s, self.progress, self.recipe.train
+        start_epoch(s.train_batches, progress.epoch, skip_batches=progress.batches_done)
+        window = Window.new(self.runtime.device)
+        batches = logger.progress(
+            s.train_batches,
+            total=s.batches_per_epoch,
+            done=progress.batches_done,
+            description=f"epoch {progress.epoch + 1}/{s.epochs}",
+        )
+        for inputs, targets in batches:
+            if progress.step == 0 and progress.batches_done == 0 and self.recipe.logging.image_grid:
+                logger.image_grid("train/batch", inputs, step=0)
+            # Micro-batches of this optimizer step: grad_accum_steps, fewer at the end of an epoch.
+            window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
+            micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
+            progress.batches_done += 1
+            progress.samples_done += len(targets) * self.runtime.world_size
+            steps_now = progress.batches_done == window_first + micro_batches
+            loss = self.forward_backward(inputs, targets, micro_batches, sync=steps_now)
+            window.loss += loss
+            window.batches += 1
+            window.samples += len(targets)
+            if not steps_now:
+                continue
+            lr = self.optimizer_step(logger)
+            watchdog.step(progress.step)
+            if progress.step % self.recipe.logging.every_n_steps == 0:
+                self.log_window(logger, window, lr)
+                window = Window.new(self.runtime.device)
+            if self.checkpoints.due_mid_epoch(progress, s.batches_per_epoch):
+                self.checkpoints.save(s, progress)
+            if self._last_step():
+                break  # finishing beats stopping
+            if self.stop is not None and (reasons := self.stop.agreed()):
+                # At an epoch's last batch too: the resumed run then does this epoch's evaluation.
+                self.checkpoints.save(s, progress)
+                raise TrainingStopped(reasons, progress.step, checkpoint.step_path(self.run.checkpoints, progress.step))
+
+    def _last_step(self) -> bool:
+        """The step just taken is the run's last."""
+        step_limit, progress = self.recipe.train.max_steps, self.progress
+        last_epoch_ends = progress.epoch + 1 >= self.s.epochs and progress.batches_done >= self.s.batches_per_epoch
+        return last_epoch_ends or (step_limit is not None and progress.step >= step_limit)
+
+    def forward_backward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, micro_batches: int, sync: bool
+    ) -> torch.Tensor:
+        """One micro-batch's loss and gradients; the loss, detached. DDP's gradient all-reduce
+        happens only where `sync`: in the backward of an optimizer step's last micro-batch."""
+        s, device = self.s, self.runtime.device
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if self.recipe.train.channels_last and inputs.dim() == IMAGE_BATCH_DIMS:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with no_sync(s.model, skip=not sync), s.mixed_precision:
+            loss = s.loss_fn(s.model(inputs), targets)
+            # Gradients add up over micro-batches: divide, so the step is that of one big batch.
+            s.scaler.scale(loss / micro_batches).backward()
+        return loss.detach()
+
+    def optimizer_step(self, logger: Logger) -> float:
+        """Clip, step the optimizer (and a per-step schedule), clear the gradients; the learning
+        rate this step used."""
+        s, cfg, progress = self.s, self.recipe.train, self.progress
+        if cfg.grad_clip is not None:
+            s.scaler.unscale_(s.optimizer)
+            torch.nn.utils.clip_grad_norm_(s.net.parameters(), cfg.grad_clip)
+        lr = s.optimizer.param_groups[0]["lr"]
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        progress.step += 1
+        if s.schedule_per_step:
+            s.scheduler.step()
+        epoch_ends = progress.batches_done == s.batches_per_epoch
+        if self.recipe.logging.histograms and (epoch_ends or self._last_step()):
+            logger.histograms(s.net, progress.step)  # at an epoch's last step, while the gradients exist
+        s.optimizer.zero_grad(set_to_none=True)
+        return float(lr)
+
+    def log_window(self, logger: Logger, window: Window, lr: float) -> None:
+        seconds = time.perf_counter() - window.started
+        world_size = self.runtime.world_size
+        # The mean over every worker's batches: the loss of the global batch.
+        mean_loss = all_reduce_sum(window.loss / window.batches) / world_size
+        values = {
+            "train/loss": mean_loss.item(),
+            "train/lr": lr,
+            "train/samples_per_s": window.samples * world_size / max(seconds, 1e-9),
+        }
+        logger.scalars(values, self.progress.step)
+
+    def end_of_epoch(self, logger: Logger) -> None:
+        """At an epoch's end (or the run's, part-way through one): schedule, evaluation, best, checkpoint."""
+        s, progress, best = self.s, self.progress, self.recipe.checkpoint.best
+        epoch = progress.epoch
+        finished = progress.batches_done >= s.batches_per_epoch
+        if finished:
+            progress.epoch, progress.batches_done, progress.samples_done = epoch + 1, 0, 0
+        last = self.done()
+        if finished and s.scheduler is not None and not s.schedule_per_step and not needs_metric(s.scheduler):
+            s.scheduler.step()
+        if (finished and _due(self.recipe.eval.every_n_epochs, progress.epoch)) or last:
+            self.metrics = evaluate(s.model, s.val_batches, s.loss_fn, self.runtime.device, s.mixed_precision, s.topk)
+            logger.scalars(self.metrics, progress.step)
+            if finished and needs_metric(s.scheduler):
+                s.scheduler.step(self.metrics["val/loss"])
+            log.info("epoch %d/%d  step %d  %s", epoch + 1, s.epochs, progress.step, _fmt(self.metrics))
+            if best is not None and _improves(self.metrics[best.metric], progress.best, best.mode):
+                progress.best, progress.best_step = self.metrics[best.metric], progress.step
+                self.checkpoints.save(s, progress, best=True)
+        if self.checkpoints.due_at_epoch_end(progress, finished, last):
+            self.checkpoints.save(s, progress)
+
+    def summary(self) -> dict[str, Any]:
+        """The final and best metrics and the wall time, for people and for scripts (metrics.json)."""
+        best, progress = self.recipe.checkpoint.best, self.progress
+        summary = {
+            "final": {**self.metrics, "epoch": progress.epoch, "step": progress.step},
+            "best": None
+            if best is None
+            else {"metric": best.metric, "value": progress.best, "step": progress.best_step},
+            "wall_time_s": round(time.perf_counter() - self.started, 3),
+        }
+        if self.runtime.is_main:
+            self.run.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
 
 def train(
@@ -154,217 +460,10 @@ def train(
     `stop`: where the run may be asked to stop early (preemption, time limits); it then stops at
     a step all ranks agree on, checkpoints it and raises TrainingStopped.
     """
-    started = time.perf_counter()
-    cfg, device, best = recipe.train, runtime.device, recipe.checkpoint.best
-    s = setup(recipe, runtime)
-    per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
-    progress = Progress()
-    last_saved_step = best_saved_step = -1
-
-    # Rank 0's checkpoints: flushed, checksummed and pruned beside training (checkpoint.Writer).
-    writer = checkpoint.Writer(recipe.checkpoint.keep_last, recipe.checkpoint.asynchronous) if runtime.is_main else None
-
-    def save(name: str | None = None) -> None:
-        """Rank 0 hands a checkpoint to the writer; every rank then waits at a barrier, so none
-        changes the model while rank 0 still reads it."""
-        nonlocal last_saved_step, best_saved_step
-        if name is None and progress.step == last_saved_step:
-            return
-        path = run.checkpoints / name if name else checkpoint.step_path(run.checkpoints, progress.step)
-        if name is None and progress.step == best_saved_step:
-            # best.pt holds this very state (nothing drew a random number since): a second name for it.
-            if writer is not None:
-                writer.save_link(run.checkpoints / checkpoint.BEST, path)
-        else:
-            rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
-            if writer is not None:
-                state = {
-                    **s.state_dict(),
-                    "progress": asdict(progress),
-                    "rng": rng,
-                    "data": asdict(s.data.info),
-                    "recipe": recipe.to_dict(),
-                }
-                writer.save(state, path)
-        if name is None:
-            last_saved_step = progress.step
-        elif name == checkpoint.BEST:
-            best_saved_step = progress.step
-        barrier()
-
+    trainer = Trainer(recipe, runtime, run, stop)
     if resume_from is not None:
-        state, resume_from = load_resume_state(resume_from)
-        try:
-            s.load_state_dict(state)
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise UserError(f"{resume_from} does not fit this recipe: {' '.join(str(error).split())[:400]}") from None
-        for difference in recipe_differences(state["recipe"], recipe.to_dict()):
-            log.warning(
-                "resuming with a different recipe: %s (the optimizer and schedule state come from the checkpoint)",
-                difference,
-            )
-        ranks = len(state["rng"])
-        checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
-        progress = Progress(**state["progress"])
-        if ranks != runtime.world_size:
-            # The data position travels in samples; in batches per rank it means something else now.
-            per_step = cfg.batch_size * runtime.world_size * cfg.grad_accum_steps
-            whole_steps = progress.samples_done // per_step
-            progress.batches_done = whole_steps * cfg.grad_accum_steps
-            log.warning(
-                "the checkpoint is from %d rank(s), this run has %d: the epoch goes on after %d of its samples (%d were "
-                "done: the rest of a global batch is trained again); the order of the rest differs, since each rank's "
-                "share does; random states: rank 0's", ranks, runtime.world_size,
-                whole_steps * per_step, progress.samples_done,
-            )  # fmt: skip
-            progress.samples_done = whole_steps * per_step
-        last_saved_step = progress.step
-        if runtime.is_main:
-            for newer in checkpoint.newer_than(run.checkpoints, progress.step):
-                log.warning("set aside %s: this run goes on from the older step %d", newer.name, progress.step)
-        log.info("resumed from %s at epoch %d, step %d", resume_from, progress.epoch + 1, progress.step)
-        if progress.epoch >= s.epochs or progress.step >= s.max_steps:
-            raise UserError(
-                f"nothing to do: {resume_from} is already at epoch {progress.epoch}, step {progress.step} of this recipe's "
-                f"{s.epochs} epochs; resume with a longer run, e.g. train.epochs={s.epochs + 10}"
-            )
-        if runtime.is_main:
-            dump_recipe(recipe, run.recipe, header=f"# resumed from {resume_from}\n")
-    logger: Logger = (
-        RunLogger(run.tensorboard(recipe.logging.tensorboard_dir), resume_step=progress.step if resume_from else None)
-        if runtime.is_main
-        else NullLogger()
-    )
-    total, trainable = count_parameters(s.net)
-    log.info(
-        "%d training / %d validation samples, %d classes; %s: %s parameters (%s trainable) on %s",
-        len(s.data.train), len(s.data.val), s.data.info.num_classes, recipe.model.name, f"{total:,}", f"{trainable:,}", device,
-    )  # fmt: skip
-    log.info(
-        "batch %d per process x %d process(es) x %d accumulation = %d per step; %d step(s) per epoch, %d epoch(s)",
-        cfg.batch_size, runtime.world_size, cfg.grad_accum_steps,
-        cfg.batch_size * runtime.world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.epochs,
-    )  # fmt: skip
-
-    metrics: dict[str, float] = {}
-    watchdog = Watchdog(
-        run.heartbeats, runtime.rank, run.rank_log(runtime.rank, runtime.world_size), recipe.distributed.stall_s
-    )
-    s.model.train()
-    try:
-        # --- the epoch loop ---
-        while progress.epoch < s.epochs and progress.step < s.max_steps:
-            epoch = progress.epoch
-            start_epoch(s.train_batches, epoch, skip_batches=progress.batches_done)
-            window_loss, window_batches, window_samples = torch.zeros((), device=device), 0, 0
-            window_start = time.perf_counter()
-            batches = logger.progress(
-                s.train_batches,
-                total=s.batches_per_epoch,
-                done=progress.batches_done,
-                description=f"epoch {epoch + 1}/{s.epochs}",
-            )
-            for inputs, targets in batches:
-                if progress.step == 0 and progress.batches_done == 0 and recipe.logging.image_grid:
-                    logger.image_grid("train/batch", inputs, step=0)
-                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                if cfg.channels_last and inputs.dim() == 4:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                # Micro-batches of this optimizer step: grad_accum_steps, fewer at the end of an epoch.
-                window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
-                micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
-                progress.batches_done += 1
-                progress.samples_done += len(targets) * runtime.world_size
-                steps_now = progress.batches_done == window_first + micro_batches
-                # DDP's gradient all-reduce happens only in the backward of the step's last micro-batch.
-                with no_sync(s.model, skip=not steps_now), s.mixed_precision:
-                    loss = s.loss_fn(s.model(inputs), targets)
-                    # Gradients add up over micro-batches: divide, so the step is that of one big batch.
-                    s.scaler.scale(loss / micro_batches).backward()
-                window_loss += loss.detach()
-                window_batches += 1
-                window_samples += len(targets)
-                if not steps_now:
-                    continue
-
-                # --- one optimizer step ---
-                if cfg.grad_clip is not None:
-                    s.scaler.unscale_(s.optimizer)
-                    torch.nn.utils.clip_grad_norm_(s.net.parameters(), cfg.grad_clip)
-                lr = s.optimizer.param_groups[0]["lr"]  # the rate this step used
-                s.scaler.step(s.optimizer)
-                s.scaler.update()
-                progress.step += 1
-                watchdog.step(progress.step)
-                if per_step:
-                    s.scheduler.step()
-                if recipe.logging.histograms and (
-                    progress.batches_done == s.batches_per_epoch or progress.step == s.max_steps
-                ):
-                    logger.histograms(s.net, progress.step)  # at an epoch's last step, while the gradients exist
-                s.optimizer.zero_grad(set_to_none=True)
-
-                if progress.step % recipe.logging.every_n_steps == 0:
-                    seconds = time.perf_counter() - window_start
-                    # The mean over every worker's batches: the loss of the global batch.
-                    mean_loss = all_reduce_sum(window_loss / window_batches) / runtime.world_size
-                    values = {
-                        "train/loss": mean_loss.item(),
-                        "train/lr": lr,
-                        "train/samples_per_s": window_samples * runtime.world_size / max(seconds, 1e-9),
-                    }
-                    logger.scalars(values, progress.step)
-                    window_loss, window_batches, window_samples = torch.zeros((), device=device), 0, 0
-                    window_start = time.perf_counter()
-                if _due(recipe.checkpoint.every_n_steps, progress.step) and progress.batches_done < s.batches_per_epoch:
-                    save()  # mid-epoch; at the end of an epoch the save below covers this step
-                if progress.step >= s.max_steps:
-                    break  # the last step: finishing beats stopping
-                if stop is not None and (reasons := stop.agreed()):
-                    # At an epoch's last batch too: the resumed run then does this epoch's evaluation.
-                    save()
-                    raise TrainingStopped(reasons, progress.step, checkpoint.step_path(run.checkpoints, progress.step))
-
-            # --- end of epoch (or of the run, part-way through one): schedule, evaluation, checkpoint ---
-            finished = progress.batches_done >= s.batches_per_epoch
-            if finished:
-                progress.epoch, progress.batches_done, progress.samples_done = epoch + 1, 0, 0
-            last = progress.epoch >= s.epochs or progress.step >= s.max_steps
-            if finished and s.scheduler is not None and not per_step and not needs_metric(s.scheduler):
-                s.scheduler.step()
-            if (finished and _due(recipe.eval.every_n_epochs, progress.epoch)) or last:
-                metrics = evaluate(s.model, s.val_batches, s.loss_fn, device, s.mixed_precision, s.topk)
-                logger.scalars(metrics, progress.step)
-                if finished and needs_metric(s.scheduler):
-                    s.scheduler.step(metrics["val/loss"])
-                log.info("epoch %d/%d  step %d  %s", epoch + 1, s.epochs, progress.step, _fmt(metrics))
-                if best is not None and _improves(metrics[best.metric], progress.best, best.mode):
-                    progress.best, progress.best_step = metrics[best.metric], progress.step
-                    save(checkpoint.BEST)
-            if (finished and _due(recipe.checkpoint.every_n_epochs, progress.epoch)) or last:
-                save()
-            elif _due(recipe.checkpoint.every_n_steps, progress.step):
-                save()
-
-        # --- the end: summary for people and for scripts ---
-        if writer is not None:
-            writer.close()  # the last checkpoint complete, or its error raised
-        summary = {
-            "final": {**metrics, "epoch": progress.epoch, "step": progress.step},
-            "best": None
-            if best is None
-            else {"metric": best.metric, "value": progress.best, "step": progress.best_step},
-            "wall_time_s": round(time.perf_counter() - started, 3),
-        }
-        if runtime.is_main:
-            run.metrics.write_text(json.dumps(summary, indent=2) + "\n")
-        logger.hparams(_flat_hparams(recipe.to_dict()), metrics)
-        return summary
-    finally:
-        watchdog.close()
-        logger.close()
-        if writer is not None:
-            writer.close()  # stopped or failed: what was handed over still completes
+        trainer.resume(resume_from)
+    return trainer.fit()
 
 
 def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:
