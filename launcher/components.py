@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from launcher.errors import UserError
-from launcher.recipe import Component, Problem, did_you_mean
+from launcher.recipe import Component, Problem, component_arguments, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -172,13 +172,22 @@ def _import(reference: str, kind: Kind) -> Any:
     return value
 
 
-def build(spec: Component, kind: Kind, **extra: Any) -> Any:
-    """Call the named component with the recipe's keyword arguments plus `extra`; check the result."""
-    return expect(call(resolve(spec.name, kind), spec.name, kind, **spec.kwargs, **extra), kind, spec.name)
+def build(spec: Component, kind: Kind, /, **extra: Any) -> Any:
+    """Call the named component with the recipe's keyword arguments plus `extra` (what the
+    launcher passes itself: `params`, `optimizer`...); check the result."""
+    arguments = spec.kwargs
+    if given_twice := sorted(set(arguments) & set(extra)):
+        raise ComponentError(
+            f"{kind.noun} {spec.name}: {', '.join(given_twice)} is passed by the launcher; leave it out of the recipe"
+        )
+    return expect(call(resolve(spec.name, kind), spec.name, kind, **arguments, **extra), kind, spec.name)
 
 
-def call(factory: Any, name: str, kind: Kind, **kwargs: Any) -> Any:
-    """`factory(**kwargs)`; arguments it rejects (torch raises TypeError or ValueError) become a ComponentError."""
+def call(factory: Any, name: str, kind: Kind, /, **kwargs: Any) -> Any:
+    """`factory(**kwargs)`; arguments it rejects (torch raises TypeError or ValueError) become a ComponentError.
+
+    The parameters before `/` are positional-only, so that every keyword argument, `kind` or
+    `factory` too, reaches the user's callable."""
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as error:
@@ -269,8 +278,11 @@ def _check_one(path: str, spec: Any, kind: Kind, schema: type[Component] = Compo
         factory = resolve(name, kind)
     except ComponentError as error:
         return [Problem(f"{path}.name", str(error))]
-    arguments = {key: value for key, value in spec.items() if key not in schema.model_fields}
-    return [Problem(f"{path}.{arg}", message) for arg, message in _argument_problems(factory, arguments, kind.provided)]
+    arguments = component_arguments(spec, schema.model_fields)
+    return [
+        Problem(f"{path}.{arg}" if arg in spec else f"{path}.kwargs.{arg}", message)
+        for arg, message in _argument_problems(factory, arguments, kind.provided)
+    ]
 
 
 def problems_in(tree: dict[str, Any]) -> list[Problem]:

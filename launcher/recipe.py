@@ -26,6 +26,20 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The key under which a component's keyword arguments may also be given, for the arguments whose
+# names the section uses itself: `name` (Hugging Face's `load_dataset(name=...)`), `weights`,
+# `interval`... The keys beside `name` and those under `kwargs:` are passed together.
+EXPLICIT_KWARGS = "kwargs"
+
+
+def component_arguments(spec: dict[str, Any], own_keys: typing.Collection[str]) -> dict[str, Any]:
+    """The keyword arguments of a component given as raw recipe data: its keys other than the
+    section's own (`own_keys`: `name`, ...), plus the entries of its `kwargs:` mapping."""
+    arguments = {key: value for key, value in spec.items() if key not in own_keys and key != EXPLICIT_KWARGS}
+    explicit = spec.get(EXPLICIT_KWARGS)
+    return {**arguments, **explicit} if isinstance(explicit, dict) else arguments
+
+
 class Component(BaseModel):
     """A component by name plus the keyword arguments of what it names."""
 
@@ -33,9 +47,21 @@ class Component(BaseModel):
 
     name: str = Field(description="A built-in name, a name from torch/torchvision, or 'module:attribute'.")
 
+    @model_validator(mode="after")
+    def _explicit_kwargs_are_a_mapping(self) -> Component:
+        extra = self.model_extra or {}
+        explicit = extra.get(EXPLICIT_KWARGS, {})
+        if not isinstance(explicit, dict) or not all(isinstance(key, str) for key in explicit):
+            raise ValueError(f"{EXPLICIT_KWARGS}: a mapping of argument names to values, got {explicit!r}")
+        twice = sorted(set(explicit) & set(extra))
+        if twice:
+            raise ValueError(f"{', '.join(twice)}: given both beside 'name' and under '{EXPLICIT_KWARGS}:'; keep one")
+        return self
+
     @property
     def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        """The keyword arguments of what `name` names (see EXPLICIT_KWARGS)."""
+        return component_arguments(self.model_extra or {}, ())
 
 
 def _component_shorthand(value: Any) -> Any:

@@ -1,0 +1,125 @@
+"""The user's own components get every keyword argument the recipe gives them, whatever its name.
+
+The launcher's own parameters (`factory`, `kind`, ...) are positional-only, so an argument of
+the user's called `kind` or `factory` reaches the user's code; `name`, the component's own key,
+is given under `kwargs:`.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, launch
+from launcher import components
+from launcher.recipe import RecipeError, load_recipe
+from launcher.runtime import single_process
+from launcher.train import setup
+
+DIGITS = ROOT / "recipes" / "digits.yaml"
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+
+def net(kind="cnn", factory=1, name="unnamed", in_features=64, num_classes=10):
+    """A factory whose arguments are named like the launcher's own parameters."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
+    model.given = {"kind": kind, "factory": factory, "name": name}
+    return model
+
+
+class Net(nn.Module):
+    """A class (no `self` in the recipe) with the same argument names."""
+
+    def __init__(self, kind, factory, name, num_classes, in_features=64):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
+        self.given = {"kind": kind, "factory": factory, "name": name}
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def anything(**kwargs):
+    """Takes whatever it is given."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    model.given = dict(kwargs)
+    return model
+
+
+class Named(torch.utils.data.Dataset):
+    """A dataset with an argument called `name`, as Hugging Face's load_dataset has."""
+
+    def __init__(self, name, kind="rows", size=40):
+        self.name, self.kind, self.size = name, kind, size
+        self.classes = ["a", "b"]
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        return torch.full((64,), float(index % 2)), index % 2
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "user_parts.py").write_text(textwrap.dedent(USER_MODULE))
+    monkeypatch.chdir(tmp_path)  # the working directory is on the import path, as for `launch`
+    return tmp_path
+
+
+def built_model(*overrides: str) -> object:
+    recipe = load_recipe(DIGITS, ["scheduler=null", "data.transforms.train=[ToTensor]", *overrides], check=components.problems_in)
+    return setup(recipe, single_process(True)).net
+
+
+@pytest.mark.parametrize("model", ["user_parts:net", "user_parts:Net", "user_parts:anything"])
+def test_arguments_named_kind_factory_and_name_reach_the_users_model(user_module: Path, model: str) -> None:
+    net = built_model(f"model={{name: '{model}', kind: mlp, factory: 7, kwargs: {{name: hello}}}}")
+    assert {key: net.given[key] for key in ("kind", "factory", "name")} == {"kind": "mlp", "factory": 7, "name": "hello"}
+
+
+def test_a_kwargs_callable_gets_every_argument_and_no_launcher_parameter(user_module: Path) -> None:
+    net = built_model("model={name: 'user_parts:anything', kind: a, factory: b, self: c, depth: 3}")
+    # `self` is an ordinary keyword for a **kwargs callable; the data's class count is passed to
+    # a model that takes it, as to any other.
+    assert net.given == {"kind": "a", "factory": "b", "self": "c", "depth": 3, "num_classes": 10}
+
+
+def test_a_dataset_argument_called_name_is_given_under_kwargs(user_module: Path) -> None:
+    recipe = load_recipe(
+        DIGITS,
+        [
+            "data.dataset={name: 'user_parts:Named', kind: columns, kwargs: {name: wikitext, size: 30}}",
+            "data.transforms={train: [], val: []}",
+            "model={name: mlp}",
+            "train.batch_size=8",
+        ],
+        check=components.problems_in,
+    )
+    data = setup(recipe, single_process(True)).data
+    dataset = data.train.dataset if hasattr(data.train, "dataset") else data.train
+    while hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    assert (dataset.name, dataset.kind, dataset.size) == ("wikitext", "columns", 30)
+    assert recipe.data.dataset.name == "user_parts:Named"
+
+
+def test_wrong_arguments_under_kwargs_are_named_with_their_dotted_path(user_module: Path) -> None:
+    with pytest.raises(RecipeError) as error:
+        load_recipe(DIGITS, ["model={name: 'user_parts:Net', kind: a, factory: b, kwargs: {nmae: x}}"], check=components.problems_in)
+    text = str(error.value)
+    assert "model.kwargs.nmae: Net takes no argument 'nmae' (did you mean 'name'?)" in text
+    assert "model.name: Net needs 'name', which the recipe does not give" in text
+
+
+def test_an_argument_given_twice_or_a_kwargs_that_is_no_mapping_is_a_recipe_error(user_module: Path, capsys) -> None:
+    assert launch("check", DIGITS, "model={name: 'user_parts:net', kind: a, kwargs: {kind: b}}") == 2
+    assert "model: kind: given both beside 'name' and under 'kwargs:'; keep one" in capsys.readouterr().err
+    assert launch("check", DIGITS, "model={name: 'user_parts:net', kwargs: [1, 2]}") == 2
+    assert "model: kwargs: a mapping of argument names to values, got [1, 2]" in capsys.readouterr().err
