@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from launcher.errors import UserError
+from launcher.errors import RunFailed, UserError
 
 log = logging.getLogger("launcher")
 
@@ -100,7 +100,7 @@ def _errors_named(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:  # disk full, quota, read-only or vanished folder
-        raise UserError(
+        raise RunFailed(
             f"cannot write the checkpoint {path}: {error.strerror or error}; "
             f"the complete checkpoints already in {path.parent} are untouched"
         ) from None
@@ -324,6 +324,17 @@ def load(path: Path) -> dict[str, Any]:
         raise DamagedCheckpoint(
             f"{path} cannot be read as a checkpoint: {' '.join(str(error).split())[:200]}"
         ) from None
+
+
+def progress_of(path: Path) -> dict[str, Any] | None:
+    """The training position saved in a checkpoint (epoch, step...), read without reading the
+    tensors (a memory map: a fraction of a second whatever the size); None where the file cannot
+    be read that way (`load` then says why, with the checksum)."""
+    try:
+        progress = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("progress")
+    except (RuntimeError, OSError, AttributeError, ValueError):
+        return None
+    return progress if isinstance(progress, dict) else None
 
 
 # --- random number generators: saved as tensors and plain data, so weights_only can load them ---

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launcher.errors import UserError
+from launcher.errors import RUN_FAILED, USAGE_ERROR, UserError
 from launcher.recipe import Recipe, RecipeError, dump_recipe, is_override, json_schema, load_recipe, time_limit_minutes
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ log = logging.getLogger("launcher")
 COMMANDS = ("train", "sweep", "check", "eval", "predict", "report", "schema", "status", "logs", "cancel")
 JOB_COMMANDS = ("status", "logs", "cancel")
 SLURM_FLAGS = ("nodes", "partition", "time", "account", "qos", "constraint", "mem", "cpus_per_task")
-USAGE_ERROR = 2
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -181,6 +180,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`launch ...`: the exit code is 0, 2 for input to change (a recipe, a flag), 1 for a run
+    that failed, or 128 + the signal that stopped it."""
     from launcher import logs
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -193,50 +194,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return follow_job(command, args)
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
-    from launcher import components
-
     logs.setup_text_log(None, console=True)
     try:
-        if command == "report":
-            return report(args)
-        if command == "sweep":
-            return sweep(args)
-        files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
-        overrides = [o for o in args.overrides if o not in files]
-        if command == "predict" and not files:
-            raise UserError("launch predict: name at least one image or CSV file to predict")
-        recipe = load_recipe(args.recipe, overrides, check=components.problems_in)
-        if command == "check" or getattr(args, "dry_run", False):
-            return check(recipe)
-        if command == "eval":
-            return evaluate(recipe, args.checkpoint, args.cpu)
-        if command == "predict":
-            return predict(recipe, args.checkpoint, files, args.cpu)
-        if args.slurm:
-            return submit(recipe, args)
-        if args.srun:
-            return srun_task(recipe, args)
-        return train(recipe, args)
-    except RecipeError as error:
-        log.error("error: %s", error)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    except SignalException as stop:  # the elastic agent passed SIGTERM/SIGINT/SIGHUP on to the workers
-        log.error(
-            "stopped by %s: the workers stopped at the end of a step, with a checkpoint of it if they had started "
-            "training (see the log above); go on with launch --resume", signal.Signals(stop.sigval).name,
-        )  # fmt: skip
-        return 128 + stop.sigval
-    except (UserError, FileNotFoundError) as error:
-        log.error("error: %s", error)
-        return 1
+        return _run(command, args)
+    except (RecipeError, UserError, FileNotFoundError, KeyboardInterrupt, SignalException) as error:
+        return _report_failure(error)
     except Exception:
         log.exception("error: the run failed; the traceback follows")
-        return 1
+        return RUN_FAILED
     finally:
         logs.close_text_log()
+
+
+def _run(command: str, args: argparse.Namespace) -> int:
+    """The command, from the parsed command line."""
+    from launcher import components
+
+    if command == "report":
+        return report(args)
+    if command == "sweep":
+        return sweep(args)
+    files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
+    if command == "predict" and not files:
+        raise UserError("launch predict: name at least one image or CSV file to predict")
+    recipe = load_recipe(args.recipe, [o for o in args.overrides if o not in files], check=components.problems_in)
+    if command == "check" or getattr(args, "dry_run", False):
+        return check(recipe)
+    if command == "eval":
+        return evaluate(recipe, args.checkpoint, args.cpu)
+    if command == "predict":
+        return predict(recipe, args.checkpoint, files, args.cpu)
+    if args.slurm:
+        return submit(recipe, args)
+    if args.srun:
+        return srun_task(recipe, args)
+    return train(recipe, args)
+
+
+def _report_failure(error: BaseException) -> int:
+    """One line for what went wrong, no traceback; the exit code that says what kind of thing it was."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    if isinstance(error, KeyboardInterrupt):
+        log.error("interrupted")
+        return 130
+    if isinstance(error, SignalException):  # the elastic agent passed SIGTERM/SIGINT/SIGHUP on to the workers
+        log.error(
+            "stopped by %s: the workers stopped at the end of a step, with a checkpoint of it if they had started "
+            "training (see the log above); go on with launch --resume", signal.Signals(error.sigval).name,
+        )  # fmt: skip
+        return 128 + error.sigval
+    log.error("error: %s", error)
+    if isinstance(error, RecipeError):
+        return USAGE_ERROR
+    return error.exit_code if isinstance(error, UserError) else RUN_FAILED
 
 
 def _bare_resume(argv: list[str]) -> list[str]:
@@ -262,32 +273,56 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     placement = elastic.place(
         args.gpus, args.nproc, args.cpu, args.nnodes, args.rdzv_endpoint, args.rdzv_id, args.max_restarts
     )
-    resume_from = None
-    if args.resume is not None:
-        target = None if args.resume == "latest" else args.resume
-        run, resume_from = rundir.find_resume(target, recipe.run.output, recipe.run.name)
-        refuse_a_different_run(recipe, run, args.force)
-    else:
-        # Every node of a multi-node run must write to the same folder: its name is the run's id.
-        run = rundir.new_run_dir(
-            recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None
-        )
     if recipe.sweep:
         log.info(
             "this recipe has a sweep: section; this is one run with the recipe's own values (launch sweep runs the grid)"
         )
-    return train_in(recipe, run, resume_from, placement, source=args.recipe)
+    if args.resume is not None:
+        target = None if args.resume == "latest" else args.resume
+        run, resume_from = rundir.find_resume(target, recipe.run.output, recipe.run.name)
+        refuse_a_different_run(recipe, run, args.force)
+        if complete := completed_run(recipe, run, resume_from, args.recipe):
+            log.info("%s", complete)
+            return 0
+        return train_in(recipe, run, resume_from, placement, source=args.recipe)
+    # Every node of a multi-node run must write to the same folder: its name is the run's id.
+    run = rundir.new_run_dir(
+        recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None
+    )
+    try:
+        return train_in(recipe, run, None, placement, source=args.recipe)
+    except UserError as error:
+        if error.exit_code == USAGE_ERROR and not placement.multi_node and run.discard_if_untrained():
+            log.info("nothing was trained: the run folder %s is removed", run.path)
+        raise
+
+
+def completed_run(recipe: Recipe, run: RunDir, checkpoint_path: Path, source: str) -> str | None:
+    """Where the checkpoint `--resume` found is the end of the run this recipe asks for (its
+    train.epochs or train.max_steps done), what to tell the user instead of starting workers."""
+    from launcher import checkpoint
+    from launcher.train import Progress, is_complete
+
+    saved = checkpoint.progress_of(checkpoint_path)
+    if saved is None or not is_complete(Progress(**saved), recipe.train):
+        return None  # or unreadable: the workers say why, with the checksum, and fall back
+    cfg, epoch, step = recipe.train, saved["epoch"], saved["step"]
+    metrics = ""
+    if run.metrics.exists():
+        final = json.loads(run.metrics.read_text()).get("final", {})
+        metrics = "; " + "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k) + f" ({run.metrics})"
+    longer = f"train.epochs={epoch + 10}" if cfg.max_steps is None else f"train.max_steps={step * 2}"
+    return (
+        f"{run.path} is complete: epoch {epoch}, step {step} of train.epochs={cfg.epochs}, "
+        f"train.max_steps={cfg.max_steps}{metrics}; nothing to do. To train it longer: "
+        f"launch {source} --resume {run.path} {longer}"
+    )
 
 
 def train_in(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement, source: str) -> int:
     """Train `recipe` in the run folder `run` (from the checkpoint `resume_from`, if given), where
     `placement` says; the run's messages go to its log.txt. 0, or the exit code of a stop signal."""
-    from launcher import elastic, logs
-    from launcher.runtime import single_process
-    from launcher.stopping import StopRequests, TrainingStopped
-    from launcher.train import train as run_training
-    from launcher.watchdog import last_seen
-    from launcher.worker import worker
+    from launcher import logs
 
     logs.setup_text_log(run.log_file, console=True)
     if resume_from is None:  # a resumed run's recipe.yaml is rewritten once the checkpoint has loaded
@@ -295,37 +330,69 @@ def train_in(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: P
     log.info("run folder: %s", run.path)
     log.info("TensorBoard: tensorboard --logdir %s", run.tensorboard(recipe.logging.tensorboard_dir))
     if placement.single_process:
-        runtime = single_process(placement.device_type == "cpu")
-        stop = StopRequests(runtime.device, patience_s=recipe.distributed.stall_s, second_interrupt_quits=True)
+        return _train_in_this_process(recipe, run, resume_from, placement)
+    return _train_in_workers(recipe, run, resume_from, placement)
+
+
+def _train_in_this_process(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement) -> int:
+    from launcher.runtime import single_process
+    from launcher.stopping import StopRequests, TrainingStopped, exit_code, signal_names
+    from launcher.train import train as run_training
+
+    runtime = single_process(placement.device_type == "cpu")
+    stop = StopRequests(runtime.device, patience_s=recipe.distributed.stall_s, second_interrupt_quits=True)
+    with stop.catching():
         try:
-            with stop.catching():
-                summary = run_training(recipe, runtime, run, resume_from, stop)
+            summary = run_training(recipe, runtime, run, resume_from, stop)
         except TrainingStopped as stopped:
             log.error("%s; go on with: launch %s --resume %s", stopped, run.recipe, run.path)
             return stopped.exit_code
-    else:
-        if placement.device_type == "cpu":
-            log.info(
-                "%d CPU worker(s) per node with gloo: this exercises distributed training; on a CPU one process "
-                "using every core is faster", placement.nproc_per_node,
-            )  # fmt: skip
-        run_id = placement.rdzv_id or elastic.new_run_id()
-        try:
-            results = elastic.run_workers(
-                placement, run_id, recipe.distributed.timeout_s, worker, recipe.to_dict(), str(run.path),
-                str(resume_from) if resume_from else None, placement.device_type,
-            )  # fmt: skip
-        except elastic.WorkersFailed as failed:
-            seen = last_seen(run.heartbeats)
-            raise UserError(
-                f"{failed}\nwhere the ranks were: {'; '.join(seen)} (stacks of stalled ranks: log.rank<N>.txt)"
-                if seen
-                else str(failed)
-            ) from None
-        if 0 not in results:  # another node runs rank 0 and reports there
-            log.info("this node's workers finished; rank 0's node has the summary in %s", run.metrics)
-            return 0
-        summary = results[0]
+        _say_done(summary, run)
+        if stop.reasons:  # the signal came after the last step had been taken
+            log.error("%s came after the run had completed: nothing is left to do", signal_names(stop.reasons))
+            return exit_code(stop.reasons)
+    return 0
+
+
+def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from launcher import elastic
+    from launcher.errors import RunFailed
+    from launcher.watchdog import last_seen
+    from launcher.worker import worker
+
+    if placement.device_type == "cpu":
+        log.info(
+            "%d CPU worker(s) per node with gloo: this exercises distributed training; on a CPU one process "
+            "using every core is faster", placement.nproc_per_node,
+        )  # fmt: skip
+    run_id = placement.rdzv_id or elastic.new_run_id()
+    started = time.time()
+    try:
+        results = elastic.run_workers(
+            placement, run_id, recipe.distributed.timeout_s, worker, recipe.to_dict(), str(run.path),
+            str(resume_from) if resume_from else None, placement.device_type,
+        )  # fmt: skip
+    except elastic.WorkersFailed as failed:
+        seen = last_seen(run.heartbeats)
+        where = f"\nwhere the ranks were: {'; '.join(seen)} (stacks of stalled ranks: log.rank<N>.txt)" if seen else ""
+        raise RunFailed(f"{failed}{where}") from None
+    except SignalException as signalled:
+        # Rank 0 writes metrics.json after the last checkpoint is complete: the run is whole.
+        if not (run.metrics.exists() and run.metrics.stat().st_mtime >= started):
+            raise
+        name = signal.Signals(signalled.sigval).name
+        log.error("%s came after the run had completed (%s): nothing is left to do", name, run.metrics)
+        return 128 + signalled.sigval
+    if 0 not in results:  # another node runs rank 0 and reports there
+        log.info("this node's workers finished; rank 0's node has the summary in %s", run.metrics)
+        return 0
+    _say_done(results[0], run)
+    return 0
+
+
+def _say_done(summary: dict, run: RunDir) -> None:
     final, best = summary["final"], summary["best"]
     log.info(
         "done in %.1f s: %s", summary["wall_time_s"], "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k)
@@ -336,7 +403,6 @@ def train_in(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: P
         )
     log.info("checkpoints: %s", run.checkpoints)
     log.info("metrics: %s", run.metrics)
-    return 0
 
 
 # What a run trains: resuming with other values here would be another run under the old name.
@@ -515,7 +581,7 @@ def follow_job(command: str, args: argparse.Namespace) -> int:
         return 0
     except UserError as error:
         log.error("error: %s", error)
-        return 1
+        return error.exit_code
     except KeyboardInterrupt:
         return 130
     finally:

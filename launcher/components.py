@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from launcher.errors import UserError
-from launcher.recipe import Component, Problem, component_arguments, did_you_mean
+from launcher.recipe import EXPLICIT_KWARGS, Component, Problem, component_arguments, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -279,8 +279,12 @@ def _check_one(path: str, spec: Any, kind: Kind, schema: type[Component] = Compo
     except ComponentError as error:
         return [Problem(f"{path}.name", str(error))]
     arguments = component_arguments(spec, schema.model_fields)
+    explicit = spec.get(EXPLICIT_KWARGS)
     return [
-        Problem(f"{path}.{arg}" if arg in spec else f"{path}.kwargs.{arg}", message)
+        Problem(
+            f"{path}.{EXPLICIT_KWARGS}.{arg}" if isinstance(explicit, dict) and arg in explicit else f"{path}.{arg}",
+            message,
+        )
         for arg, message in _argument_problems(factory, arguments, kind.provided)
     ]
 

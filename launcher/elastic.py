@@ -10,15 +10,16 @@ import logging
 import os
 import socket
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
-from launcher.errors import UserError
+from launcher.errors import RunFailed, UserError
 
 log = logging.getLogger("launcher")
 
@@ -138,10 +139,11 @@ def run_workers(
     try:
         return elastic_launch(launch_config(placement, run_id, join_timeout_s, store_file), entrypoint)(*args)
     except ChildFailedError as error:
-        raise WorkersFailed(error) from None
+        failures = with_siblings(error.failures)
+        raise user_error_of(failures) or WorkersFailed(failures) from None
     except RendezvousTimeoutError:
         low, high = placement.node_range
-        raise UserError(
+        raise RunFailed(
             f"the rendezvous at {placement.rdzv_endpoint} (run id {run_id}) did not gather {low} node(s) within "
             f"{join_timeout_s:.0f} s (distributed.timeout_s); start `launch` on the missing nodes with the same "
             "--rdzv-endpoint, --rdzv-id and --nnodes"
@@ -151,16 +153,67 @@ def run_workers(
             Path(store_file).unlink(missing_ok=True)
 
 
-class WorkersFailed(UserError):
+class WorkersFailed(RunFailed):
     """A worker failed: the first failure's rank, host and traceback, not a bare ChildFailedError."""
 
-    def __init__(self, error: ChildFailedError) -> None:
-        failures = with_siblings(error.failures)
+    def __init__(self, failures: dict[int, ProcessFailure]) -> None:
         rank, failure = first_cause(failures)
         self.rank, self.exitcode = rank, failure.exitcode
         others = sorted(r for r in failures if r != rank)
         also = f" (also failed: rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})" if others else ""
         super().__init__(f"rank {rank} failed on host {socket.gethostname()}{also}:\n{describe_failure(failure)}")
+
+
+# The key of a worker's error file (TORCHELASTIC_ERROR_FILE, the file torch's `record` writes a
+# traceback to) under which `report_user_error` puts a UserError's message and exit code.
+USER_ERROR_KEY = "launcher_user_error"
+
+
+def report_user_error(error: UserError) -> NoReturn:
+    """In a worker: hand a UserError to `launch` as it is (message and exit code, no traceback),
+    through the error file the elastic agent reads, and exit with the error's code."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        report = {
+            "message": {
+                "message": f"{type(error).__name__}: {error}",
+                "extraInfo": {
+                    "py_callstack": "",
+                    "timestamp": str(int(time.time())),
+                    USER_ERROR_KEY: {"message": str(error), "exit_code": error.exit_code},
+                },
+            }
+        }
+        Path(error_file).write_text(json.dumps(report))
+    raise SystemExit(error.exit_code)
+
+
+def user_error_of(failures: dict[int, ProcessFailure]) -> UserError | None:
+    """Where the failure that started it is a UserError (a recipe problem found while building,
+    say), that error as one process would have raised it: the message once where every rank that
+    raised one says the same, each rank's where they differ. None for a crash."""
+    reported = {rank: _user_error_in(failure) for rank, failure in failures.items()}
+    first, _ = first_cause(failures)
+    if reported[first] is None:
+        return None
+    errors = {rank: found for rank, found in sorted(reported.items()) if found is not None}
+    messages = {found["message"] for found in errors.values()}
+    if len(messages) == 1:
+        text = messages.pop()
+    else:
+        text = "the ranks found different problems:\n" + "\n".join(
+            f"  rank {rank}: {found['message']}" for rank, found in errors.items()
+        )
+    error = RunFailed(text) if errors[first]["exit_code"] == RunFailed.exit_code else UserError(text)
+    return error
+
+
+def _user_error_in(failure: ProcessFailure) -> dict[str, Any] | None:
+    message = failure.message
+    if isinstance(message, dict):
+        found = message.get("extraInfo", {}).get(USER_ERROR_KEY)
+        return found if isinstance(found, dict) else None
+    return None
 
 
 # When one rank dies, its peers fail in their next collective; those are echoes, not the cause.

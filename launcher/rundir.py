@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from launcher import checkpoint
-from launcher.errors import UserError
+from launcher.errors import RunFailed, UserError
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,16 @@ class RunDir:
     def tensorboard(self, configured: str | None) -> Path:
         return Path(configured) if configured else self.path / "tensorboard"
 
+    def discard_if_untrained(self) -> bool:
+        """Remove this run folder where nothing was trained in it (no checkpoint, no TensorBoard
+        events, no metrics.json): a run refused for its recipe leaves nothing behind. Whether it
+        was removed."""
+        trained = any(self.checkpoints.glob("*.pt*")) or any(self.path.glob("**/events.out.tfevents.*"))
+        if trained or self.metrics.exists():
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        return True
+
 
 def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
     """A new run folder named by the time it starts (with a suffix if two start together), or
@@ -54,7 +65,7 @@ def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
             (parent / run_id).mkdir(exist_ok=True)
             return RunDir(parent / run_id)
     except OSError as error:
-        raise UserError(
+        raise RunFailed(
             f"run.output={output}: cannot create the run folder under {parent}: {error.strerror or error}"
         ) from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -65,7 +76,7 @@ def new_run_dir(output: str, name: str, run_id: str | None = None) -> RunDir:
         except FileExistsError:
             continue
         except OSError as error:
-            raise UserError(
+            raise RunFailed(
                 f"run.output={output}: cannot create the run folder {path}: {error.strerror or error}"
             ) from None
         return RunDir(path)

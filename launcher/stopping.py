@@ -52,8 +52,18 @@ class TrainingStopped(Exception):
 
     @property
     def exit_code(self) -> int:
-        """The shell's code for the signal that stopped the run: 130 for Ctrl-C, else 143 (SIGTERM)."""
-        return 128 + (signal.SIGINT if self.reasons == {INTERRUPTED} else signal.SIGTERM)
+        return exit_code(self.reasons)
+
+
+def exit_code(reasons: set[str]) -> int:
+    """The shell's code for the signal that stopped the run: 130 for Ctrl-C, else 143 (SIGTERM)."""
+    return 128 + (signal.SIGINT if reasons == {INTERRUPTED} else signal.SIGTERM)
+
+
+def signal_names(reasons: set[str]) -> str:
+    """The signals behind `reasons`, as a person would name them: 'SIGTERM', 'SIGUSR1/SIGUSR2'."""
+    names = {reason: "/".join(sig.name for sig, why in SIGNALS.items() if why == reason) for reason in REASONS}
+    return " and ".join(names[reason] or reason for reason in REASONS if reason in reasons)
 
 
 class StopRequests:

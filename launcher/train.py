@@ -24,7 +24,7 @@ from launcher.evaluate import evaluate, measured_topk
 from launcher.logs import Logger, NullLogger, RunLogger
 from launcher.models import build_model, count_parameters
 from launcher.optim import build_loss, build_optimizer, build_scheduler, needs_metric
-from launcher.recipe import Recipe, dump_recipe
+from launcher.recipe import Recipe, Train, dump_recipe
 from launcher.rundir import RunDir
 from launcher.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
 from launcher.stopping import StopRequests, TrainingStopped
@@ -229,8 +229,7 @@ class Trainer:
 
     def done(self) -> bool:
         """The run has trained all it should: its epochs, or train.max_steps."""
-        step_limit = self.recipe.train.max_steps
-        return self.progress.epoch >= self.s.epochs or (step_limit is not None and self.progress.step >= step_limit)
+        return is_complete(self.progress, self.recipe.train)
 
     def resume(self, path: Path) -> None:
         """Load the model, optimizer, schedule, random states and position of a checkpoint."""
@@ -365,9 +364,9 @@ class Trainer:
 
     def _last_step(self) -> bool:
         """The step just taken is the run's last."""
-        step_limit, progress = self.recipe.train.max_steps, self.progress
-        last_epoch_ends = progress.epoch + 1 >= self.s.epochs and progress.batches_done >= self.s.batches_per_epoch
-        return last_epoch_ends or (step_limit is not None and progress.step >= step_limit)
+        progress = self.progress
+        epoch_ends = progress.batches_done >= self.s.batches_per_epoch
+        return is_complete(Progress(epoch=progress.epoch + epoch_ends, step=progress.step), self.recipe.train)
 
     def forward_backward(
         self, inputs: torch.Tensor, targets: torch.Tensor, micro_batches: int, sync: bool
@@ -464,6 +463,13 @@ def train(
     if resume_from is not None:
         trainer.resume(resume_from)
     return trainer.fit()
+
+
+def is_complete(progress: Progress, cfg: Train) -> bool:
+    """Whether a run at `progress` has trained all that train.epochs and train.max_steps ask for.
+    In epochs and steps as they are counted, whatever the world size was along the way."""
+    by_epochs = cfg.epochs is not None and progress.epoch >= cfg.epochs
+    return by_epochs or (cfg.max_steps is not None and progress.step >= cfg.max_steps)
 
 
 def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:

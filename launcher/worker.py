@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from launcher import checkpoint, components, distributed, logs
+from launcher import checkpoint, components, distributed, elastic, logs
+from launcher.errors import UserError
 from launcher.recipe import Recipe
 from launcher.rundir import RunDir
 from launcher.runtime import Runtime
@@ -22,7 +23,18 @@ log = logging.getLogger("launcher")
 
 
 def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str) -> dict[str, Any]:
-    """The elastic agent's entry point: train as one of its workers."""
+    """The elastic agent's entry point: train as one of its workers. A UserError (a recipe
+    problem found while building, say) reaches `launch` as its message and exit code, which it
+    prints as one process would: no traceback, no "rank N failed"."""
+    try:
+        return _train_as_worker(recipe_data, run_path, resume_from, device_type)
+    except UserError as error:
+        elastic.report_user_error(error)
+
+
+def _train_as_worker(
+    recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str
+) -> dict[str, Any]:
     recipe, run = Recipe.model_validate(recipe_data), RunDir(Path(run_path))
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         # The agent restarted the group after a failure: carry on from the newest checkpoint.

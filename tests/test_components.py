@@ -69,7 +69,8 @@ class Named(torch.utils.data.Dataset):
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "user_parts.py").write_text(textwrap.dedent(USER_MODULE))
-    monkeypatch.chdir(tmp_path)  # the working directory is on the import path, as for `launch`
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `launch` does for the working directory, caches cleared
     return tmp_path
 
 
