@@ -162,7 +162,7 @@ def _memory_mb(text: str) -> int:
 
 def _slurm_command(command: list[str]) -> str:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise UserError(
             f"`{command[0]}` not found: SLURM commands run where the SLURM client is (a login node)"
@@ -316,7 +316,7 @@ def find_job(target: str) -> Job:
     if not re.fullmatch(r"\d+(_\d+)?", target):
         raise UserError(f"{target}: neither a run folder nor a SLURM job id")
     # The controller knows the job's comment and log (until MinJobAge after its end).
-    shown = subprocess.run(["scontrol", "show", "job", target], capture_output=True, text=True).stdout
+    shown = subprocess.run(["scontrol", "show", "job", target], check=False, capture_output=True, text=True).stdout
     stdout = re.search(r"StdOut=(\S+)", shown)
     index_file = Path(stdout.group(1)).parent / ARRAY_INDEX if stdout else None
     if index_file is not None and index_file.exists():  # a task of an array: the comment is the array's
@@ -362,7 +362,8 @@ def job_state(job_id: str) -> dict[str, str]:
 
 def restarts(job_id: str) -> int | None:
     match = re.search(
-        r"Restarts=(\d+)", subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        r"Restarts=(\d+)",
+        subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout,
     )
     return int(match.group(1)) if match else None
 
@@ -381,7 +382,7 @@ def wait_until_ended(job_id: str, timeout_s: float | None = None, poll_s: float 
 
 def _completing(job_id: str) -> bool:
     """squeue lists the job as COMPLETING while its tasks are still ending."""
-    listed = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    listed = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], check=False, capture_output=True, text=True)
     return "COMPLETING" in listed.stdout
 
 

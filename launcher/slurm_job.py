@@ -140,7 +140,7 @@ def job_end_time(job_id: str) -> float | None:
     """When SLURM will stop this job (a time.time() value), or None where it has no limit."""
     try:
         left = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True, timeout=30
+            ["squeue", "-h", "-j", job_id, "-o", "%L"], check=False, capture_output=True, text=True, timeout=30
         ).stdout.strip()
         return time.time() + slurm_duration_s(left)
     except (OSError, subprocess.SubprocessError, ValueError):  # UNLIMITED, NOT_SET, no squeue
@@ -152,12 +152,14 @@ def _make_findable(job_id: str, run: RunDir, tasks: int) -> None:
     names the run folder, and the run folder's slurm/job.json the job and its log."""
     from launcher import slurm
 
-    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout
     stdout = re.search(r"StdOut=(\S+)", shown)
     log_file = Path(stdout.group(1)) if stdout else None
     slurm.record_job(run, job_id, log_file.parent if log_file else run.path, tasks, log_file)
     subprocess.run(
-        ["scontrol", "update", f"JobId={job_id}", f"Comment={slurm.COMMENT}{run.path.resolve()}"], capture_output=True
+        ["scontrol", "update", f"JobId={job_id}", f"Comment={slurm.COMMENT}{run.path.resolve()}"],
+        check=False,  # best effort, as before: job.json above already records the job
+        capture_output=True,
     )
 
 

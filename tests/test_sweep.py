@@ -388,7 +388,7 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "launcher", "sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.max_steps=3", f"run.output={tmp_path}",
                "--slurm", "--nproc", "1", "--time", "10", "--parallel", "2"]  # fmt: skip
     result = subprocess.run(
-        [*map(str, command), "--wait"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+        [*map(str, command), "--wait"], check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
     folder = sweep_folder(tmp_path)
@@ -404,6 +404,8 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
         )
         assert f"run folder {folder / name}" in (folder / "slurm" / f"{job_id}_0_log.out").read_text()
     assert "best first:" in result.stdout
-    again = subprocess.run(list(map(str, command)), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    again = subprocess.run(
+        list(map(str, command)), check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+    )
     assert again.returncode == 0 and "nothing to submit: every run has finished or is in the queue" in again.stdout
     assert "lr=0.1: finished already: skipped" in again.stderr
