@@ -48,5 +48,5 @@ def evaluate(
     model.train(was_training)
     loss_sum, *correct, count = all_reduce_sum(sums).tolist()
     metrics = {"val/loss": loss_sum / max(count, 1)}
-    metrics.update({f"val/acc{k}": c / max(count, 1) for k, c in zip(topk, correct)})
+    metrics.update({f"val/acc{k}": c / max(count, 1) for k, c in zip(topk, correct, strict=True)})
     return metrics

@@ -156,7 +156,7 @@ def curves_figure(title: str, ylabel: str, series: dict[str, Series]) -> Figure:
     """One line per series (its label in the legend), value against step."""
     figure, axes = _figure()
     for label, points in series.items():
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         axes.plot(steps, values, label=label, marker="o" if len(points) <= 30 else None, markersize=3)
     axes.set(title=title, xlabel="step", ylabel=ylabel)
     axes.legend(fontsize="small")

@@ -257,14 +257,17 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
     if parallel is not None:
         ex.update_parameters(slurm_array_parallelism=parallel)
     with _refusals_explained(), ex.batch():
-        jobs = [ex.submit(TrainingJob(r.to_dict(), str(run.path), device_type(slurm))) for r, run in zip(recipes, runs)]
-    for job, run in zip(jobs, runs):
+        jobs = [
+            ex.submit(TrainingJob(r.to_dict(), str(run.path), device_type(slurm)))
+            for r, run in zip(recipes, runs, strict=True)
+        ]
+    for job, run in zip(jobs, runs, strict=True):
         record_job(run, job.job_id, folder, slurm.nodes * tasks_per_node(slurm))
     # The array's tasks share one comment: `launch status ARRAY_TASK_ID` finds their runs here
     # (and those of earlier arrays submitted into the same folder).
     index_file = folder / ARRAY_INDEX
     index = json.loads(index_file.read_text()) if index_file.exists() else {}
-    index.update({job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs)})
+    index.update({job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs, strict=True)})
     index_file.write_text(json.dumps(index, indent=2) + "\n")
     return [job.job_id for job in jobs]
 
@@ -352,8 +355,10 @@ def job_state(job_id: str) -> dict[str, str]:
     out = _slurm_command(
         ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Elapsed,NodeList,ExitCode,Start,End"]
     )
+    names = ["JobID", "State", "Elapsed", "NodeList", "ExitCode", "Start", "End"]
     for line in out.splitlines():
-        fields = dict(zip(["JobID", "State", "Elapsed", "NodeList", "ExitCode", "Start", "End"], line.split("|")))
+        # Not strict: a line that is not one of the table's rows is passed over by the JobID test below.
+        fields = dict(zip(names, line.split("|"), strict=False))
         if fields["JobID"] == job_id:
             fields["State"] = fields["State"].split()[0]  # "CANCELLED by 0" -> CANCELLED
             return fields

@@ -158,7 +158,7 @@ def merge_grids(
 
 def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the grid's values, the first key varying slowest."""
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
 def short_keys(keys: Sequence[str]) -> dict[str, str]:
@@ -191,7 +191,7 @@ def run_names(grid: dict[str, list[Any]], combos: list[dict[str, Any]]) -> list[
     MAX_NAME characters, or one that two combinations would share, ends with a hash of its values."""
     short = short_keys(list(grid))
     names = [",".join(f"{short[key]}={value_text(value)}" for key, value in params.items()) for params in combos]
-    for i, (name, params) in enumerate(zip(names, combos)):
+    for i, (name, params) in enumerate(zip(names, combos, strict=True)):
         if len(name) > MAX_NAME or names.count(name) > 1:
             names[i] = f"{name[: MAX_NAME - 9]}-{_digest(params)}"
     return names
@@ -240,7 +240,7 @@ def plan(
         raise RecipeError(recipe_path, problems)
 
     combos = combinations(grid)
-    runs = [Run(run_name, params) for run_name, params in zip(run_names(grid, combos), combos)]
+    runs = [Run(run_name, params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
     recipes = _validated_recipes(recipe_path, fixed, runs, check)
     first = recipes[runs[0].name]
     measured = ["val/loss", *(f"val/{m}" for m in first.eval.metrics)]
@@ -457,7 +457,7 @@ def submit(sweep: Sweep, parallel: int | None, wait: bool) -> int:
                 shutil.rmtree(path, ignore_errors=True)
             raise
         print(f"submitted {len(job_ids)} run(s) as one job array{f', at most {parallel} at once' if parallel else ''}:")
-        for (run, _), job_id in zip(todo, job_ids):
+        for (run, _), job_id in zip(todo, job_ids, strict=True):
             print(f"  job {job_id}: {sweep.folder / run.name}")
     else:
         print("nothing to submit: every run has finished or is in the queue")
@@ -467,7 +467,7 @@ def submit(sweep: Sweep, parallel: int | None, wait: bool) -> int:
         print(f"results:     launch sweep {sweep.folder}  (rewrites results.csv/json and prints the table, any time)")
         print(f"TensorBoard: tensorboard --logdir {sweep.folder}")
         return 0
-    for (run, _), job_id in zip(todo, job_ids):
+    for (run, _), job_id in zip(todo, job_ids, strict=True):
         state = slurm.wait_until_ended(job_id)
         log.info("job %s (%s) ended: %s", job_id, run.name, state["State"])
     return show_results(sweep)
@@ -637,7 +637,7 @@ def print_table(sweep: Sweep, rows: list[dict[str, Any]]) -> None:
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     for row in rows:
         if row["error"]:
             print(f"  {row['run']}: {row['status']}: {row['error']}")

@@ -316,7 +316,7 @@ def test_two_ranks_killed_mid_epoch_resume_bitwise_to_the_uninterrupted_run(
     resumed, uninterrupted = (checkpoint.load(checkpoint.latest(r / "checkpoints")) for r in (run, whole))
     assert resumed["progress"]["step"] == uninterrupted["progress"]["step"] == 15
     assert_same_weights(resumed["model"], uninterrupted["model"])
-    for a, b in zip(resumed["optimizer"]["state"].values(), uninterrupted["optimizer"]["state"].values()):
+    for a, b in zip(resumed["optimizer"]["state"].values(), uninterrupted["optimizer"]["state"].values(), strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)  # AdamW's moments and step counts
     losses, expected = scalars(run)["train/loss"], scalars(whole)["train/loss"]
     assert [s for s, _ in losses] == list(range(1, 16))

@@ -187,7 +187,7 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
         for seed in (1, 2, 3)
     ]
     runs = [new_run_dir(r.run.output, r.run.name, run_id=f"seed-{r.train.seed}") for r in recipes]
-    for recipe, run in zip(recipes, runs):
+    for recipe, run in zip(recipes, runs, strict=True):
         dump_recipe(recipe, run.recipe)
     job_ids = slurm.submit_array(recipes, runs, tmp_path / "array", parallel=2)
     assert len(set(job_ids)) == 3 and all(re.fullmatch(r"\d+_[012]", j) for j in job_ids)

@@ -395,7 +395,7 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
     job_ids = re.findall(r"  job (\d+_[01]): ", result.stdout)
     assert "submitted 2 run(s) as one job array, at most 2 at once" in result.stdout and len(job_ids) == 2
     rows = results(folder)
-    for name, job_id in zip(("lr=0.1", "lr=0.01"), job_ids):
+    for name, job_id in zip(("lr=0.1", "lr=0.01"), job_ids, strict=True):
         summary = json.loads((folder / name / "metrics.json").read_text())
         assert (
             rows[name]["status"] == "finished"
