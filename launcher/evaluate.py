@@ -35,8 +35,8 @@ def evaluate(
     # Sums, not means: a mean of batch means would overweight a short last batch.
     # sums = [loss, correct@k..., count]
     sums = torch.zeros(len(topk) + 2, dtype=torch.float64, device=device)
-    for inputs, targets in batches:
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    for batch_inputs, batch_targets in batches:
+        inputs, targets = batch_inputs.to(device, non_blocking=True), batch_targets.to(device, non_blocking=True)
         with autocast:
             outputs = model(inputs)
             loss = loss_fn(outputs, targets)

@@ -54,8 +54,8 @@ def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) 
     transform = build_transform(recipe.data.transforms.val)
     resizes = any("Resize" in t.name or "Crop" in t.name for t in recipe.data.transforms.val)
     for name in files:
-        for label, x in _inputs(Path(name), info, resizes):
-            x = transform(x) if transform else x
+        for label, raw in _inputs(Path(name), info, resizes):
+            x = transform(raw) if transform else raw
             with torch.no_grad():
                 probabilities = model(x.unsqueeze(0).to(device)).softmax(dim=1)[0]
             index = int(probabilities.argmax())

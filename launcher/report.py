@@ -172,11 +172,11 @@ def metric_vs_param_figure(title: str, param: str, ylabel: str, series: dict[str
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
     categories = list(dict.fromkeys(map(str, values)))
     for label, points in series.items():
-        points = (
+        ordered = (
             sorted(points, key=lambda p: p[0]) if numeric else sorted(points, key=lambda p: categories.index(str(p[0])))
         )
-        xs = [x if numeric else categories.index(str(x)) for x, _ in points]
-        axes.plot(xs, [y for _, y in points], marker="o", label=label)
+        xs = [x if numeric else categories.index(str(x)) for x, _ in ordered]
+        axes.plot(xs, [y for _, y in ordered], marker="o", label=label)
     if numeric and min(values) > 0 and max(values) >= 10 * min(values):
         axes.set_xscale("log")
     if not numeric:

@@ -65,6 +65,7 @@ SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")  # what a run folder's name may not hold (besides its own = and ,)
 MAX_NAME = 120  # characters of a run folder's name, a hash included where it had to be cut
 ERROR_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit)\b")
+RUNS_NAMED = 3  # runs named in a problem that only some runs of a sweep have; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -288,9 +289,12 @@ def _grouped(found: dict[str, list[Problem]], total: int) -> list[Problem]:
     listed = []
     for problem, names in runs_with.items():
         if len(names) < total:
-            shown = "; ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            problem = Problem(problem.path, f"{problem.message} (in {len(names)} of the {total} runs: {shown})")
-        listed.append(problem)
+            shown = "; ".join(names[:RUNS_NAMED]) + (
+                f" and {len(names) - RUNS_NAMED} more" if len(names) > RUNS_NAMED else ""
+            )
+            listed.append(Problem(problem.path, f"{problem.message} (in {len(names)} of the {total} runs: {shown})"))
+        else:
+            listed.append(problem)
     order = list(Recipe.model_fields)  # section by section, as for one recipe
     return sorted(
         listed, key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order)

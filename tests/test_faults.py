@@ -173,7 +173,7 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_no_partial_file_and_the_pr
     process.wait()
     (run,) = run_dirs(tmp_path / "killed", "digits")
     partial = next((run / "checkpoints").glob(".step-00000044.pt.*.tmp"))
-    assert 0 < partial.stat().st_size
+    assert partial.stat().st_size > 0
     assert not checkpoint.step_path(run / "checkpoints", 44).exists()
     assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000022.pt"]
     assert checkpoint.load(checkpoint.step_path(run / "checkpoints", 22))["progress"]["step"] == 22
