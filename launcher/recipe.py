@@ -261,6 +261,9 @@ def time_limit_minutes(text: str) -> int:
     return -(-seconds // 60)
 
 
+MAX_MINUTES_OR_SECONDS = 59  # of a SLURM duration's MM and SS fields
+
+
 def slurm_duration_s(text: str) -> int:
     """Seconds in a SLURM duration: minutes, MM:SS, H:MM:SS, D-H, D-H:MM or D-H:MM:SS."""
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
@@ -268,7 +271,7 @@ def slurm_duration_s(text: str) -> int:
         raise ValueError(f"'{text}' is not a SLURM time: use minutes, MM:SS, H:MM:SS or D-H:MM:SS")
     days, first, second, third = (int(g) if g else None for g in match.groups())
     if any(
-        field is not None and field >= 60
+        field is not None and field > MAX_MINUTES_OR_SECONDS
         for field in ((second, third) if third is not None or days is not None else (second,))
     ):
         raise ValueError(f"'{text}': minutes and seconds go up to 59")

@@ -25,6 +25,7 @@ from launcher.logs import scalar_series
 
 Series = list[tuple[int, float]]
 EVENT_FILES = "events.out.tfevents.*"
+MAX_MARKED_POINTS = 30  # a curve with more points is drawn without a marker on each
 FIGURE_SIZE, DPI = (8, 5), 100  # 800 x 500 pixels
 
 # A run's figures: file name, y-axis label, and the tags it plots (a pattern for the accuracies).
@@ -157,7 +158,7 @@ def curves_figure(title: str, ylabel: str, series: dict[str, Series]) -> Figure:
     figure, axes = _figure()
     for label, points in series.items():
         steps, values = zip(*points, strict=True)
-        axes.plot(steps, values, label=label, marker="o" if len(points) <= 30 else None, markersize=3)
+        axes.plot(steps, values, label=label, marker="o" if len(points) <= MAX_MARKED_POINTS else None, markersize=3)
     axes.set(title=title, xlabel="step", ylabel=ylabel)
     axes.legend(fontsize="small")
     return figure

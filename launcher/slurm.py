@@ -208,13 +208,14 @@ def executor(folder: Path, slurm: Slurm, name: str) -> Any:
 # loop: seen in CI, a USR2 due 30 s into a 1-minute job came at once), and a warning that comes
 # before the job has set up its handlers kills it. The job's start gets a minute too.
 WARNING_SLACK_S = 60 + 60
+MIN_WARNING_DELAY_S = 10  # a USR2 warning closer to the time limit than this is not asked for
 
 
 def warning_delay_s(slurm: Slurm) -> int | None:
     """How long before the time limit to ask for the USR2 warning; None where the limit leaves no
     room for one (the run then stops in time by watching the clock: stopping.StopRequests)."""
     delay_s = min(slurm.signal_delay_s, time_limit_minutes(slurm.time) * 60 - WARNING_SLACK_S)
-    return delay_s if delay_s >= 10 else None
+    return delay_s if delay_s >= MIN_WARNING_DELAY_S else None
 
 
 def submit(recipe: Recipe, run: RunDir) -> str:
@@ -274,6 +275,7 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
 
 COMMENT = "launcher:"  # the job's comment: "launcher:<run folder>"
 ARRAY_INDEX = "runs.json"
+TRACE_TAIL = 8  # lines of a traceback shown up to its error line (after its first line), where it is longer
 
 
 def record_job(run: RunDir, job_id: str, logs: Path, tasks: int, log_file: Path | None = None) -> None:
@@ -435,7 +437,7 @@ def failures(job: Job) -> list[str]:
         lost_a_peer = "Connection closed by peer" in error or "remote worker" in error
         who = f"rank {rank} on {node.group(1) if node else 'an unknown node'}" if rank >= 0 else "the last traceback"
         report = f"{who} ({path}){': its peer failed' if lost_a_peer else ''}:"
-        shown = trace[: end + 1] if end < 9 else [trace[0], "  ...", *trace[end - 7 : end + 1]]
+        shown = trace[: end + 1] if end <= TRACE_TAIL else [trace[0], "  ...", *trace[end - TRACE_TAIL + 1 : end + 1]]
         found.append((lost_a_peer, rank, report + "\n  " + "\n  ".join(shown)))
     return [report for *_, report in sorted(found)]
 
