@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -11,7 +11,7 @@ from torch import nn
 from launcher.distributed import all_reduce_sum
 
 
-def measured_topk(metrics: list[str], num_classes: int) -> tuple[int, ...]:
+def measured_topk(metrics: Sequence[str], num_classes: int) -> tuple[int, ...]:
     """The k of each top-k accuracy asked for in eval.metrics that makes sense for the class count."""
     return tuple(k for k in (1, 5) if f"acc{k}" in metrics and k <= num_classes)
 
