@@ -139,7 +139,7 @@ class RunLogger:
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         for summary in hparams_summary(hparams, metrics):
-            self.writer.file_writer.add_summary(summary)
+            self.writer.file_writer.add_summary(summary)  # type: ignore[attr-defined]  # torch infers file_writer as None (its __init__ sets None, then opens it)
 
     def close(self) -> None:
         self.writer.close()
