@@ -302,6 +302,10 @@ def sweep_key_problem(key: str) -> str | None:
     return None
 
 
+# A sweep's grid: each dotted key with the values it takes (`launch sweep` validates the recipe's sweep: by it).
+SweepGrid = dict[str, typing.Annotated[list[JsonValue], Field(min_length=1)]]
+
+
 class Recipe(Section):
     """The whole recipe. Each component gets only its own section."""
 
@@ -317,7 +321,7 @@ class Recipe(Section):
     distributed: Distributed = Field(default_factory=Distributed)
     run: Run = Field(default_factory=Run)
     slurm: Slurm = Field(default_factory=Slurm)
-    sweep: dict[str, typing.Annotated[list[JsonValue], Field(min_length=1)]] = Field(
+    sweep: SweepGrid = Field(
         default_factory=dict,
         description="What `launch sweep` varies: a dotted recipe key and the values it takes, {optimizer.lr: [0.1, 0.01]}; "
         "one run per combination. A plain `launch` ignores it.",

@@ -48,6 +48,7 @@ from launcher.recipe import (
     Problem,
     Recipe,
     RecipeError,
+    SweepGrid,
     apply_override,
     did_you_mean,
     dump_recipe,
@@ -221,7 +222,7 @@ def plan(
     for text in fixed:
         apply_override(tree, *parse_override(text))
     try:
-        from_recipe = TypeAdapter(Recipe.model_fields["sweep"].annotation).validate_python(tree.get("sweep") or {})
+        from_recipe = TypeAdapter(SweepGrid).validate_python(tree.get("sweep") or {})
     except ValidationError as error:
         raise RecipeError(
             recipe_path, [Problem(f"sweep.{p.path}".rstrip("."), p.message) for p in problems_from(error)]
