@@ -24,7 +24,7 @@ def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.
     if path.is_dir():  # a run folder or its checkpoints/: the newest checkpoint there
         from launcher.rundir import find_resume
 
-        path = find_resume(str(path), recipe.run.output, recipe.run.name)[1]
+        path = find_resume(str(path), recipe.run.output, recipe.run.resolved_name)[1]
     state = checkpoint.load(path)
     info = DataInfo(**state["data"])
     # No download: the checkpoint holds the weights, and a model built for the classes has the head's shape.

@@ -213,6 +213,13 @@ class Run(Section):
         description="Folders searched for 'module:attr' components (the recipe's folder is added).",
     )
 
+    @property
+    def resolved_name(self) -> str:
+        """`name`, which load_recipe always sets (to the recipe file's name where the recipe has none)."""
+        if self.name is None:
+            raise ValueError("run.name is unset: a recipe read by load_recipe always has one")
+        return self.name
+
 
 class Slurm(Section):
     """Where `launch --slurm` submits the run; the command line's flags win over these."""

@@ -222,7 +222,7 @@ def submit(recipe: Recipe, run: RunDir) -> str:
     """Submit the run in `run` (its recipe.yaml written); return the job id."""
     from launcher.slurm_job import TrainingJob
 
-    ex = executor(run.path / "slurm", recipe.slurm, recipe.run.name)
+    ex = executor(run.path / "slurm", recipe.slurm, recipe.run.resolved_name)
     ex.update_parameters(slurm_comment=f"{COMMENT}{run.path.resolve()}")  # `launch status JOB_ID` finds the run by it
     with _refusals_explained():
         job = ex.submit(TrainingJob(recipe.to_dict(), str(run.path), device_type(recipe.slurm)))
@@ -254,7 +254,7 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
                 f"a job array gives all its runs the same resources; '{recipe.run.name}' asks for other slurm: settings"
             )
     check_resources(slurm)
-    ex = executor(folder, slurm, recipes[0].run.name)
+    ex = executor(folder, slurm, recipes[0].run.resolved_name)
     if parallel is not None:
         ex.update_parameters(slurm_array_parallelism=parallel)
     with _refusals_explained(), ex.batch():

@@ -67,7 +67,7 @@ def srun_task(recipe: Recipe, device_type: str) -> dict[str, Any] | None:
     from launcher.rundir import new_run_dir
 
     job = SlurmJobEnvironment()
-    run = new_run_dir(recipe.run.output, recipe.run.name, run_id=f"slurm-{job.job_id}")
+    run = new_run_dir(recipe.run.output, recipe.run.resolved_name, run_id=f"slurm-{job.job_id}")
     if job.global_rank == 0 and not run.recipe.exists():
         dump_recipe(recipe, run.recipe, header=f"# SLURM job {job.job_id}\n")
         _make_findable(job.job_id, run, job.num_tasks)

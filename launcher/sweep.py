@@ -253,7 +253,7 @@ def plan(
         )
     if name is not None and not SAFE_ID.fullmatch(name):
         raise UserError(f"--name {name}: use letters, digits and . _ + - (it names the folder sweep-{name})")
-    folder = Path(first.run.output) / first.run.name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
+    folder = Path(first.run.output) / first.run.resolved_name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
     sweep = Sweep(folder, recipe_path, grid, fixed, metric, mode or default_mode(metric), runs, recipes)
     _refuse_another_sweep_in(sweep)
     return sweep
