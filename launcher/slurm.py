@@ -153,7 +153,8 @@ def _partitions() -> tuple[dict[str, tuple[list[Node], int | None]], str | None]
     return partitions, default
 
 
-def _memory_mb(text: str) -> int:
+def _memory_mb(text: str) -> float:
+    """Megabytes in a SLURM memory size; a fraction for sizes in K."""
     match = re.fullmatch(r"(\d+)([KMGT]?)B?", text.strip().upper())
     if not match:
         raise UserError(f"slurm.mem={text}: give a size such as 64G or 4000M")
