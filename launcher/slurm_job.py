@@ -51,13 +51,20 @@ class TrainingJob(submitit.helpers.Checkpointable):
         submitit_handler = signal.getsignal(SlurmJobEnvironment._usr_sig())
         return run_task(
             Recipe.model_validate(self.recipe_data), RunDir(Path(self.run_path)), self.device_type,
-            requeue=lambda: submitit_handler(SlurmJobEnvironment._usr_sig(), None),
+            requeue=lambda: _hand_over_to(submitit_handler),
         )  # fmt: skip
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """submitit's Checkpointable protocol: what the requeued job runs. The same job: the
         state it resumes from is the run folder's newest checkpoint, written before this is called."""
         return submitit.helpers.DelayedSubmission(TrainingJob(self.recipe_data, self.run_path, self.device_type))
+
+
+def _hand_over_to(handler: object) -> None:
+    """Run submitit's handler for its preemption signal (signal.getsignal types it as possibly SIG_DFL, SIG_IGN or None)."""
+    if not callable(handler):
+        raise TypeError(f"submitit installed no handler for its preemption signal to hand over to: {handler!r}")
+    handler(SlurmJobEnvironment._usr_sig(), None)
 
 
 def srun_task(recipe: Recipe, device_type: str) -> dict[str, Any] | None:
