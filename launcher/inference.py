@@ -62,14 +62,14 @@ def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) 
             yield label, info.classes[index], float(probabilities[index])
 
 
-def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, object]]:
+def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, Image.Image | torch.Tensor]]:
     if info.image_mode is not None:
         try:
             image = Image.open(path).convert(info.image_mode)
         except (OSError, UnidentifiedImageError) as error:
             raise UserError(f"{path}: not an image this model can read ({error})") from None
         if info.image_size and not resizes and list(image.size) != info.image_size:
-            image = image.resize(tuple(info.image_size))
+            image = image.resize(info.image_size)  # [width, height]: resize takes a list as it takes a tuple
         yield str(path), image
         return
     n_features = info.input_shape[0] if info.input_shape else None
