@@ -56,6 +56,10 @@ def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) 
     for name in files:
         for label, raw in _inputs(Path(name), info, resizes):
             x = transform(raw) if transform else raw
+            if not isinstance(x, torch.Tensor):  # an image, where transforms.val is empty or ends in no ToTensor
+                raise UserError(
+                    f"{label}: data.transforms.val gives {type(x).__name__}, not a tensor: end it with ToTensor"
+                )
             with torch.no_grad():
                 probabilities = model(x.unsqueeze(0).to(device)).softmax(dim=1)[0]
             index = int(probabilities.argmax())
