@@ -19,17 +19,20 @@ from pathlib import Path
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-_notes: dict | None = None
+
+class _Probe:
+    """This process's notes: None until `attach` starts them, and again once `_write` has written them."""
+
+    notes: dict | None = None
 
 
 def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
-    global _notes
     # Lightning's subprocess launcher sets LOCAL_RANK (and NODE_RANK) but no RANK.
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
-    if "BENCH_OUT" not in os.environ or rank != 0 or _notes is not None:
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    if "BENCH_OUT" not in os.environ or rank != 0 or _Probe.notes is not None:
         return model
     contender = os.environ.get("BENCH_CONTENDER", contender)
-    notes = _notes = {
+    notes = _Probe.notes = {
         "workload": workload,
         "contender": contender,
         "starts": [],
@@ -51,15 +54,14 @@ def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
 
 def validated(accuracy: float) -> None:
     """The contender's own validation accuracy, noted with the time it was known."""
-    if _notes is not None:
-        _notes["val_acc"].append((time.time(), float(accuracy)))
+    if _Probe.notes is not None:
+        _Probe.notes["val_acc"].append((time.time(), float(accuracy)))
 
 
 def _write() -> None:
-    global _notes
-    if _notes is None:
+    if _Probe.notes is None:
         return
-    notes, _notes = _notes, None
+    notes, _Probe.notes = _Probe.notes, None
     out = Path(os.environ["BENCH_OUT"]) / f"{notes['contender']}-{notes['workload']}.json"
     temporary = out.with_name(f".{out.name}.{os.getpid()}")
     temporary.write_text(json.dumps(notes))

@@ -64,7 +64,7 @@ def model(name: str) -> nn.Module:
     )
 
 
-@functools.lru_cache(maxsize=None)  # `launch` opens the train and validation splits apart
+@functools.cache  # `launch` opens the train and validation splits apart
 def datasets(name: str) -> tuple[Dataset, Dataset]:
     """(train, validation): real digits for W1, seeded synthetic tensors for the others."""
     generator = torch.Generator().manual_seed(SEED)

@@ -23,7 +23,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -110,7 +110,8 @@ class _ReportingFile:
     """A file whose write errors survive torch.save, which turns them into a vague RuntimeError."""
 
     def __init__(self, file: Any) -> None:
-        self.file, self.error = file, None
+        self.file = file
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         try:
@@ -126,7 +127,7 @@ class _ReportingFile:
 def _torch_save(state: dict[str, Any], file: Any) -> None:
     reporting = _ReportingFile(file)
     try:
-        torch.save(state, reporting)
+        torch.save(state, cast(IO[bytes], reporting))  # torch.save calls only write() and flush() on it
     except RuntimeError:
         if reporting.error is not None:
             raise reporting.error from None
@@ -341,7 +342,9 @@ def progress_of(path: Path) -> dict[str, Any] | None:
 
 
 def rng_states() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
+    # legacy=True is the default; numpy's stub reads a bare call as legacy=False (a dict).
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # the global RandomState is an MT19937: always the legacy tuple
     states: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

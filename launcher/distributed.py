@@ -41,7 +41,7 @@ def _cpu_threads(local_world: int) -> int:
     what the job was given on this node, not the whole machine."""
     if os.environ.get("SLURM_CPUS_PER_TASK"):
         return int(os.environ["SLURM_CPUS_PER_TASK"])
-    cores = int(os.environ.get("SLURM_CPUS_ON_NODE", 0)) or len(os.sched_getaffinity(0))
+    cores = int(os.environ.get("SLURM_CPUS_ON_NODE", "0")) or len(os.sched_getaffinity(0))
     return max(1, cores // local_world)
 
 

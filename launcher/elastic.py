@@ -104,7 +104,8 @@ def launch_config(placement: Placement, run_id: str, join_timeout_s: float, stor
         nproc_per_node=placement.nproc_per_node,
         run_id=run_id,
         rdzv_backend="c10d",
-        rdzv_endpoint=placement.rdzv_endpoint if placement.multi_node else store_file or "",
+        # place() refuses several nodes without an endpoint; one node meets at the store file.
+        rdzv_endpoint=(placement.rdzv_endpoint if placement.multi_node else store_file) or "",
         rdzv_configs={"join_timeout": int(join_timeout_s)} if placement.multi_node else {"store_type": "file"},
         max_restarts=placement.max_restarts,
         monitor_interval=0.2,  # notice a dead worker within a fraction of a second

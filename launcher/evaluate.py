@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -11,7 +11,7 @@ from torch import nn
 from launcher.distributed import all_reduce_sum
 
 
-def measured_topk(metrics: list[str], num_classes: int) -> tuple[int, ...]:
+def measured_topk(metrics: Sequence[str], num_classes: int) -> tuple[int, ...]:
     """The k of each top-k accuracy asked for in eval.metrics that makes sense for the class count."""
     return tuple(k for k in (1, 5) if f"acc{k}" in metrics and k <= num_classes)
 
@@ -35,8 +35,8 @@ def evaluate(
     # Sums, not means: a mean of batch means would overweight a short last batch.
     # sums = [loss, correct@k..., count]
     sums = torch.zeros(len(topk) + 2, dtype=torch.float64, device=device)
-    for inputs, targets in batches:
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    for batch_inputs, batch_targets in batches:
+        inputs, targets = batch_inputs.to(device, non_blocking=True), batch_targets.to(device, non_blocking=True)
         with autocast:
             outputs = model(inputs)
             loss = loss_fn(outputs, targets)
@@ -48,5 +48,5 @@ def evaluate(
     model.train(was_training)
     loss_sum, *correct, count = all_reduce_sum(sums).tolist()
     metrics = {"val/loss": loss_sum / max(count, 1)}
-    metrics.update({f"val/acc{k}": c / max(count, 1) for k, c in zip(topk, correct)})
+    metrics.update({f"val/acc{k}": c / max(count, 1) for k, c in zip(topk, correct, strict=True)})
     return metrics

@@ -24,7 +24,7 @@ def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.
     if path.is_dir():  # a run folder or its checkpoints/: the newest checkpoint there
         from launcher.rundir import find_resume
 
-        path = find_resume(str(path), recipe.run.output, recipe.run.name)[1]
+        path = find_resume(str(path), recipe.run.output, recipe.run.resolved_name)[1]
     state = checkpoint.load(path)
     info = DataInfo(**state["data"])
     # No download: the checkpoint holds the weights, and a model built for the classes has the head's shape.
@@ -54,22 +54,26 @@ def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) 
     transform = build_transform(recipe.data.transforms.val)
     resizes = any("Resize" in t.name or "Crop" in t.name for t in recipe.data.transforms.val)
     for name in files:
-        for label, x in _inputs(Path(name), info, resizes):
-            x = transform(x) if transform else x
+        for label, raw in _inputs(Path(name), info, resizes):
+            x = transform(raw) if transform else raw
+            if not isinstance(x, torch.Tensor):  # an image, where transforms.val is empty or ends in no ToTensor
+                raise UserError(
+                    f"{label}: data.transforms.val gives {type(x).__name__}, not a tensor: end it with ToTensor"
+                )
             with torch.no_grad():
                 probabilities = model(x.unsqueeze(0).to(device)).softmax(dim=1)[0]
             index = int(probabilities.argmax())
             yield label, info.classes[index], float(probabilities[index])
 
 
-def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, object]]:
+def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, Image.Image | torch.Tensor]]:
     if info.image_mode is not None:
         try:
             image = Image.open(path).convert(info.image_mode)
         except (OSError, UnidentifiedImageError) as error:
             raise UserError(f"{path}: not an image this model can read ({error})") from None
         if info.image_size and not resizes and list(image.size) != info.image_size:
-            image = image.resize(tuple(info.image_size))
+            image = image.resize(info.image_size)  # [width, height]: resize takes a list as it takes a tuple
         yield str(path), image
         return
     n_features = info.input_shape[0] if info.input_shape else None

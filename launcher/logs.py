@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
+IMAGE_BATCH_DIMS = 4  # (batch, channels, height, width)
 
 log = logging.getLogger("launcher")
 
@@ -128,7 +129,7 @@ class RunLogger:
     def image_grid(self, tag: str, images: torch.Tensor, step: int) -> None:
         import torchvision
 
-        if images.dim() == 4 and images.shape[1] in (1, 3):
+        if images.dim() == IMAGE_BATCH_DIMS and images.shape[1] in (1, 3):
             grid = torchvision.utils.make_grid(images[:64].detach().float().cpu(), normalize=True, scale_each=True)
             self.writer.add_image(tag, grid, step)
 
@@ -138,7 +139,7 @@ class RunLogger:
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         for summary in hparams_summary(hparams, metrics):
-            self.writer.file_writer.add_summary(summary)
+            self.writer.file_writer.add_summary(summary)  # type: ignore[attr-defined]  # torch infers file_writer as None (its __init__ sets None, then opens it)
 
     def close(self) -> None:
         self.writer.close()

@@ -86,6 +86,7 @@ def resnet_cifar(num_classes: int, arch: str = "resnet18") -> nn.Module:
     return model
 
 
+IMAGE_DIMS = 3  # (channels, height, width): the models take in_channels
 BUILTIN_MODELS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet_cifar": resnet_cifar}
 
 
@@ -118,7 +119,7 @@ def build_model(section: Model, info: DataInfo) -> nn.Module:
 def _input_arguments(info: DataInfo) -> dict[str, int]:
     shape = info.input_shape
     values = {"in_features": math.prod(shape)} if shape else {}
-    if len(shape) == 3:
+    if len(shape) == IMAGE_DIMS:
         values["in_channels"] = shape[0]
     return values
 

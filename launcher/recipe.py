@@ -167,11 +167,15 @@ class Train(Section):
         return self
 
 
+def _both_accuracies() -> list[Literal["acc1", "acc5"]]:
+    return ["acc1", "acc5"]
+
+
 class Eval(Section):
     every_n_epochs: int = Field(1, ge=1)
     batch_size: int | None = Field(None, ge=1, description="Default: train.batch_size.")
     metrics: list[Literal["acc1", "acc5"]] = Field(
-        default_factory=lambda: ["acc1", "acc5"],
+        default_factory=_both_accuracies,
         description="Besides the loss; acc5 only where there are more than 5 classes.",
     )
 
@@ -235,6 +239,13 @@ class Run(Section):
         description="Folders searched for 'module:attr' components (the recipe's folder is added).",
     )
 
+    @property
+    def resolved_name(self) -> str:
+        """`name`, which load_recipe always sets (to the recipe file's name where the recipe has none)."""
+        if self.name is None:
+            raise ValueError("run.name is unset: a recipe read by load_recipe always has one")
+        return self.name
+
 
 class Slurm(Section):
     """Where `launch --slurm` submits the run; the command line's flags win over these."""
@@ -279,28 +290,33 @@ class Slurm(Section):
         return value
 
 
-def time_limit_minutes(text: str) -> int:
-    """A SLURM time limit in whole minutes (what sbatch --time takes), rounded up."""
+def time_limit_minutes(text: str | int) -> int:
+    """A SLURM time limit in whole minutes (what sbatch --time takes), rounded up; an int is minutes."""
     seconds = slurm_duration_s(text)
     if seconds <= 0:
         raise ValueError(f"'{text}': a time limit must be above zero")
     return -(-seconds // 60)
 
 
-def slurm_duration_s(text: str) -> int:
+MAX_MINUTES_OR_SECONDS = 59  # of a SLURM duration's MM and SS fields
+
+
+def slurm_duration_s(text: str | int) -> int:
     """Seconds in a SLURM duration: minutes, MM:SS, H:MM:SS, D-H, D-H:MM or D-H:MM:SS."""
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
     if not match:
         raise ValueError(f"'{text}' is not a SLURM time: use minutes, MM:SS, H:MM:SS or D-H:MM:SS")
-    days, first, second, third = (int(g) if g else None for g in match.groups())
+    days_text, first_text, second_text, third_text = match.groups()
+    first = int(first_text)  # the one field the pattern requires
+    days, second, third = (int(g) if g else None for g in (days_text, second_text, third_text))
     if any(
-        field is not None and field >= 60
+        field is not None and field > MAX_MINUTES_OR_SECONDS
         for field in ((second, third) if third is not None or days is not None else (second,))
     ):
         raise ValueError(f"'{text}': minutes and seconds go up to 59")
     if days is not None:  # D-H, D-H:MM, D-H:MM:SS
         return days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
-    if third is not None:  # H:MM:SS
+    if third is not None and second is not None:  # H:MM:SS (the pattern gives no third field without a second)
         return first * 3600 + second * 60 + third
     if second is not None:  # MM:SS
         return first * 60 + second
@@ -319,6 +335,10 @@ def sweep_key_problem(key: str) -> str | None:
     return None
 
 
+# A sweep's grid: each dotted key with the values it takes (`launch sweep` validates the recipe's sweep: by it).
+SweepGrid = dict[str, typing.Annotated[list[JsonValue], Field(min_length=1)]]
+
+
 class Recipe(Section):
     """The whole recipe. Each component gets only its own section."""
 
@@ -334,7 +354,7 @@ class Recipe(Section):
     distributed: Distributed = Field(default_factory=Distributed)
     run: Run = Field(default_factory=Run)
     slurm: Slurm = Field(default_factory=Slurm)
-    sweep: dict[str, typing.Annotated[list[JsonValue], Field(min_length=1)]] = Field(
+    sweep: SweepGrid = Field(
         default_factory=dict,
         description="What `launch sweep` varies: a dotted recipe key and the values it takes, {optimizer.lr: [0.1, 0.01]}; "
         "one run per combination. A plain `launch` ignores it.",

@@ -25,6 +25,7 @@ from launcher.logs import scalar_series
 
 Series = list[tuple[int, float]]
 EVENT_FILES = "events.out.tfevents.*"
+MAX_MARKED_POINTS = 30  # a curve with more points is drawn without a marker on each
 FIGURE_SIZE, DPI = (8, 5), 100  # 800 x 500 pixels
 
 # A run's figures: file name, y-axis label, and the tags it plots (a pattern for the accuracies).
@@ -156,8 +157,8 @@ def curves_figure(title: str, ylabel: str, series: dict[str, Series]) -> Figure:
     """One line per series (its label in the legend), value against step."""
     figure, axes = _figure()
     for label, points in series.items():
-        steps, values = zip(*points)
-        axes.plot(steps, values, label=label, marker="o" if len(points) <= 30 else None, markersize=3)
+        steps, values = zip(*points, strict=True)
+        axes.plot(steps, values, label=label, marker="o" if len(points) <= MAX_MARKED_POINTS else None, markersize=3)
     axes.set(title=title, xlabel="step", ylabel=ylabel)
     axes.legend(fontsize="small")
     return figure
@@ -172,11 +173,11 @@ def metric_vs_param_figure(title: str, param: str, ylabel: str, series: dict[str
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
     categories = list(dict.fromkeys(map(str, values)))
     for label, points in series.items():
-        points = (
+        ordered = (
             sorted(points, key=lambda p: p[0]) if numeric else sorted(points, key=lambda p: categories.index(str(p[0])))
         )
-        xs = [x if numeric else categories.index(str(x)) for x, _ in points]
-        axes.plot(xs, [y for _, y in points], marker="o", label=label)
+        xs = [x if numeric else categories.index(str(x)) for x, _ in ordered]
+        axes.plot(xs, [y for _, y in ordered], marker="o", label=label)
     if numeric and min(values) > 0 and max(values) >= 10 * min(values):
         axes.set_xscale("log")
     if not numeric:

@@ -100,15 +100,15 @@ def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Pat
             if parent.is_dir()
             else []
         )
-        for run in reversed(runs):
-            found = checkpoint.latest(RunDir(run).checkpoints)
+        for folder in reversed(runs):
+            found = checkpoint.latest(RunDir(folder).checkpoints)
             if found:
-                return RunDir(run), found
+                return RunDir(folder), found
         raise NothingToResume(f"--resume: no run of '{name}' with a checkpoint under {parent}{_unchecked_note(runs)}")
     path = Path(target)
     if path.is_file():
-        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return RunDir(run), path
+        folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return RunDir(folder), path
     if path.is_dir():
         run = RunDir(path.parent) if path.name == "checkpoints" else RunDir(path)
         found = checkpoint.latest(run.checkpoints)

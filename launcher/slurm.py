@@ -153,7 +153,8 @@ def _partitions() -> tuple[dict[str, tuple[list[Node], int | None]], str | None]
     return partitions, default
 
 
-def _memory_mb(text: str) -> int:
+def _memory_mb(text: str) -> float:
+    """Megabytes in a SLURM memory size; a fraction for sizes in K."""
     match = re.fullmatch(r"(\d+)([KMGT]?)B?", text.strip().upper())
     if not match:
         raise UserError(f"slurm.mem={text}: give a size such as 64G or 4000M")
@@ -162,7 +163,7 @@ def _memory_mb(text: str) -> int:
 
 def _slurm_command(command: list[str]) -> str:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise UserError(
             f"`{command[0]}` not found: SLURM commands run where the SLURM client is (a login node)"
@@ -208,20 +209,21 @@ def executor(folder: Path, slurm: Slurm, name: str) -> Any:
 # loop: seen in CI, a USR2 due 30 s into a 1-minute job came at once), and a warning that comes
 # before the job has set up its handlers kills it. The job's start gets a minute too.
 WARNING_SLACK_S = 60 + 60
+MIN_WARNING_DELAY_S = 10  # a USR2 warning closer to the time limit than this is not asked for
 
 
 def warning_delay_s(slurm: Slurm) -> int | None:
     """How long before the time limit to ask for the USR2 warning; None where the limit leaves no
     room for one (the run then stops in time by watching the clock: stopping.StopRequests)."""
     delay_s = min(slurm.signal_delay_s, time_limit_minutes(slurm.time) * 60 - WARNING_SLACK_S)
-    return delay_s if delay_s >= 10 else None
+    return delay_s if delay_s >= MIN_WARNING_DELAY_S else None
 
 
 def submit(recipe: Recipe, run: RunDir) -> str:
     """Submit the run in `run` (its recipe.yaml written); return the job id."""
     from launcher.slurm_job import TrainingJob
 
-    ex = executor(run.path / "slurm", recipe.slurm, recipe.run.name)
+    ex = executor(run.path / "slurm", recipe.slurm, recipe.run.resolved_name)
     ex.update_parameters(slurm_comment=f"{COMMENT}{run.path.resolve()}")  # `launch status JOB_ID` finds the run by it
     with _refusals_explained():
         job = ex.submit(TrainingJob(recipe.to_dict(), str(run.path), device_type(recipe.slurm)))
@@ -253,24 +255,28 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
                 f"a job array gives all its runs the same resources; '{recipe.run.name}' asks for other slurm: settings"
             )
     check_resources(slurm)
-    ex = executor(folder, slurm, recipes[0].run.name)
+    ex = executor(folder, slurm, recipes[0].run.resolved_name)
     if parallel is not None:
         ex.update_parameters(slurm_array_parallelism=parallel)
     with _refusals_explained(), ex.batch():
-        jobs = [ex.submit(TrainingJob(r.to_dict(), str(run.path), device_type(slurm))) for r, run in zip(recipes, runs)]
-    for job, run in zip(jobs, runs):
+        jobs = [
+            ex.submit(TrainingJob(r.to_dict(), str(run.path), device_type(slurm)))
+            for r, run in zip(recipes, runs, strict=True)
+        ]
+    for job, run in zip(jobs, runs, strict=True):
         record_job(run, job.job_id, folder, slurm.nodes * tasks_per_node(slurm))
     # The array's tasks share one comment: `launch status ARRAY_TASK_ID` finds their runs here
     # (and those of earlier arrays submitted into the same folder).
     index_file = folder / ARRAY_INDEX
     index = json.loads(index_file.read_text()) if index_file.exists() else {}
-    index.update({job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs)})
+    index.update({job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs, strict=True)})
     index_file.write_text(json.dumps(index, indent=2) + "\n")
     return [job.job_id for job in jobs]
 
 
 COMMENT = "launcher:"  # the job's comment: "launcher:<run folder>"
 ARRAY_INDEX = "runs.json"
+TRACE_TAIL = 8  # lines of a traceback shown up to its error line (after its first line), where it is longer
 
 
 def record_job(run: RunDir, job_id: str, logs: Path, tasks: int, log_file: Path | None = None) -> None:
@@ -316,7 +322,7 @@ def find_job(target: str) -> Job:
     if not re.fullmatch(r"\d+(_\d+)?", target):
         raise UserError(f"{target}: neither a run folder nor a SLURM job id")
     # The controller knows the job's comment and log (until MinJobAge after its end).
-    shown = subprocess.run(["scontrol", "show", "job", target], capture_output=True, text=True).stdout
+    shown = subprocess.run(["scontrol", "show", "job", target], check=False, capture_output=True, text=True).stdout
     stdout = re.search(r"StdOut=(\S+)", shown)
     index_file = Path(stdout.group(1)).parent / ARRAY_INDEX if stdout else None
     if index_file is not None and index_file.exists():  # a task of an array: the comment is the array's
@@ -352,8 +358,10 @@ def job_state(job_id: str) -> dict[str, str]:
     out = _slurm_command(
         ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Elapsed,NodeList,ExitCode,Start,End"]
     )
+    names = ["JobID", "State", "Elapsed", "NodeList", "ExitCode", "Start", "End"]
     for line in out.splitlines():
-        fields = dict(zip(["JobID", "State", "Elapsed", "NodeList", "ExitCode", "Start", "End"], line.split("|")))
+        # Not strict: a line that is not one of the table's rows is passed over by the JobID test below.
+        fields = dict(zip(names, line.split("|"), strict=False))
         if fields["JobID"] == job_id:
             fields["State"] = fields["State"].split()[0]  # "CANCELLED by 0" -> CANCELLED
             return fields
@@ -362,7 +370,8 @@ def job_state(job_id: str) -> dict[str, str]:
 
 def restarts(job_id: str) -> int | None:
     match = re.search(
-        r"Restarts=(\d+)", subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        r"Restarts=(\d+)",
+        subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout,
     )
     return int(match.group(1)) if match else None
 
@@ -381,7 +390,7 @@ def wait_until_ended(job_id: str, timeout_s: float | None = None, poll_s: float 
 
 def _completing(job_id: str) -> bool:
     """squeue lists the job as COMPLETING while its tasks are still ending."""
-    listed = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    listed = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], check=False, capture_output=True, text=True)
     return "COMPLETING" in listed.stdout
 
 
@@ -429,7 +438,7 @@ def failures(job: Job) -> list[str]:
         lost_a_peer = "Connection closed by peer" in error or "remote worker" in error
         who = f"rank {rank} on {node.group(1) if node else 'an unknown node'}" if rank >= 0 else "the last traceback"
         report = f"{who} ({path}){': its peer failed' if lost_a_peer else ''}:"
-        shown = trace[: end + 1] if end < 9 else [trace[0], "  ...", *trace[end - 7 : end + 1]]
+        shown = trace[: end + 1] if end <= TRACE_TAIL else [trace[0], "  ...", *trace[end - TRACE_TAIL + 1 : end + 1]]
         found.append((lost_a_peer, rank, report + "\n  " + "\n  ".join(shown)))
     return [report for *_, report in sorted(found)]
 

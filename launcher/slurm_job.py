@@ -51,13 +51,20 @@ class TrainingJob(submitit.helpers.Checkpointable):
         submitit_handler = signal.getsignal(SlurmJobEnvironment._usr_sig())
         return run_task(
             Recipe.model_validate(self.recipe_data), RunDir(Path(self.run_path)), self.device_type,
-            requeue=lambda: submitit_handler(SlurmJobEnvironment._usr_sig(), None),
+            requeue=lambda: _hand_over_to(submitit_handler),
         )  # fmt: skip
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """submitit's Checkpointable protocol: what the requeued job runs. The same job: the
         state it resumes from is the run folder's newest checkpoint, written before this is called."""
         return submitit.helpers.DelayedSubmission(TrainingJob(self.recipe_data, self.run_path, self.device_type))
+
+
+def _hand_over_to(handler: object) -> None:
+    """Run submitit's handler for its preemption signal (signal.getsignal types it as possibly SIG_DFL, SIG_IGN or None)."""
+    if not callable(handler):
+        raise TypeError(f"submitit installed no handler for its preemption signal to hand over to: {handler!r}")
+    handler(SlurmJobEnvironment._usr_sig(), None)
 
 
 def srun_task(recipe: Recipe, device_type: str) -> dict[str, Any] | None:
@@ -67,7 +74,7 @@ def srun_task(recipe: Recipe, device_type: str) -> dict[str, Any] | None:
     from launcher.rundir import new_run_dir
 
     job = SlurmJobEnvironment()
-    run = new_run_dir(recipe.run.output, recipe.run.name, run_id=f"slurm-{job.job_id}")
+    run = new_run_dir(recipe.run.output, recipe.run.resolved_name, run_id=f"slurm-{job.job_id}")
     if job.global_rank == 0 and not run.recipe.exists():
         dump_recipe(recipe, run.recipe, header=f"# SLURM job {job.job_id}\n")
         _make_findable(job.job_id, run, job.num_tasks)
@@ -140,7 +147,7 @@ def job_end_time(job_id: str) -> float | None:
     """When SLURM will stop this job (a time.time() value), or None where it has no limit."""
     try:
         left = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True, timeout=30
+            ["squeue", "-h", "-j", job_id, "-o", "%L"], check=False, capture_output=True, text=True, timeout=30
         ).stdout.strip()
         return time.time() + slurm_duration_s(left)
     except (OSError, subprocess.SubprocessError, ValueError):  # UNLIMITED, NOT_SET, no squeue
@@ -152,12 +159,14 @@ def _make_findable(job_id: str, run: RunDir, tasks: int) -> None:
     names the run folder, and the run folder's slurm/job.json the job and its log."""
     from launcher import slurm
 
-    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout
     stdout = re.search(r"StdOut=(\S+)", shown)
     log_file = Path(stdout.group(1)) if stdout else None
     slurm.record_job(run, job_id, log_file.parent if log_file else run.path, tasks, log_file)
     subprocess.run(
-        ["scontrol", "update", f"JobId={job_id}", f"Comment={slurm.COMMENT}{run.path.resolve()}"], capture_output=True
+        ["scontrol", "update", f"JobId={job_id}", f"Comment={slurm.COMMENT}{run.path.resolve()}"],
+        check=False,  # best effort, as before: job.json above already records the job
+        capture_output=True,
     )
 
 

@@ -154,4 +154,4 @@ class StopRequests:
             self._next_steps_to_check = 1  # one process: no collective to save, look after every step
         self._steps_to_check = self._next_steps_to_check
         *counts, _ = flags.tolist()
-        return {reason for reason, count in zip(REASONS, counts) if count > 0}
+        return {reason for reason, count in zip(REASONS, counts, strict=True) if count > 0}

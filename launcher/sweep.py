@@ -48,6 +48,7 @@ from launcher.recipe import (
     Problem,
     Recipe,
     RecipeError,
+    SweepGrid,
     apply_override,
     did_you_mean,
     dump_recipe,
@@ -65,6 +66,7 @@ SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")  # what a run folder's name may not hold (besides its own = and ,)
 MAX_NAME = 120  # characters of a run folder's name, a hash included where it had to be cut
 ERROR_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit)\b")
+RUNS_NAMED = 3  # runs named in a problem that only some runs of a sweep have; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def merge_grids(
 
 def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the grid's values, the first key varying slowest."""
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
 def short_keys(keys: Sequence[str]) -> dict[str, str]:
@@ -191,7 +193,7 @@ def run_names(grid: dict[str, list[Any]], combos: list[dict[str, Any]]) -> list[
     MAX_NAME characters, or one that two combinations would share, ends with a hash of its values."""
     short = short_keys(list(grid))
     names = [",".join(f"{short[key]}={value_text(value)}" for key, value in params.items()) for params in combos]
-    for i, (name, params) in enumerate(zip(names, combos)):
+    for i, (name, params) in enumerate(zip(names, combos, strict=True)):
         if len(name) > MAX_NAME or names.count(name) > 1:
             names[i] = f"{name[: MAX_NAME - 9]}-{_digest(params)}"
     return names
@@ -220,7 +222,7 @@ def plan(
     for text in fixed:
         apply_override(tree, *parse_override(text))
     try:
-        from_recipe = TypeAdapter(Recipe.model_fields["sweep"].annotation).validate_python(tree.get("sweep") or {})
+        from_recipe = TypeAdapter(SweepGrid).validate_python(tree.get("sweep") or {})
     except ValidationError as error:
         raise RecipeError(
             recipe_path, [Problem(f"sweep.{p.path}".rstrip("."), p.message) for p in problems_from(error)]
@@ -240,7 +242,7 @@ def plan(
         raise RecipeError(recipe_path, problems)
 
     combos = combinations(grid)
-    runs = [Run(run_name, params) for run_name, params in zip(run_names(grid, combos), combos)]
+    runs = [Run(run_name, params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
     recipes = _validated_recipes(recipe_path, fixed, runs, check)
     first = recipes[runs[0].name]
     measured = ["val/loss", *(f"val/{m}" for m in first.eval.metrics)]
@@ -251,7 +253,7 @@ def plan(
         )
     if name is not None and not SAFE_ID.fullmatch(name):
         raise UserError(f"--name {name}: use letters, digits and . _ + - (it names the folder sweep-{name})")
-    folder = Path(first.run.output) / first.run.name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
+    folder = Path(first.run.output) / first.run.resolved_name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
     sweep = Sweep(folder, recipe_path, grid, fixed, metric, mode or default_mode(metric), runs, recipes)
     _refuse_another_sweep_in(sweep)
     return sweep
@@ -288,9 +290,12 @@ def _grouped(found: dict[str, list[Problem]], total: int) -> list[Problem]:
     listed = []
     for problem, names in runs_with.items():
         if len(names) < total:
-            shown = "; ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            problem = Problem(problem.path, f"{problem.message} (in {len(names)} of the {total} runs: {shown})")
-        listed.append(problem)
+            shown = "; ".join(names[:RUNS_NAMED]) + (
+                f" and {len(names) - RUNS_NAMED} more" if len(names) > RUNS_NAMED else ""
+            )
+            listed.append(Problem(problem.path, f"{problem.message} (in {len(names)} of the {total} runs: {shown})"))
+        else:
+            listed.append(problem)
     order = list(Recipe.model_fields)  # section by section, as for one recipe
     return sorted(
         listed, key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order)
@@ -457,7 +462,7 @@ def submit(sweep: Sweep, parallel: int | None, wait: bool) -> int:
                 shutil.rmtree(path, ignore_errors=True)
             raise
         print(f"submitted {len(job_ids)} run(s) as one job array{f', at most {parallel} at once' if parallel else ''}:")
-        for (run, _), job_id in zip(todo, job_ids):
+        for (run, _), job_id in zip(todo, job_ids, strict=True):
             print(f"  job {job_id}: {sweep.folder / run.name}")
     else:
         print("nothing to submit: every run has finished or is in the queue")
@@ -467,7 +472,7 @@ def submit(sweep: Sweep, parallel: int | None, wait: bool) -> int:
         print(f"results:     launch sweep {sweep.folder}  (rewrites results.csv/json and prints the table, any time)")
         print(f"TensorBoard: tensorboard --logdir {sweep.folder}")
         return 0
-    for (run, _), job_id in zip(todo, job_ids):
+    for (run, _), job_id in zip(todo, job_ids, strict=True):
         state = slurm.wait_until_ended(job_id)
         log.info("job %s (%s) ended: %s", job_id, run.name, state["State"])
     return show_results(sweep)
@@ -637,7 +642,7 @@ def print_table(sweep: Sweep, rows: list[dict[str, Any]]) -> None:
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     for row in rows:
         if row["error"]:
             print(f"  {row['run']}: {row['status']}: {row['error']}")

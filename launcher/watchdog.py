@@ -37,7 +37,7 @@ class Watchdog:
             # Fixed width, so that a shorter line never leaves the end of a longer one behind.
             line = f"{'setup' if step is None else step} {now:.3f} {os.getpid()}".ljust(63) + "\n"
             os.pwrite(self._heartbeat_fd, line.encode(), 0)
-        if self._log is not None and now - self._armed_at >= self.REARM_S:
+        if self._log is not None and self.stall_s is not None and now - self._armed_at >= self.REARM_S:
             faulthandler.dump_traceback_later(self.stall_s + self.REARM_S, repeat=True, file=self._log)
             self._armed_at = now
 

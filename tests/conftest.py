@@ -50,7 +50,10 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def slurm_cluster() -> None:
     """The SLURM cluster of slurm/cluster.sh: tests that use it skip where no controller answers,
     except where LAUNCHER_REQUIRE_SLURM=1 (CI brings the cluster up), where they fail instead."""
-    if shutil.which("sinfo") is not None and subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("sinfo") is not None
+        and subprocess.run(["scontrol", "ping"], check=False, capture_output=True).returncode == 0
+    ):
         return
     if os.environ.get("LAUNCHER_REQUIRE_SLURM") == "1":
         pytest.fail("LAUNCHER_REQUIRE_SLURM=1 but no SLURM controller answers: run slurm/cluster.sh up")
@@ -84,5 +87,5 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name

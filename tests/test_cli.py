@@ -12,7 +12,12 @@ from conftest import RECIPES
 
 def launch_process(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "launcher", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "launcher", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
 
 
@@ -128,7 +133,7 @@ def test_slurm_flags_outside_slurm_say_what_to_use(tmp_path: Path) -> None:
     for flags, message in cases:
         result = subprocess.run(
             [sys.executable, "-m", "launcher", RECIPES / "digits.yaml", *flags, f"run.output={tmp_path}"],
-            capture_output=True, text=True, cwd=tmp_path, env=env_without_slurm, timeout=300,
+            check=False, capture_output=True, text=True, cwd=tmp_path, env=env_without_slurm, timeout=300,
         )  # fmt: skip
         assert result.returncode == 1 and message in result.stderr, (flags, result.stderr)
     assert not list(tmp_path.iterdir())

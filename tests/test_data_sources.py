@@ -128,7 +128,11 @@ def test_csv_errors_name_the_file_and_row(tmp_path: Path) -> None:
         tmp_path / "bad.yaml", f"data: {{dataset: {{name: csv, path: {tmp_path / 'bad.csv'}}}}}\nmodel: {{name: mlp}}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "launcher", "check", str(recipe)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "bad.csv: line 3 is not 2 numbers and a target" in result.stderr
@@ -182,7 +186,11 @@ def test_user_components_from_the_recipes_folder(tmp_path: Path) -> None:
     )
     # From another working directory: the recipe's own folder is searched for user code.
     result = subprocess.run(
-        [sys.executable, "-m", "launcher", str(recipe), "--cpu"], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "launcher", str(recipe), "--cpu"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path / "runs", "blobs")
@@ -198,7 +206,11 @@ def test_user_factory_returning_the_wrong_kind_is_named(tmp_path: Path) -> None:
         "data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: 'wrong:make_model'}\n",
     )
     result = subprocess.run(
-        [sys.executable, "-m", "launcher", "check", str(recipe)], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "launcher", "check", str(recipe)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 1
     assert (
@@ -223,7 +235,7 @@ def test_pretrained_weights_offline_give_a_clear_error(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "launcher", "check", str(recipe)],
-        capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
+        check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
     )  # fmt: skip
     assert result.returncode == 1
     assert "could not download the ResNet18_Weights.IMAGENET1K_V1 weights of resnet18" in result.stderr
@@ -254,7 +266,7 @@ def test_finetune_from_cached_weights_freezes_the_backbone_and_fits_the_head(tmp
     )
     result = subprocess.run(
         [sys.executable, "-m", "launcher", str(recipe), "--cpu"],
-        capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
+        check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path / "runs", "ft")
@@ -269,7 +281,7 @@ def test_finetune_from_cached_weights_freezes_the_backbone_and_fits_the_head(tmp
 def test_torchvision_download_offline_gives_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "launcher", "check", str(ROOT / "recipes" / "cifar10_resnet18.yaml"), f"data.dataset.root={tmp_path}"],
-        capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
+        check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
     )  # fmt: skip
     assert result.returncode == 1
     assert f"data.dataset: could not download CIFAR10 into {tmp_path}" in result.stderr
@@ -280,7 +292,7 @@ def test_shipped_tabular_recipe_on_iris(tmp_path: Path) -> None:
     # As shipped, from the repository root: the recipe's CSV path is relative to the working directory.
     result = subprocess.run(
         [sys.executable, "-m", "launcher", "recipes/tabular_csv.yaml", "--cpu", f"run.output={tmp_path}"],
-        capture_output=True, text=True, cwd=ROOT,
+        check=False, capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path, "tabular_csv")

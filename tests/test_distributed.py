@@ -59,7 +59,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(2)
     result = subprocess.run(
         [sys.executable, "-m", "launcher", DIGITS, "--nproc", "2", "train.batch_size=32", f"run.output={output}", *PLAIN],
-        capture_output=True, text=True, cwd=output,
+        check=False, capture_output=True, text=True, cwd=output,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     (run,) = run_dirs(output, "digits")
@@ -218,7 +218,11 @@ def test_two_runs_at_once_do_not_clash(tmp_path: Path) -> None:
 
 def test_gpus_without_cuda_fails_before_starting_anything(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "launcher", DIGITS, "--gpus", "2"], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "launcher", DIGITS, "--gpus", "2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "--gpus 2: this machine has no CUDA GPU" in result.stderr
@@ -245,7 +249,7 @@ def test_a_node_that_never_joins_ends_the_wait_with_a_message(tmp_path: Path) ->
     result = subprocess.run(
         [sys.executable, "-m", "launcher", DIGITS, "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint,
          "--rdzv-id", "alone", "distributed.timeout_s=5", f"run.output={tmp_path}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        check=False, capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1
     assert f"the rendezvous at {endpoint} (run id alone) did not gather 2 node(s) within 5 s" in result.stderr
@@ -298,6 +302,6 @@ def test_ddp_workers_exit_cleanly_after_leaving_the_group(tmp_path: Path) -> Non
     }  # as launch does
     for attempt in range(12):
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)],
-                                capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+                                check=False, capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
         assert result.returncode == 0, f"run {attempt + 1}:\n{result.stderr[-3000:]}"
         assert "terminate called" not in result.stderr

@@ -32,6 +32,7 @@ def launch_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(
         [sys.executable, "-m", "launcher", *map(str, args)],
+        check=False,
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -186,7 +187,7 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
         for seed in (1, 2, 3)
     ]
     runs = [new_run_dir(r.run.output, r.run.name, run_id=f"seed-{r.train.seed}") for r in recipes]
-    for recipe, run in zip(recipes, runs):
+    for recipe, run in zip(recipes, runs, strict=True):
         dump_recipe(recipe, run.recipe)
     job_ids = slurm.submit_array(recipes, runs, tmp_path / "array", parallel=2)
     assert len(set(job_ids)) == 3 and all(re.fullmatch(r"\d+_[012]", j) for j in job_ids)
@@ -222,11 +223,13 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
 def test_inconsistent_resources_fail_before_the_queue(
     flags: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    jobs_before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    jobs_before = subprocess.run(["squeue", "-h", "-o", "%i"], check=True, capture_output=True, text=True).stdout
     assert launch(DIGITS, "--slurm", *flags, f"run.output={tmp_path}") == 1
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # no run folder
-    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == jobs_before
+    assert (
+        subprocess.run(["squeue", "-h", "-o", "%i"], check=True, capture_output=True, text=True).stdout == jobs_before
+    )
 
 
 def test_a_job_slurm_refuses_leaves_no_run_folder_and_says_why(

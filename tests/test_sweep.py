@@ -388,14 +388,14 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "launcher", "sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.max_steps=3", f"run.output={tmp_path}",
                "--slurm", "--nproc", "1", "--time", "10", "--parallel", "2"]  # fmt: skip
     result = subprocess.run(
-        [*map(str, command), "--wait"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+        [*map(str, command), "--wait"], check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
     folder = sweep_folder(tmp_path)
     job_ids = re.findall(r"  job (\d+_[01]): ", result.stdout)
     assert "submitted 2 run(s) as one job array, at most 2 at once" in result.stdout and len(job_ids) == 2
     rows = results(folder)
-    for name, job_id in zip(("lr=0.1", "lr=0.01"), job_ids):
+    for name, job_id in zip(("lr=0.1", "lr=0.01"), job_ids, strict=True):
         summary = json.loads((folder / name / "metrics.json").read_text())
         assert (
             rows[name]["status"] == "finished"
@@ -404,6 +404,8 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
         )
         assert f"run folder {folder / name}" in (folder / "slurm" / f"{job_id}_0_log.out").read_text()
     assert "best first:" in result.stdout
-    again = subprocess.run(list(map(str, command)), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    again = subprocess.run(
+        list(map(str, command)), check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+    )
     assert again.returncode == 0 and "nothing to submit: every run has finished or is in the queue" in again.stdout
     assert "lr=0.1: finished already: skipped" in again.stderr

@@ -32,7 +32,7 @@ def main() -> None:
     if distributed:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
 
@@ -57,8 +57,8 @@ def main() -> None:
     for epoch in range(w.epochs):
         sampler.set_epoch(epoch)
         ddp.train()
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for batch_x, batch_y in loader:
+            x, y = batch_x.to(device, non_blocking=True), batch_y.to(device, non_blocking=True)
             if w.gpu:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=w.gpu):
@@ -69,8 +69,8 @@ def main() -> None:
         ddp.eval()
         correct = torch.zeros(2, device=device)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=w.gpu):
-            for x, y in val_loader:
-                x, y = x.to(device), y.to(device)
+            for batch_x, batch_y in val_loader:
+                x, y = batch_x.to(device), batch_y.to(device)
                 correct += torch.stack([(ddp(x).argmax(1) == y).sum(), torch.tensor(len(y), device=device)])
         if distributed:
             dist.all_reduce(correct)
