@@ -210,24 +210,22 @@ def _run(command: str, args: argparse.Namespace) -> int:
     """The command, from the parsed command line."""
     from launcher import components
 
-    if command == "report":
-        return report(args)
-    if command == "sweep":
-        return sweep(args)
+    if command in ("report", "sweep"):
+        return report(args) if command == "report" else sweep(args)
     files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
     if command == "predict" and not files:
         raise UserError("launch predict: name at least one image or CSV file to predict")
     recipe = load_recipe(args.recipe, [o for o in args.overrides if o not in files], check=components.problems_in)
     if command == "check" or getattr(args, "dry_run", False):
         return check(recipe)
-    if command == "eval":
-        return evaluate(recipe, args.checkpoint, args.cpu)
-    if command == "predict":
-        return predict(recipe, args.checkpoint, files, args.cpu)
-    if args.slurm:
-        return submit(recipe, args)
-    if args.srun:
-        return srun_task(recipe, args)
+    if command in ("eval", "predict"):
+        return (
+            evaluate(recipe, args.checkpoint, args.cpu)
+            if command == "eval"
+            else predict(recipe, args.checkpoint, files, args.cpu)
+        )
+    if args.slurm or args.srun:
+        return submit(recipe, args) if args.slurm else srun_task(recipe, args)
     return train(recipe, args)
 
 
@@ -271,15 +269,16 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
         hint = " (to join nodes yourself: --nnodes, torchrun's flag)" if args.nodes is not None else ""
         raise UserError(f"{', '.join(given)}: for --slurm runs only; add --slurm to submit the run{hint}")
     placement = elastic.place(
-        args.gpus, args.nproc, args.cpu, args.nnodes, args.rdzv_endpoint, args.rdzv_id, args.max_restarts
-    )
+        args.gpus, args.nproc, args.cpu, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id, max_restarts=args.max_restarts,
+    )  # fmt: skip
     if recipe.sweep:
         log.info(
             "this recipe has a sweep: section; this is one run with the recipe's own values (launch sweep runs the grid)"
         )
     if args.resume is not None:
         target = None if args.resume == "latest" else args.resume
-        run, resume_from = rundir.find_resume(target, recipe.run.output, recipe.run.name)
+        run, resume_from = rundir.find_resume(target, recipe.run.output, recipe.run.resolved_name)
         refuse_a_different_run(recipe, run, args.force)
         if complete := completed_run(recipe, run, resume_from, args.recipe):
             log.info("%s", complete)
@@ -287,7 +286,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
         return train_in(recipe, run, resume_from, placement, source=args.recipe)
     # Every node of a multi-node run must write to the same folder: its name is the run's id.
     run = rundir.new_run_dir(
-        recipe.run.output, recipe.run.name, run_id=placement.rdzv_id if placement.multi_node else None
+        recipe.run.output, recipe.run.resolved_name, run_id=placement.rdzv_id if placement.multi_node else None
     )
     try:
         return train_in(recipe, run, None, placement, source=args.recipe)
@@ -425,7 +424,9 @@ def sweep(args: argparse.Namespace) -> int:
                 "to run the sweep, give its recipe and grid again"
             )
         return sweeps.show_results(sweeps.load(Path(args.recipe), args.metric, args.mode))
-    plan = sweeps.plan(args.recipe, args.overrides, components.problems_in, args.metric, args.mode, args.name)
+    plan = sweeps.plan(
+        args.recipe, args.overrides, components.problems_in, metric=args.metric, mode=args.mode, name=args.name
+    )
     for recipe, run in sweeps.existing_runs(plan):
         refuse_a_different_run(recipe, run, args.force)
     if args.slurm:
@@ -441,7 +442,7 @@ def sweep(args: argparse.Namespace) -> int:
     ]
     if given:
         raise UserError(f"{', '.join(given)}: for --slurm sweeps only; add --slurm to submit the runs as a job array")
-    placement = elastic.place(args.gpus, args.nproc, args.cpu, "1", None, None, 0)
+    placement = elastic.place(args.gpus, args.nproc, args.cpu)
     if placement.single_process and "train.reuse_freed_memory" in plan.grid:
         # The runs share this process, and glibc's malloc cannot be given its defaults back.
         raise UserError("train.reuse_freed_memory: one process trains every run here, and the setting lasts for the process: "
@@ -501,12 +502,12 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
     slurm.check_resources(recipe.slurm)
     if args.resume is not None:
         run, resume_from = rundir.find_resume(
-            None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.name
+            None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.resolved_name
         )
         refuse_a_different_run(recipe, run, args.force)
         log.info("the job resumes from the newest checkpoint of %s (now %s)", run.path, resume_from.name)
     else:
-        run = rundir.new_run_dir(recipe.run.output, recipe.run.name)
+        run = rundir.new_run_dir(recipe.run.output, recipe.run.resolved_name)
         dump_recipe(
             recipe,
             run.recipe,
@@ -594,6 +595,7 @@ def check(recipe: Recipe) -> int:
     import yaml
 
     from launcher.models import count_parameters
+    from launcher.data import num_samples
     from launcher.runtime import single_process
     from launcher.train import setup
 
@@ -608,7 +610,7 @@ def check(recipe: Recipe) -> int:
     loss.backward()
     total, trainable = count_parameters(s.net)
     print(
-        f"# data: {len(s.data.train)} training / {len(s.data.val)} validation samples, {s.data.info.num_classes} classes"
+        f"# data: {num_samples(s.data.train)} training / {num_samples(s.data.val)} validation samples, {s.data.info.num_classes} classes"
     )
     print(f"# model: {recipe.model.name}, {total:,} parameters ({trainable:,} trainable)")
     print(f"# one batch: inputs {_shape(inputs)}, targets {_shape(targets)}, outputs {_shape(outputs)}")
@@ -619,12 +621,9 @@ def check(recipe: Recipe) -> int:
     return 0
 
 
-def _shape(tensor: object) -> str:
-    return (
-        f"{list(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
-        if hasattr(tensor, "shape")
-        else type(tensor).__name__
-    )
+def _shape(value: object) -> str:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    return f"{list(shape)} {str(dtype).removeprefix('torch.')}" if shape is not None else type(value).__name__
 
 
 def evaluate(recipe: Recipe, checkpoint_path: Path, force_cpu: bool) -> int:

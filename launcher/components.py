@@ -57,7 +57,7 @@ def _datasets() -> dict[str, Any]:
 
 
 def _transforms() -> dict[str, Any]:
-    import torchvision.transforms as transforms
+    from torchvision import transforms
 
     return {name: value for name, value in vars(transforms).items() if isinstance(value, type) and name[0].isupper()}
 
@@ -140,9 +140,12 @@ def resolve(name: str, kind: Kind) -> Any:
 # Modules that hold no dataset, model, loss, optimizer, scheduler or transform, but the means to
 # run commands, open sockets or load code: a recipe naming them is refused before any import.
 REFUSED_MODULES = frozenset(
-    "os posix nt sys subprocess builtins shutil socket importlib pickle marshal shelve ctypes multiprocessing "
-    "signal pty code codeop runpy tempfile urllib http ftplib smtplib asyncio threading webbrowser pdb".split()
-)
+    {
+        "os", "posix", "nt", "sys", "subprocess", "builtins", "shutil", "socket", "importlib", "pickle", "marshal",
+        "shelve", "ctypes", "multiprocessing", "signal", "pty", "code", "codeop", "runpy", "tempfile", "urllib",
+        "http", "ftplib", "smtplib", "asyncio", "threading", "webbrowser", "pdb",
+    }
+)  # fmt: skip
 
 
 def _import(reference: str, kind: Kind) -> Any:

@@ -8,10 +8,10 @@ import random
 import signal
 import sys
 import urllib.error
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -208,6 +208,12 @@ class DataInfo:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def num_samples(dataset: Dataset) -> int:
+    """The length of a dataset the launcher trains on: map-style, so it has one (torch's
+    Dataset type does not say so)."""
+    return len(cast(Sized, dataset))
 
 
 @dataclass

@@ -49,8 +49,10 @@ class Placement:
         return self.node_range[1] > 1
 
 
-def place(gpus: int | None, nproc: int | None, cpu: bool, nnodes: str, rdzv_endpoint: str | None,
-          rdzv_id: str | None, max_restarts: int) -> Placement:  # fmt: skip
+def place(
+    gpus: int | None, nproc: int | None, cpu: bool, *, nnodes: str = "1", rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None, max_restarts: int = 0,
+) -> Placement:  # fmt: skip
     """Decide the placement from the flags; fail before anything starts if it cannot be done here."""
     try:
         low, _, high = nnodes.partition(":")

@@ -22,6 +22,7 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: nn.Module,
     device: torch.device,
+    *,
     autocast: contextlib.AbstractContextManager,
     topk: tuple[int, ...] = (1, 5),
 ) -> dict[str, float]:

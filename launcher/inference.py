@@ -45,7 +45,7 @@ def evaluate_checkpoint(recipe: Recipe, path: Path, device: torch.device) -> dic
     loader = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or recipe.train.batch_size, pin=False)
     topk = measured_topk(recipe.eval.metrics, info.num_classes)
     loss_fn = build_loss(recipe.loss).to(device)
-    return evaluate(model, loader, loss_fn, device, autocast(recipe.train.precision, device), topk)
+    return evaluate(model, loader, loss_fn, device, autocast=autocast(recipe.train.precision, device), topk=topk)
 
 
 def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) -> Iterator[tuple[str, str, float]]:

@@ -187,8 +187,13 @@ class Best(Section):
     @model_validator(mode="after")
     def _mode_follows_metric(self) -> Best:
         if self.mode is None:
-            self.mode = "min" if self.metric == "val/loss" else "max"
+            self.mode = self.resolved_mode
         return self
+
+    @property
+    def resolved_mode(self) -> Literal["max", "min"]:
+        """`mode`, which the validator always sets (from the metric where the recipe leaves it out)."""
+        return self.mode or ("min" if self.metric == "val/loss" else "max")
 
 
 class Checkpoint(Section):

@@ -213,7 +213,7 @@ def sweep_id(recipe_path: str, grid: dict[str, list[Any]], overrides: list[str])
 
 def plan(
     recipe_path: str, overrides: Sequence[str], check: Callable[[dict[str, Any]], list[Problem]] | None = None,
-    metric: str | None = None, mode: str | None = None, name: str | None = None,
+    *, metric: str | None = None, mode: str | None = None, name: str | None = None,
 ) -> Sweep:  # fmt: skip
     """The sweep that `launch sweep RECIPE overrides...` means, each run's recipe validated (with
     `check`, as `launch` does); every problem of every combination raised together as a RecipeError."""

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from launcher import checkpoint
-from launcher.data import Datasets, build_datasets, eval_loader, start_epoch, train_loader
+from launcher.data import Datasets, build_datasets, eval_loader, num_samples, start_epoch, train_loader
 from launcher.distributed import all_reduce_sum, barrier, gather, no_sync, wrap_model
 from launcher.errors import UserError
 from launcher.evaluate import evaluate, measured_topk
@@ -110,7 +110,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     batches_per_epoch = len(train_batches)
     if batches_per_epoch == 0:
         raise UserError(
-            f"no full training batch: {len(data.train)} samples over {runtime.world_size} process(es), "
+            f"no full training batch: {num_samples(data.train)} samples over {runtime.world_size} process(es), "
             f"train.batch_size={cfg.batch_size}; lower the batch size or set train.drop_last=false"
         )
     if cfg.grad_accum_steps > batches_per_epoch:
@@ -126,9 +126,9 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"
         )
 
-    net = build_model(recipe.model, data.info).to(
-        device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format
-    )
+    net = build_model(recipe.model, data.info).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     model = wrap_model(net, runtime, recipe.distributed.sync_batchnorm)
     loss_fn = build_loss(recipe.loss).to(device)
     optimizer = build_optimizer(recipe.optimizer, net.parameters())
@@ -313,7 +313,7 @@ class Trainer:
         total, trainable = count_parameters(s.net)
         log.info(
             "%d training / %d validation samples, %d classes; %s: %s parameters (%s trainable) on %s",
-            len(s.data.train), len(s.data.val), s.data.info.num_classes, self.recipe.model.name,
+            num_samples(s.data.train), num_samples(s.data.val), s.data.info.num_classes, self.recipe.model.name,
             f"{total:,}", f"{trainable:,}", self.runtime.device,
         )  # fmt: skip
         log.info(
@@ -425,12 +425,14 @@ class Trainer:
         if finished and s.scheduler is not None and not s.schedule_per_step and not needs_metric(s.scheduler):
             s.scheduler.step()
         if (finished and _due(self.recipe.eval.every_n_epochs, progress.epoch)) or last:
-            self.metrics = evaluate(s.model, s.val_batches, s.loss_fn, self.runtime.device, s.mixed_precision, s.topk)
+            self.metrics = evaluate(
+                s.model, s.val_batches, s.loss_fn, self.runtime.device, autocast=s.mixed_precision, topk=s.topk
+            )
             logger.scalars(self.metrics, progress.step)
             if finished and needs_metric(s.scheduler):
                 s.scheduler.step(self.metrics["val/loss"])
             log.info("epoch %d/%d  step %d  %s", epoch + 1, s.epochs, progress.step, _fmt(self.metrics))
-            if best is not None and _improves(self.metrics[best.metric], progress.best, best.mode):
+            if best is not None and _improves(self.metrics[best.metric], progress.best, best.resolved_mode):
                 progress.best, progress.best_step = self.metrics[best.metric], progress.step
                 self.checkpoints.save(s, progress, best=True)
         if self.checkpoints.due_at_epoch_end(progress, finished, last):
@@ -513,7 +515,7 @@ def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> 
 
 
 def _due(every: int | None, count: int) -> bool:
-    return bool(every) and count % every == 0
+    return every is not None and every > 0 and count % every == 0
 
 
 def _improves(value: float, best: float | None, mode: str) -> bool:

@@ -75,14 +75,20 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def built_model(*overrides: str) -> object:
-    recipe = load_recipe(DIGITS, ["scheduler=null", "data.transforms.train=[ToTensor]", *overrides], check=components.problems_in)
+    recipe = load_recipe(
+        DIGITS, ["scheduler=null", "data.transforms.train=[ToTensor]", *overrides], check=components.problems_in
+    )
     return setup(recipe, single_process(True)).net
 
 
 @pytest.mark.parametrize("model", ["user_parts:net", "user_parts:Net", "user_parts:anything"])
 def test_arguments_named_kind_factory_and_name_reach_the_users_model(user_module: Path, model: str) -> None:
     net = built_model(f"model={{name: '{model}', kind: mlp, factory: 7, kwargs: {{name: hello}}}}")
-    assert {key: net.given[key] for key in ("kind", "factory", "name")} == {"kind": "mlp", "factory": 7, "name": "hello"}
+    assert {key: net.given[key] for key in ("kind", "factory", "name")} == {
+        "kind": "mlp",
+        "factory": 7,
+        "name": "hello",
+    }
 
 
 def test_a_kwargs_callable_gets_every_argument_and_no_launcher_parameter(user_module: Path) -> None:
@@ -113,7 +119,11 @@ def test_a_dataset_argument_called_name_is_given_under_kwargs(user_module: Path)
 
 def test_wrong_arguments_under_kwargs_are_named_with_their_dotted_path(user_module: Path) -> None:
     with pytest.raises(RecipeError) as error:
-        load_recipe(DIGITS, ["model={name: 'user_parts:Net', kind: a, factory: b, kwargs: {nmae: x}}"], check=components.problems_in)
+        load_recipe(
+            DIGITS,
+            ["model={name: 'user_parts:Net', kind: a, factory: b, kwargs: {nmae: x}}"],
+            check=components.problems_in,
+        )
     text = str(error.value)
     assert "model.kwargs.nmae: Net takes no argument 'nmae' (did you mean 'name'?)" in text
     assert "model.name: Net needs 'name', which the recipe does not give" in text

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 DIGITS = ROOT / "recipes" / "digits.yaml"
 
 
-def test_resuming_a_complete_run_says_so_and_starts_no_worker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resuming_a_complete_run_says_so_and_starts_no_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     common = (DIGITS, "train.epochs=1", f"run.output={tmp_path}")
     assert launch(*common, "--cpu") == 0
     (run,) = run_dirs(tmp_path, "digits")
