@@ -68,7 +68,7 @@ def test_dry_run_is_check(tmp_path: Path) -> None:
 
 def test_resume_with_nothing_to_resume_says_where_it_looked(tmp_path: Path) -> None:
     result = launch_process(RECIPES / "digits.yaml", "--resume", "--cpu", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--resume: no run of 'digits' with a checkpoint under runs/digits" in result.stderr
 
 
@@ -92,7 +92,7 @@ def test_mistakes_found_while_building_are_named_without_a_traceback(tmp_path: P
         if expected is None:
             assert result.returncode == 0, result.stderr
             continue
-        assert result.returncode == 1, (override, result.stderr)
+        assert result.returncode == 2, (override, result.stderr)
         assert expected in result.stderr, (override, result.stderr)
         assert "Traceback" not in result.stderr
 
@@ -106,16 +106,16 @@ def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_pat
     second = launch_process(
         digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", cwd=tmp_path
     )
-    assert second.returncode == 1
+    assert second.returncode == 2
     assert "this recipe trains something else than the run did:\n  model.width: 32 -> 8" in second.stderr
     forced = launch_process(
         digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", "--force", cwd=tmp_path
     )
-    assert forced.returncode == 1  # --force gets past the recipe check, not past weights that don't fit
+    assert forced.returncode == 2  # --force gets past the recipe check, not past weights that don't fit
     assert "does not fit this recipe" in forced.stderr and "size mismatch" in forced.stderr
     assert (run / "recipe.yaml").read_text() == before
     done = launch_process(digits, "--cpu", "--resume", run, "train.epochs=1", "run.output=out", cwd=tmp_path)
-    assert done.returncode == 1 and "nothing to do" in done.stderr
+    assert done.returncode == 0 and "is complete: epoch 1" in done.stderr  # nothing to do is not a failure
     assert '"val/acc1"' in (run / "metrics.json").read_text()  # the finished run's results are kept
 
 
@@ -135,5 +135,5 @@ def test_slurm_flags_outside_slurm_say_what_to_use(tmp_path: Path) -> None:
             [sys.executable, "-m", "launcher", RECIPES / "digits.yaml", *flags, f"run.output={tmp_path}"],
             check=False, capture_output=True, text=True, cwd=tmp_path, env=env_without_slurm, timeout=300,
         )  # fmt: skip
-        assert result.returncode == 1 and message in result.stderr, (flags, result.stderr)
+        assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)
     assert not list(tmp_path.iterdir())

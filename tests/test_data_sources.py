@@ -134,7 +134,7 @@ def test_csv_errors_name_the_file_and_row(tmp_path: Path) -> None:
         text=True,
         cwd=tmp_path,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "bad.csv: line 3 is not 2 numbers and a target" in result.stderr
 
 
@@ -212,7 +212,7 @@ def test_user_factory_returning_the_wrong_kind_is_named(tmp_path: Path) -> None:
         text=True,
         cwd=tmp_path,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert (
         "model 'wrong:make_model' built a str ('a string'), expected a torch.nn.modules.module.Module" in result.stderr
     )
@@ -237,7 +237,7 @@ def test_pretrained_weights_offline_give_a_clear_error(tmp_path: Path) -> None:
         [sys.executable, "-m", "launcher", "check", str(recipe)],
         check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "could not download the ResNet18_Weights.IMAGENET1K_V1 weights of resnet18" in result.stderr
     assert "This machine looks offline" in result.stderr
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in result.stderr
@@ -283,7 +283,7 @@ def test_torchvision_download_offline_gives_a_clear_error(tmp_path: Path) -> Non
         [sys.executable, "-m", "launcher", "check", str(ROOT / "recipes" / "cifar10_resnet18.yaml"), f"data.dataset.root={tmp_path}"],
         check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"data.dataset: could not download CIFAR10 into {tmp_path}" in result.stderr
     assert "This machine looks offline" in result.stderr and "Traceback" not in result.stderr
 

@@ -224,7 +224,7 @@ def test_gpus_without_cuda_fails_before_starting_anything(tmp_path: Path) -> Non
         text=True,
         cwd=tmp_path,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--gpus 2: this machine has no CUDA GPU" in result.stderr
     assert not (tmp_path / "runs").exists()
 

@@ -330,7 +330,7 @@ def test_resuming_with_another_model_data_or_optimizer_needs_force(
     assert launch(*recipe, "train.epochs=1") == 0
     (run,) = run_dirs(tmp_path, "digits")
     capsys.readouterr()
-    assert launch(*recipe, "train.epochs=2", "optimizer.lr=0.01", "--resume", run) == 1
+    assert launch(*recipe, "train.epochs=2", "optimizer.lr=0.01", "--resume", run) == 2
     err = capsys.readouterr().err
     assert f"--resume {run}: this recipe trains something else than the run did:\n  optimizer.lr: 0.003 -> 0.01" in err
     assert "add --force to go on anyway" in err and "train.epochs" not in err  # a longer run is the same run

@@ -108,7 +108,7 @@ def test_status_and_logs_show_the_job(two_node_job: tuple[str, Path, float]) -> 
     logs = launch_cli("logs", run, "--rank", "1", cwd=run)
     assert logs.returncode == 0 and "task 1 of 2" in logs.stdout
     no_such_rank = launch_cli("logs", job_id, "--rank", "2", cwd=run)
-    assert no_such_rank.returncode == 1 and f"job {job_id} has ranks 0 to 1: no rank 2" in no_such_rank.stderr
+    assert no_such_rank.returncode == 2 and f"job {job_id} has ranks 0 to 1: no rank 2" in no_such_rank.stderr
 
 
 @pytest.mark.slow
@@ -224,7 +224,7 @@ def test_inconsistent_resources_fail_before_the_queue(
     flags: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     jobs_before = subprocess.run(["squeue", "-h", "-o", "%i"], check=True, capture_output=True, text=True).stdout
-    assert launch(DIGITS, "--slurm", *flags, f"run.output={tmp_path}") == 1
+    assert launch(DIGITS, "--slurm", *flags, f"run.output={tmp_path}") == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # no run folder
     assert (
@@ -235,7 +235,7 @@ def test_inconsistent_resources_fail_before_the_queue(
 def test_a_job_slurm_refuses_leaves_no_run_folder_and_says_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert launch(DIGITS, "--slurm", "--constraint", "nosuchfeature", f"run.output={tmp_path}") == 1
+    assert launch(DIGITS, "--slurm", "--constraint", "nosuchfeature", f"run.output={tmp_path}") == 2
     assert (
         "error: SLURM refused the job: Batch job submission failed: Invalid feature specification"
         in capsys.readouterr().err

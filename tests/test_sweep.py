@@ -181,7 +181,7 @@ def test_every_combination_is_validated_before_anything_runs(
 
 
 def test_the_metric_must_be_one_the_runs_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "--metric", "val/acc2", f"run.output={tmp_path}") == 1
+    assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "--metric", "val/acc2", f"run.output={tmp_path}") == 2
     assert (
         "--metric val/acc2: not measured by this recipe (eval.metrics); choose one of val/loss, val/acc1, val/acc5"
         in capsys.readouterr().err
@@ -198,10 +198,10 @@ def test_a_diverged_run_is_never_the_best(tmp_path: Path) -> None:
 def test_a_sweep_folder_only_gets_its_results_rewritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = plan(str(DIGITS), ["optimizer.lr=0.1,0.01", f"run.output={tmp_path}"])
     sweep.write()
-    assert launch("sweep", sweep.folder, "--metric", "val/acc9") == 1
+    assert launch("sweep", sweep.folder, "--metric", "val/acc9") == 2
     assert "--metric val/acc9: not measured by this sweep's runs; choose one of val/loss" in capsys.readouterr().err
     assert json.loads((sweep.folder / "sweep.json").read_text())["metric"] == "val/acc1"  # not written
-    assert launch("sweep", sweep.folder, "--nproc", "2") == 1
+    assert launch("sweep", sweep.folder, "--nproc", "2") == 2
     assert "it takes no --nproc: to run the sweep, give its recipe and grid again" in capsys.readouterr().err
     assert launch("sweep", sweep.folder, "--metric", "val/loss") == 1  # nothing ran yet: every run pending
     assert results(sweep.folder)["lr=0.1"]["status"] == "pending"
@@ -216,7 +216,7 @@ def test_a_run_trained_with_another_recipe_is_neither_skipped_nor_resumed_withou
     earlier.path.mkdir(parents=True)
     dump_recipe(load_recipe(DIGITS, ["optimizer.lr=0.1", "model.width=8"]), earlier.recipe)
     earlier.metrics.write_text("{}")
-    assert launch(*command) == 1
+    assert launch(*command) == 2
     assert "this recipe trains something else than the run did:\n  model.width: 8 -> 32" in capsys.readouterr().err
     assert not sweep.run_dir(sweep.runs[1]).path.exists()  # nothing ran
 
@@ -224,18 +224,18 @@ def test_a_run_trained_with_another_recipe_is_neither_skipped_nor_resumed_withou
 def test_memory_reuse_is_not_swept_where_one_process_trains_every_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert launch("sweep", DIGITS, "train.reuse_freed_memory=true,false", "--cpu", f"run.output={tmp_path}") == 1
+    assert launch("sweep", DIGITS, "train.reuse_freed_memory=true,false", "--cpu", f"run.output={tmp_path}") == 2
     assert "train.reuse_freed_memory: one process trains every run here" in capsys.readouterr().err
     assert not list((tmp_path / "digits").glob("sweep-*"))  # refused before the folder exists
 
 
 def test_slurm_flags_need_slurm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "--parallel", "2", f"run.output={tmp_path}") == 1
+    assert launch("sweep", DIGITS, "optimizer.lr=0.1,0.01", "--parallel", "2", f"run.output={tmp_path}") == 2
     assert "--parallel: for --slurm sweeps only" in capsys.readouterr().err
 
 
 def test_report_command_hands_the_folder_to_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert launch("report", tmp_path / "missing") == 1
+    assert launch("report", tmp_path / "missing") == 2
     assert "error: report:" in capsys.readouterr().err
 
 
