@@ -300,21 +300,20 @@ def completed_run(recipe: Recipe, run: RunDir, checkpoint_path: Path, source: st
     """Where the checkpoint `--resume` found is the end of the run this recipe asks for (its
     train.epochs or train.max_steps done), what to tell the user instead of starting workers."""
     from launcher import checkpoint
-    from launcher.train import Progress, is_complete
+    from launcher.train import Progress, is_complete, longer_run
 
     saved = checkpoint.progress_of(checkpoint_path)
-    if saved is None or not is_complete(Progress(**saved), recipe.train):
+    cfg, progress = recipe.train, Progress(**saved) if saved is not None else None
+    if progress is None or not is_complete(progress, cfg):
         return None  # or unreadable: the workers say why, with the checksum, and fall back
-    cfg, epoch, step = recipe.train, saved["epoch"], saved["step"]
     metrics = ""
     if run.metrics.exists():
         final = json.loads(run.metrics.read_text()).get("final", {})
         metrics = "; " + "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k) + f" ({run.metrics})"
-    longer = f"train.epochs={epoch + 10}" if cfg.max_steps is None else f"train.max_steps={step * 2}"
     return (
-        f"{run.path} is complete: epoch {epoch}, step {step} of train.epochs={cfg.epochs}, "
+        f"{run.path} is complete: epoch {progress.epoch}, step {progress.step} of train.epochs={cfg.epochs}, "
         f"train.max_steps={cfg.max_steps}{metrics}; nothing to do. To train it longer: "
-        f"launch {source} --resume {run.path} {longer}"
+        f"launch {source} --resume {run.path} {longer_run(progress, cfg)}"
     )
 
 
@@ -505,6 +504,9 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
             None if args.resume == "latest" else args.resume, recipe.run.output, recipe.run.resolved_name
         )
         refuse_a_different_run(recipe, run, args.force)
+        if complete := completed_run(recipe, run, resume_from, f"{args.recipe} --slurm"):
+            log.info("%s", complete)
+            return 0
         log.info("the job resumes from the newest checkpoint of %s (now %s)", run.path, resume_from.name)
     else:
         run = rundir.new_run_dir(recipe.run.output, recipe.run.resolved_name)

@@ -245,6 +245,11 @@ def open_splits(section: Data) -> tuple[Dataset, Dataset | None]:
 
 
 def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
+    if given := sorted(set(spec.kwargs) & set(split)):
+        raise DataError(
+            f"data.dataset.{given[0]}: the launcher passes {given[0]}= itself, once for the training split and once "
+            "for the validation split; leave it out of the recipe"
+        )
     try:
         made = components.call(factory, spec.name, components.DATASET, **spec.kwargs, **split)
     except (urllib.error.URLError, RuntimeError) as error:

@@ -46,10 +46,12 @@ class RunDir:
 
     def discard_if_untrained(self) -> bool:
         """Remove this run folder where nothing was trained in it (no checkpoint, no TensorBoard
-        events, no metrics.json): a run refused for its recipe leaves nothing behind. Whether it
-        was removed."""
+        events, no metrics.json, no rank past its setup): a run refused for its recipe leaves
+        nothing behind. Whether it was removed."""
         trained = any(self.checkpoints.glob("*.pt*")) or any(self.path.glob("**/events.out.tfevents.*"))
-        if trained or self.metrics.exists():
+        # A heartbeat says "setup" until the rank's first step (TensorBoard may log elsewhere).
+        stepped = any(not beat.read_text().startswith("setup") for beat in self.heartbeats.glob("*"))
+        if trained or stepped or self.metrics.exists():
             return False
         shutil.rmtree(self.path, ignore_errors=True)
         return True

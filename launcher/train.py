@@ -23,7 +23,7 @@ from launcher.errors import UserError
 from launcher.evaluate import evaluate, measured_topk
 from launcher.logs import Logger, NullLogger, RunLogger
 from launcher.models import build_model, count_parameters
-from launcher.optim import build_loss, build_optimizer, build_scheduler, needs_metric
+from launcher.optim import LENGTH_ARGUMENTS, build_loss, build_optimizer, build_scheduler, needs_metric
 from launcher.recipe import Recipe, Train, dump_recipe
 from launcher.rundir import RunDir
 from launcher.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
@@ -248,6 +248,8 @@ class Trainer:
         self.progress = Progress(**state["progress"])
         if ranks != runtime.world_size:
             self._move_position_to_this_world_size(ranks)
+            if not self.done():
+                self._stretch_schedule(ranks)
         self.checkpoints.last_saved_step = self.progress.step
         if runtime.is_main:
             for newer in checkpoint.newer_than(self.run.checkpoints, self.progress.step):
@@ -255,8 +257,8 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch + 1, self.progress.step)
         if self.done():
             raise UserError(
-                f"nothing to do: {path} is already at epoch {self.progress.epoch}, step {self.progress.step} of this "
-                f"recipe's {self.s.epochs} epochs; resume with a longer run, e.g. train.epochs={self.s.epochs + 10}"
+                f"nothing to do: {path} is already at epoch {self.progress.epoch}, step {self.progress.step}; "
+                f"resume with a longer run, e.g. {longer_run(self.progress, self.recipe.train)}"
             )
         if runtime.is_main:
             dump_recipe(self.recipe, self.run.recipe, header=f"# resumed from {path}\n")
@@ -275,6 +277,42 @@ class Trainer:
             whole_steps * samples_per_step, progress.samples_done,
         )  # fmt: skip
         progress.samples_done = whole_steps * samples_per_step
+
+    def _stretch_schedule(self, ranks: int) -> None:
+        """A per-step schedule whose length the launcher filled in (T_max, total_steps) was built
+        for the steps of the old world size; this run takes another number. A cosine goes on from
+        the same fraction of its curve and ends with the run (the learning rate does not jump,
+        nor climb back after the old length); other schedules keep their length, with a warning."""
+        s, section = self.s, self.recipe.scheduler
+        if not s.schedule_per_step or section is None:
+            return
+        argument = next((a for a in LENGTH_ARGUMENTS if hasattr(s.scheduler, a) and a not in section.kwargs), None)
+        if argument is None:
+            return  # no length, or the recipe's own
+        length, done, total = getattr(s.scheduler, argument), s.scheduler.last_epoch, self._planned_steps()
+        if total == length or done >= length:
+            return
+        if isinstance(s.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            fraction, left = done / length, total - self.progress.step
+            s.scheduler.T_max = left / (1 - fraction)
+            s.scheduler.last_epoch = s.scheduler.T_max - left
+            log.warning(
+                "the schedule was %d steps long, for %d rank(s); this run has %d steps in all: the cosine goes on "
+                "from %.1f%% of its curve and ends with the run", length, ranks, total, 100 * fraction,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "%s keeps its %s=%d, built for %d rank(s), though this run has %d steps in all; resume on %d rank(s) "
+                "to follow it as built", section.name, argument, length, ranks, total, ranks,
+            )  # fmt: skip
+
+    def _planned_steps(self) -> int:
+        """The optimizer steps this run will have taken at its end, the ones before it included."""
+        s, progress, cfg = self.s, self.progress, self.recipe.train
+        left_in_epoch = max(0, math.ceil((s.batches_per_epoch - progress.batches_done) / cfg.grad_accum_steps))
+        epochs_after = (cfg.epochs if cfg.epochs is not None else s.epochs) - progress.epoch - 1
+        total = progress.step + left_in_epoch + max(0, epochs_after) * s.steps_per_epoch
+        return min(total, cfg.max_steps) if cfg.max_steps is not None else total
 
     def fit(self) -> dict[str, Any]:
         """Train to the end; the summary (also written to metrics.json). Raises TrainingStopped
@@ -472,6 +510,16 @@ def is_complete(progress: Progress, cfg: Train) -> bool:
     In epochs and steps as they are counted, whatever the world size was along the way."""
     by_epochs = cfg.epochs is not None and progress.epoch >= cfg.epochs
     return by_epochs or (cfg.max_steps is not None and progress.step >= cfg.max_steps)
+
+
+def longer_run(progress: Progress, cfg: Train) -> str:
+    """The override that gives a complete run more to do: the bound (or bounds) that ended it, raised."""
+    raised = []
+    if cfg.epochs is not None and progress.epoch >= cfg.epochs:
+        raised.append(f"train.epochs={progress.epoch + 10}")
+    if cfg.max_steps is not None and progress.step >= cfg.max_steps:
+        raised.append(f"train.max_steps={progress.step * 2}")
+    return " ".join(raised)
 
 
 def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:

@@ -51,6 +51,19 @@ def anything(**kwargs):
     return model
 
 
+class Split(torch.utils.data.Dataset):
+    """Takes `train`, which the launcher passes itself (True, then False)."""
+
+    def __init__(self, train=True):
+        self.classes = ["a", "b"]
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, index):
+        return torch.zeros(64), index % 2
+
+
 class Named(torch.utils.data.Dataset):
     """A dataset with an argument called `name`, as Hugging Face's load_dataset has."""
 
@@ -134,3 +147,10 @@ def test_an_argument_given_twice_or_a_kwargs_that_is_no_mapping_is_a_recipe_erro
     assert "model: kind: given both beside 'name' and under 'kwargs:'; keep one" in capsys.readouterr().err
     assert launch("check", DIGITS, "model={name: 'user_parts:net', kwargs: [1, 2]}") == 2
     assert "model: kwargs: a mapping of argument names to values, got [1, 2]" in capsys.readouterr().err
+
+
+def test_a_dataset_split_argument_the_launcher_passes_is_named_not_a_traceback(user_module: Path, capsys) -> None:
+    assert launch("check", DIGITS, "data.dataset={name: 'user_parts:Split', train: false}") == 2
+    err = capsys.readouterr().err
+    assert "error: data.dataset.train: the launcher passes train= itself" in err
+    assert "Traceback" not in err

@@ -8,6 +8,7 @@ the same epochs: the schedule replayed here with torch's own classes on one para
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -75,12 +76,9 @@ def two_ranks(*args: str | Path, cwd: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("direction", ["2->1", "1->2"])
-@pytest.mark.parametrize("schedule", list(SCHEDULES))
-def test_the_schedule_goes_on_as_it_would_have_after_resuming_on_another_world_size(
-    schedule: str, direction: str, tmp_path: Path
-) -> None:
-    override, build = SCHEDULES[schedule]
+def train_then_resume(override: str, direction: str, tmp_path: Path) -> tuple[Path, int, int]:
+    """Train 3 epochs of digits on one world size, resume from a mid-epoch checkpoint on the
+    other; the run folder, the step resumed from, and the first run's steps in all."""
     common = (
         override,
         "train.epochs=3",
@@ -93,20 +91,30 @@ def test_the_schedule_goes_on_as_it_would_have_after_resuming_on_another_world_s
     if direction == "2->1":
         two_ranks(DIGITS, *common, cwd=tmp_path)  # 11 steps an epoch
         (run,) = run_dirs(tmp_path, "digits")
-        stop_at = 15  # 4 steps into epoch 2
+        stop_at, first_total = 15, 33  # 4 steps into epoch 2
         assert launch(DIGITS, "--cpu", *common, "--resume", checkpoint.step_path(run / "checkpoints", stop_at)) == 0
     else:
         assert launch(DIGITS, "--cpu", *common) == 0  # 22 steps an epoch
         (run,) = run_dirs(tmp_path, "digits")
-        stop_at = 25  # 3 steps into epoch 2
+        stop_at, first_total = 25, 66  # 3 steps into epoch 2
         two_ranks(DIGITS, *common, "--resume", checkpoint.step_path(run / "checkpoints", stop_at), cwd=tmp_path)
+    final = checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]
+    assert final["epoch"] == 3  # the resumed run trained to its end
+    return run, stop_at, first_total
 
+
+@pytest.mark.parametrize("direction", ["2->1", "1->2"])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_the_schedule_goes_on_as_it_would_have_after_resuming_on_another_world_size(
+    schedule: str, direction: str, tmp_path: Path
+) -> None:
+    override, build = SCHEDULES[schedule]
+    run, stop_at, _ = train_then_resume(override, direction, tmp_path)
     logged = scalars(run)
     rates = dict(logged["train/lr"])
     epoch_ends = dict(logged["val/loss"])
     last = max(rates)
-    final = checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]
-    assert final["epoch"] == 3 and final["step"] == last  # the resumed run trained to its end
+    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["step"] == last
     assert sorted(rates) == list(range(1, last + 1))  # every step once: no gap, no duplicate
     assert len(epoch_ends) == 3
     expected = expected_rates(build, last, epoch_ends, per_step="interval: step" in override)
@@ -114,3 +122,22 @@ def test_the_schedule_goes_on_as_it_would_have_after_resuming_on_another_world_s
     assert resumed == pytest.approx({step: expected[step] for step in resumed}, rel=1e-6), (rates, expected)
     if schedule != "none":  # the schedule did change the rate after the resume
         assert len(set(resumed.values())) > 1
+
+
+@pytest.mark.parametrize("direction", ["2->1", "1->2"])
+def test_a_cosine_goes_on_from_the_same_fraction_and_ends_with_the_resumed_run(direction: str, tmp_path: Path) -> None:
+    # T_max is filled in from the first run's steps; the resumed run has another number of them.
+    run, stop_at, first_total = train_then_resume(
+        "scheduler={name: CosineAnnealingLR, interval: step}", direction, tmp_path
+    )
+    rates = dict(scalars(run)["train/lr"])
+    last = max(rates)
+    assert last != first_total and sorted(rates) == list(range(1, last + 1))
+    # Before the resume: the cosine over the first run's length. After it: from the same fraction
+    # of the curve, to its end at the resumed run's last step, in that run's number of steps.
+    done, left = stop_at / first_total, last - stop_at
+    fraction = {step: (step - 1) / first_total for step in range(1, stop_at + 1)}
+    fraction.update({stop_at + j: done + (j - 1) * (1 - done) / left for j in range(1, left + 1)})
+    expected = {step: LR * (1 + math.cos(math.pi * f)) / 2 for step, f in fraction.items()}
+    assert rates == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert rates[last] < 0.01 * LR  # it ends at the bottom, not part-way or climbing back

@@ -35,6 +35,9 @@ def test_resuming_a_complete_run_says_so_and_starts_no_worker(
     assert "val/acc1" in err  # the final metrics, from metrics.json
     assert "worker" not in err and "error" not in err
     assert not list(run.glob("log.rank*.txt"))  # no worker started
+    # Where train.max_steps ended it, the hint raises train.max_steps.
+    assert launch(*common[:1], "train.max_steps=10", common[2], "--cpu", "--resume", run) == 0
+    assert "train.max_steps=44" in capsys.readouterr().err  # twice the 22 steps done
     # Asked for more, the same run goes on.
     assert launch(*common[:1], "train.epochs=2", common[2], "--cpu", "--resume") == 0
     assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["epoch"] == 2
@@ -88,4 +91,7 @@ def test_a_signal_after_the_last_step_of_two_workers_says_the_run_completed(tmp_
     assert process.returncode == 128 + signal.SIGTERM, output
     assert "SIGTERM came after the run had completed" in output and "nothing is left to do" in output
     assert "go on with launch --resume" not in output
+    deadline = time.monotonic() + 15  # the agent stops the workers, asleep in their slowed teardown
+    while session_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert session_members(process.pid) == []
