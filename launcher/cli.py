@@ -308,8 +308,7 @@ def completed_run(recipe: Recipe, run: RunDir, checkpoint_path: Path, source: st
         return None  # or unreadable: the workers say why, with the checksum, and fall back
     metrics = ""
     if run.metrics.exists():
-        final = json.loads(run.metrics.read_text()).get("final", {})
-        metrics = "; " + "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k) + f" ({run.metrics})"
+        metrics = f"; {_metrics_line(json.loads(run.metrics.read_text()).get('final', {}))} ({run.metrics})"
     return (
         f"{run.path} is complete: epoch {progress.epoch}, step {progress.step} of train.epochs={cfg.epochs}, "
         f"train.max_steps={cfg.max_steps}{metrics}; nothing to do. To train it longer: "
@@ -390,11 +389,14 @@ def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, pla
     return 0
 
 
+def _metrics_line(final: dict[str, float]) -> str:
+    """The measured metrics of a summary's `final` (`val/loss 0.0311  val/acc1 0.9944 ...`), not its epoch and step."""
+    return "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k)
+
+
 def _say_done(summary: dict, run: RunDir) -> None:
     final, best = summary["final"], summary["best"]
-    log.info(
-        "done in %.1f s: %s", summary["wall_time_s"], "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k)
-    )
+    log.info("done in %.1f s: %s", summary["wall_time_s"], _metrics_line(final))
     if best and best["value"] is not None:
         log.info(
             "best %s %.4f at step %d: %s", best["metric"], best["value"], best["step"], run.checkpoints / "best.pt"

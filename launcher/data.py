@@ -168,7 +168,7 @@ class Transformed(Dataset):
         self.epoch = 0  # set by `start_epoch`
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return num_samples(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         x, y = self.dataset[index]
@@ -275,8 +275,8 @@ def build_datasets(section: Data, seed: int) -> Datasets:
     """Train and validation datasets with their transforms, and what the model needs to know."""
     train, val = open_splits(section)
     if val is None:
-        if len(train) < MIN_SAMPLES_TO_HOLD_OUT:  # type: ignore[arg-type]
-            raise DataError(f"data.dataset: {len(train)} sample(s): too few to hold out a validation set")  # type: ignore[arg-type]
+        if num_samples(train) < MIN_SAMPLES_TO_HOLD_OUT:
+            raise DataError(f"data.dataset: {num_samples(train)} sample(s): too few to hold out a validation set")
         train, val = held_out_split(train, section.val_fraction, seed)
     raw_input = train[0][0]
     classes = section.classes or _classes_of(train) or _classes_of(val)
@@ -303,7 +303,7 @@ def build_datasets(section: Data, seed: int) -> Datasets:
 
 def held_out_split(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
     """A seeded split: the same seed gives the same validation samples on every machine."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = num_samples(dataset)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = max(1, round(n * fraction))
     return Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
@@ -404,7 +404,7 @@ class ShardSampler(torch.utils.data.Sampler[int]):
     """
 
     def __init__(self, dataset: Dataset, rank: int, world_size: int) -> None:
-        self.indices = range(rank, len(dataset), world_size)  # type: ignore[arg-type]
+        self.indices = range(rank, num_samples(dataset), world_size)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)

@@ -207,8 +207,7 @@ def user_error_of(failures: dict[int, ProcessFailure]) -> UserError | None:
         text = "the ranks found different problems:\n" + "\n".join(
             f"  rank {rank}: {found['message']}" for rank, found in errors.items()
         )
-    error = RunFailed(text) if errors[first]["exit_code"] == RunFailed.exit_code else UserError(text)
-    return error
+    return RunFailed(text) if errors[first]["exit_code"] == RunFailed.exit_code else UserError(text)
 
 
 def _user_error_in(failure: ProcessFailure) -> dict[str, Any] | None:

@@ -10,7 +10,9 @@ import fnmatch
 import inspect
 import math
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -124,9 +126,9 @@ def _input_arguments(info: DataInfo) -> dict[str, int]:
     return values
 
 
-def _names_parameter(factory: object, name: str) -> bool:
+def _names_parameter(factory: Callable[..., Any], name: str) -> bool:
     try:
-        return name in inspect.signature(factory).parameters  # type: ignore[arg-type]
+        return name in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
 
