@@ -44,7 +44,7 @@ WORKLOADS = {
 def model(name: str) -> nn.Module:
     torch.manual_seed(SEED)
     if name == "w1":
-        from launcher.models import SmallCNN
+        from launcher.models.builtin import SmallCNN
 
         return SmallCNN(in_channels=1, num_classes=10, width=32)
     if name == "w2":

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from launcher import checkpoint
-from launcher.cli import main
+from launcher.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from launcher import checkpoint
+from launcher.checkpoint import files as checkpoint_files
 from launcher.errors import UserError
 
 
@@ -61,7 +62,7 @@ def test_a_step_checkpoint_of_the_best_step_is_a_second_name_for_best_pt(
         def no_links(*args: object) -> None:
             raise OSError(1, "Operation not permitted")
 
-        monkeypatch.setattr(checkpoint.os, "link", no_links)
+        monkeypatch.setattr(checkpoint_files.os, "link", no_links)
     writer = checkpoint.Writer(keep_last=2)
     best, step = tmp_path / checkpoint.BEST, checkpoint.step_path(tmp_path, 10)
     writer.save({"w": torch.full((1000,), 10.0)}, best)

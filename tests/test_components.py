@@ -11,12 +11,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, launch
-from launcher import components
-from launcher.recipe import RecipeError, load_recipe
-from launcher.runtime import single_process
-from launcher.train import setup
+
+from launcher.cli.recipe_checks import problems_in
+from launcher.config.loading import load_recipe
+from launcher.config.problems import RecipeError
+from launcher.distributed.runtime import single_process
+from launcher.training.setup import setup
 
 DIGITS = ROOT / "recipes" / "digits.yaml"
 
@@ -89,7 +90,7 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def built_model(*overrides: str) -> object:
     recipe = load_recipe(
-        DIGITS, ["scheduler=null", "data.transforms.train=[ToTensor]", *overrides], check=components.problems_in
+        DIGITS, ["scheduler=null", "data.transforms.train=[ToTensor]", *overrides], check=problems_in
     )
     return setup(recipe, single_process(True)).net
 
@@ -120,7 +121,7 @@ def test_a_dataset_argument_called_name_is_given_under_kwargs(user_module: Path)
             "model={name: mlp}",
             "train.batch_size=8",
         ],
-        check=components.problems_in,
+        check=problems_in,
     )
     data = setup(recipe, single_process(True)).data
     dataset = data.train.dataset if hasattr(data.train, "dataset") else data.train
@@ -135,7 +136,7 @@ def test_wrong_arguments_under_kwargs_are_named_with_their_dotted_path(user_modu
         load_recipe(
             DIGITS,
             ["model={name: 'user_parts:Net', kind: a, factory: b, kwargs: {nmae: x}}"],
-            check=components.problems_in,
+            check=problems_in,
         )
     text = str(error.value)
     assert "model.kwargs.nmae: Net takes no argument 'nmae' (did you mean 'name'?)" in text

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, scalars
+
 from launcher import checkpoint
 
 pytestmark = pytest.mark.container

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
-
 from conftest import ROOT, launch, run_dirs
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 

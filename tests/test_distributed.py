@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, launch, launch_process, run_dirs, scalars, session_members
+
 from launcher import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -257,9 +257,9 @@ def test_a_node_that_never_joins_ends_the_wait_with_a_message(tmp_path: Path) ->
 
 
 def test_a_master_port_in_use_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from launcher import distributed
+    from launcher.distributed import process_group as distributed
+    from launcher.distributed.runtime import Runtime
     from launcher.errors import UserError
-    from launcher.runtime import Runtime
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, assert_same_weights, launch, launch_process, run_dirs, scalars, session_members, weights
-from launcher import checkpoint, stopping
+
+from launcher import checkpoint
+from launcher.training import stopping
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

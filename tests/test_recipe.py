@@ -7,10 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import RECIPES, launch
-from launcher import components
-from launcher.recipe import Recipe, RecipeError, json_schema, load_recipe
+
+from launcher.cli.recipe_checks import problems_in
+from launcher.config.loading import json_schema, load_recipe
+from launcher.config.problems import RecipeError
+from launcher.config.schema import Recipe
 
 MINIMAL = """
 data: {dataset: {name: digits}}
@@ -25,7 +27,7 @@ def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
 
 
 def load(path: Path, *overrides: str) -> Recipe:
-    return load_recipe(path, overrides, check=components.problems_in)
+    return load_recipe(path, overrides, check=problems_in)
 
 
 def problems(path: Path, *overrides: str) -> dict[str, str]:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import RECIPES, launch, run_dirs, scalars
 from PIL import Image
 
-from conftest import RECIPES, launch, run_dirs, scalars
 from launcher.errors import UserError
-from launcher.report import build_report, metric_vs_param_figure, write_report
+from launcher.tracking.report import build_report, metric_vs_param_figure, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GRID = {"optimizer.lr": [0.01, 0.001], "train.batch_size": [64, 32]}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, launch, run_dirs, scalars
+
 from launcher import checkpoint
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, launch, launch_process, run_dirs, session_members
+
 from launcher import checkpoint
-from launcher.logs import RunLogger
+from launcher.tracking.tensorboard import RunLogger
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ SLOW_TEARDOWN = """
 import os
 if "LOCAL_RANK" in os.environ:
     import time
-    import launcher.distributed as distributed
+    import launcher.distributed.process_group as distributed
     leave = distributed.destroy_process_group
     def slowly():
         time.sleep(5)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import RECIPES, launch, run_dirs
+
 from launcher import checkpoint
 
 

@@ -16,11 +16,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, assert_same_weights, launch, run_dirs, scalars, weights
-from launcher import checkpoint, slurm
-from launcher.recipe import dump_recipe, load_recipe
+
+from launcher import checkpoint
+from launcher.config.loading import dump_recipe, load_recipe
 from launcher.rundir import new_run_dir
+from launcher.slurm import status as slurm_status
+from launcher.slurm import submission
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -124,7 +126,7 @@ def test_a_preempted_job_resumes_to_the_same_weights(
         subprocess.run(["scontrol", "requeue", job_id], check=True)
     else:  # the warning ahead of a time limit or a preemption: the job requeues itself (submitit)
         subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
-    state = slurm.wait_until_ended(job_id, timeout_s=400)
+    state = slurm_status.wait_until_ended(job_id, timeout_s=400)
     text = log.read_text()
     assert state["State"] == "COMPLETED", text[-3000:]
     stopped = int(re.search(r"stopped at step (\d+)", text).group(1))
@@ -134,7 +136,7 @@ def test_a_preempted_job_resumes_to_the_same_weights(
         f"resumed from {run / 'checkpoints' / f'step-{stopped:08d}.pt'} at epoch {(stopped - 1) // 11 + 1}, step {stopped}"
         in text
     )
-    assert slurm.restarts(job_id) == 1
+    assert slurm_status.restarts(job_id) == 1
     assert_same_weights(weights(run), weights(uninterrupted))
     assert_no_duplicate_steps(run)
     assert [s for s, _ in scalars(run)["train/loss"]] == [s for s, _ in scalars(uninterrupted)["train/loss"]]
@@ -148,7 +150,7 @@ def test_the_requeue_limit_stops_the_run_with_a_clear_message(tmp_path: Path) ->
     log = run / "slurm" / f"{job_id}_0_log.out"
     wait_for_line(log, "epoch 2/15")
     subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
-    state = slurm.wait_until_ended(job_id, timeout_s=300)
+    state = slurm_status.wait_until_ended(job_id, timeout_s=300)
     assert state["State"] == "FAILED"
     text = log.read_text()
     assert "the limit is slurm.max_requeues=0: not requeueing it again" in text
@@ -165,7 +167,7 @@ def test_cancel_stops_the_job_and_keeps_its_last_checkpoint(tmp_path: Path) -> N
     cancel = launch_cli("cancel", run, cwd=tmp_path)
     assert cancel.returncode == 0, cancel.stderr
     assert f"job {job_id}: CANCELLED" in cancel.stderr
-    assert slurm.job_state(job_id)["State"] == "CANCELLED"
+    assert slurm_status.job_state(job_id)["State"] == "CANCELLED"
     text = (run / "slurm" / f"{job_id}_0_log.out").read_text()
     stopped = int(re.search(r"stopped at step (\d+) \(terminated\)", text).group(1))
     newest = checkpoint.latest(run / "checkpoints")
@@ -189,17 +191,17 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
     runs = [new_run_dir(r.run.output, r.run.name, run_id=f"seed-{r.train.seed}") for r in recipes]
     for recipe, run in zip(recipes, runs, strict=True):
         dump_recipe(recipe, run.recipe)
-    job_ids = slurm.submit_array(recipes, runs, tmp_path / "array", parallel=2)
+    job_ids = submission.submit_array(recipes, runs, tmp_path / "array", parallel=2)
     assert len(set(job_ids)) == 3 and all(re.fullmatch(r"\d+_[012]", j) for j in job_ids)
     for job_id in job_ids:
-        assert slurm.wait_until_ended(job_id, timeout_s=300)["State"] == "COMPLETED"
+        assert slurm_status.wait_until_ended(job_id, timeout_s=300)["State"] == "COMPLETED"
     finals = [json.loads(run.metrics.read_text())["final"] for run in runs]
     assert [f["step"] for f in finals] == [44, 44, 44]
     assert len({f["val/loss"] for f in finals}) == 3  # three seeds, three runs
     # At most 2 ran at once.
     spans = []
     for job_id in job_ids:
-        state = slurm.job_state(job_id)
+        state = slurm_status.job_state(job_id)
         spans.append((datetime.fromisoformat(state["Start"]), datetime.fromisoformat(state["End"])))
     assert max(sum(s <= start < e for s, e in spans) for start, _ in spans) <= 2
     for target in (runs[1].path, job_ids[1]):  # by run folder, or by the array task's id
@@ -274,13 +276,13 @@ def test_the_job_script_checkpoints_before_its_time_limit_without_a_warning(tmp_
         capture_output=True, text=True, cwd=tmp_path, env=env, check=True,
     )  # fmt: skip
     job_id = submit.stdout.strip()
-    state = slurm.wait_until_ended(job_id, timeout_s=500)
+    state = slurm_status.wait_until_ended(job_id, timeout_s=500)
     text = (tmp_path / f"slurm-{job_id}.out").read_text()
     assert state["State"] == "COMPLETED", text[-3000:]
     assert "s left before the time limit" in text and f"requeueing job {job_id} (requeue 1 of at most 10)" in text
     run = tmp_path / "digits" / f"slurm-{job_id}"
     assert json.loads((run / "metrics.json").read_text())["final"]["step"] == 100 * 11
-    assert slurm.restarts(job_id) >= 1
+    assert slurm_status.restarts(job_id) >= 1
     assert_no_duplicate_steps(run)
     # The job script's run is followed like any other.
     status = launch_cli("status", job_id, cwd=tmp_path)

@@ -14,11 +14,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import RECIPES, launch, scalars
+
+from launcher.config.loading import dump_recipe, load_recipe
+from launcher.config.problems import RecipeError
 from launcher.errors import UserError
-from launcher.recipe import RecipeError, dump_recipe, load_recipe
-from launcher.sweep import MAX_NAME, combinations, parse_command_line, plan, ranked, run_names, split_choices
+from launcher.sweep.grid import MAX_NAME, combinations, parse_command_line, run_names, split_choices
+from launcher.sweep.planning import plan
+from launcher.sweep.results import ranked
 
 DIGITS = RECIPES / "digits.yaml"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._+=,-]+")

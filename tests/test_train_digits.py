@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import RECIPES, launch, run_dirs, scalars
 from PIL import Image
 
-from conftest import RECIPES, launch, run_dirs, scalars
 from launcher import checkpoint
 
 pytestmark = pytest.mark.slow

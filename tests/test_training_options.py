@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import RECIPES, ROOT, launch, run_dirs
 
 pytestmark = pytest.mark.slow
@@ -141,9 +140,9 @@ def test_reusing_freed_memory_spares_the_page_faults_of_every_step() -> None:
 def test_setup_sets_the_process_wide_switches_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     """The runs of a local sweep share one process: a run without train.deterministic after one with
     it must not stay deterministic; train.reuse_freed_memory reaches the allocator only where it is on."""
-    from launcher import train as training
-    from launcher.recipe import load_recipe
-    from launcher.runtime import single_process
+    from launcher.config.loading import load_recipe
+    from launcher.distributed.runtime import single_process
+    from launcher.training import setup as training
 
     calls: list[bool] = []
     monkeypatch.setattr(training, "reuse_freed_memory", lambda: calls.append(True) or True)

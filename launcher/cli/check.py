@@ -1,0 +1,50 @@
+"""`launch check`, and the recipe checks that need the components themselves (names, arguments, files)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from launcher.config.schema import Recipe
+from launcher.data.datasets import num_samples
+from launcher.distributed.runtime import single_process
+from launcher.models.build import count_parameters
+from launcher.training.setup import setup
+
+if TYPE_CHECKING:
+    pass
+log = logging.getLogger("launcher")
+
+
+def check(recipe: Recipe) -> int:
+    """Validate, build what training builds, run one forward/backward step, and say what was built."""
+    import yaml
+
+    started = time.perf_counter()
+    print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
+    s = setup(
+        recipe.model_copy(update={"data": recipe.data.model_copy(update={"num_workers": 0})}), single_process(True)
+    )
+    inputs, targets = next(iter(s.train_batches))
+    outputs = s.model(inputs)
+    loss = s.loss_fn(outputs, targets)
+    loss.backward()
+    total, trainable = count_parameters(s.net)
+    print(
+        f"# data: {num_samples(s.data.train)} training / {num_samples(s.data.val)} validation samples, {s.data.info.num_classes} classes"
+    )
+    print(f"# model: {recipe.model.name}, {total:,} parameters ({trainable:,} trainable)")
+    print(f"# one batch: inputs {_shape(inputs)}, targets {_shape(targets)}, outputs {_shape(outputs)}")
+    print(f"# one forward/backward step: loss {loss.item():.4f}, finite: {bool(torch.isfinite(loss))}")
+    print(
+        f"# {s.epochs} epochs of {s.steps_per_epoch} steps, {s.max_steps} steps in all; ok in {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+def _shape(value: object) -> str:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    return f"{list(shape)} {str(dtype).removeprefix('torch.')}" if shape is not None else type(value).__name__

@@ -1,0 +1,31 @@
+"""`launch eval` and `launch predict`: a checkpoint's metrics, and its predictions for files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from launcher.config.schema import Recipe
+from launcher.distributed.runtime import single_process
+from launcher.training.inference import evaluate_checkpoint
+from launcher.training.inference import predict as run_predict
+
+if TYPE_CHECKING:
+    pass
+log = logging.getLogger("launcher")
+
+
+def evaluate(recipe: Recipe, checkpoint_path: Path, force_cpu: bool) -> int:
+
+    metrics = evaluate_checkpoint(recipe, checkpoint_path, single_process(force_cpu).device)
+    for name, value in metrics.items():
+        print(f"{name} {value:.6f}")
+    return 0
+
+
+def predict(recipe: Recipe, checkpoint_path: Path, files: list[str], force_cpu: bool) -> int:
+
+    for what, name, probability in run_predict(recipe, checkpoint_path, files, single_process(force_cpu).device):
+        print(f"{what}\t{name}\t{probability:.3f}")
+    return 0

@@ -1,0 +1,75 @@
+"""The recipe checks that need the components themselves: names resolve to the right kind,
+arguments fit their signatures, files and pretrained weights the recipe names exist. They run
+before any process starts, with the schema's (`load_recipe(check=problems_in)`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from launcher.config.components import check_one, use_import_paths
+from launcher.config.problems import Problem, did_you_mean
+from launcher.config.schema import Loss, Model, Optimizer, Scheduler
+from launcher.data.build import DATASET, TRANSFORM
+from launcher.models.build import MODEL
+from launcher.training.optim import LOSS, OPTIMIZER, SCHEDULER
+
+
+def problems_in(tree: dict[str, Any]) -> list[Problem]:
+    """Check every component of a raw recipe: names resolve to the right kind, arguments fit."""
+
+    def section(*keys: str) -> Any:
+        node: Any = tree
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    paths = section("run", "import_paths")
+    use_import_paths(paths if isinstance(paths, list) else [])
+    problems = check_one("data.dataset", section("data", "dataset"), DATASET)
+    for split in ("train", "val"):
+        specs = section("data", "transforms", split)
+        for index, spec in enumerate(specs if isinstance(specs, list) else []):
+            problems += check_one(f"data.transforms.{split}.{index}", spec, TRANSFORM)
+    problems += check_one("model", section("model"), MODEL, Model)
+    problems += check_one("loss", section("loss"), LOSS, Loss)
+    problems += check_one("optimizer", section("optimizer"), OPTIMIZER, Optimizer)
+    problems += check_one("scheduler", section("scheduler"), SCHEDULER, Scheduler)
+    problems += _weights_problems(section("model"))
+    problems += _data_path_problems(section("data", "dataset"))
+    return problems
+
+
+# The built-in datasets that read the user's files, and the arguments that name them.
+DATA_PATHS = {"csv": ("path", "val_path"), "ImageFolder": ("root", "val_root")}
+
+
+def _data_path_problems(dataset: Any) -> list[Problem]:
+    """Files the recipe names that are not there: found now, not after the workers have started."""
+    if not isinstance(dataset, dict) or dataset.get("name") not in DATA_PATHS:
+        return []
+    problems = []
+    for key in DATA_PATHS[dataset["name"]]:
+        value = dataset.get(key)
+        if isinstance(value, str) and not Path(value).exists():
+            problems.append(Problem(f"data.dataset.{key}", f"no such file or folder: {Path(value).resolve()}"))
+    return problems
+
+
+def _weights_problems(model: Any) -> list[Problem]:
+    if not isinstance(model, dict) or not isinstance(model.get("weights"), str):
+        return []
+    import torchvision
+
+    name, weights = model.get("name"), model["weights"]
+    if name not in torchvision.models.list_models():
+        return [Problem("model.weights", f"pretrained weights come from torchvision models; {name!r} is not one")]
+    choices = [w.name for w in torchvision.models.get_model_weights(name)] + ["DEFAULT"]
+    if weights not in choices:
+        return [
+            Problem(
+                "model.weights",
+                f"{name} has no weights {weights!r}; choose from {choices}{did_you_mean(weights, choices)}",
+            )
+        ]
+    return []

@@ -1,0 +1,345 @@
+"""The recipe: one typed schema, its defaults, loading and command-line overrides.
+
+Precedence, written down once: command line (`key.sub=value`) > recipe file > the defaults below.
+
+Component sections (`data.dataset`, `model`, `loss`, `optimizer`, `scheduler`, each transform)
+hold a `name` plus the keyword arguments of what it names, flat beside it, so that
+`optimizer.lr=0.1` overrides the learning rate. Those arguments are checked against the
+signature of the resolved callable by `launcher.components`, not here.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+
+from launcher.config.durations import time_limit_minutes
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# The key under which a component's keyword arguments may also be given, for the arguments whose
+# names the section uses itself: `name` (Hugging Face's `load_dataset(name=...)`), `weights`,
+# `interval`... The keys beside `name` and those under `kwargs:` are passed together.
+EXPLICIT_KWARGS = "kwargs"
+
+
+def component_arguments(spec: dict[str, Any], own_keys: typing.Collection[str]) -> dict[str, Any]:
+    """The keyword arguments of a component given as raw recipe data: its keys other than the
+    section's own (`own_keys`: `name`, ...), plus the entries of its `kwargs:` mapping."""
+    arguments = {key: value for key, value in spec.items() if key not in own_keys and key != EXPLICIT_KWARGS}
+    explicit = spec.get(EXPLICIT_KWARGS)
+    return {**arguments, **explicit} if isinstance(explicit, dict) else arguments
+
+
+class Component(BaseModel):
+    """A component by name plus the keyword arguments of what it names."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="A built-in name, a name from torch/torchvision, or 'module:attribute'.")
+
+    @model_validator(mode="after")
+    def _explicit_kwargs_are_a_mapping(self) -> Component:
+        extra = self.model_extra or {}
+        explicit = extra.get(EXPLICIT_KWARGS, {})
+        if not isinstance(explicit, dict) or not all(isinstance(key, str) for key in explicit):
+            raise ValueError(f"{EXPLICIT_KWARGS}: a mapping of argument names to values, got {explicit!r}")
+        twice = sorted(set(explicit) & set(extra))
+        if twice:
+            raise ValueError(f"{', '.join(twice)}: given both beside 'name' and under '{EXPLICIT_KWARGS}:'; keep one")
+        return self
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of what `name` names (see EXPLICIT_KWARGS)."""
+        return component_arguments(self.model_extra or {}, ())
+
+
+def _component_shorthand(value: Any) -> Any:
+    # `- ToTensor` in a transform list means `- {name: ToTensor}`.
+    return {"name": value} if isinstance(value, str) else value
+
+
+class DatasetSpec(Component):
+    """`digits`, `csv`, `ImageFolder`, a torchvision dataset (`MNIST`, `CIFAR10`...) or `module:attr`."""
+
+
+class Transforms(Section):
+    train: list[Component] = Field(default_factory=list, description="torchvision transforms, composed in order.")
+    val: list[Component] = Field(default_factory=list, description="Transforms for validation and prediction.")
+
+    @field_validator("train", "val", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return [_component_shorthand(v) for v in value] if isinstance(value, list) else value
+
+
+class Data(Section):
+    dataset: DatasetSpec
+    transforms: Transforms = Field(default_factory=Transforms)
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (seeded) when the dataset has no validation split of its own."
+    )
+    val_split_name: str = Field("test", description="For datasets taking `split=`: the split used for validation.")
+    classes: list[str] | None = Field(None, description="Class names, where the dataset does not say them.")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (per training process).")
+    pin_memory: bool | None = Field(None, description="Pin host memory; default: on when training on CUDA.")
+
+
+class Model(Component):
+    """A built-in (`mlp`, `small_cnn`), a torchvision model name, or `module:attr`."""
+
+    weights: str | None = Field(
+        None,
+        description="Pretrained torchvision weights ('DEFAULT', 'IMAGENET1K_V1'...): downloaded once, then cached.",
+    )
+    freeze: list[str] = Field(
+        default_factory=list, description="fnmatch patterns of parameter names to freeze ('*' = the whole backbone)."
+    )
+    replace_head: bool | None = Field(
+        None, description="Replace the last Linear layer to fit the number of classes; default: when `weights` is set."
+    )
+
+
+class Loss(Component):
+    name: str = "CrossEntropyLoss"
+
+
+class Optimizer(Component):
+    name: str = "AdamW"
+
+
+class Scheduler(Component):
+    interval: Literal["step", "epoch"] = Field(
+        "epoch", description="Step the schedule after every optimizer step or after every epoch."
+    )
+
+    @model_validator(mode="after")
+    def _plateau_is_per_epoch(self) -> Scheduler:
+        if self.name == "ReduceLROnPlateau" and self.interval == "step":
+            raise ValueError(
+                "ReduceLROnPlateau steps on the validation loss, after each evaluation: use interval: epoch"
+            )
+        return self
+
+
+class Train(Section):
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Epochs to train (10 when neither this nor max_steps is set); training stops at whichever comes first.",
+    )
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps to train.")
+    batch_size: int = Field(64, ge=1, description="Batch size per process.")
+    grad_accum_steps: int = Field(1, ge=1, description="Batches accumulated into one optimizer step.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Mixed precision: bf16 on CPU or CUDA, fp16 (with loss scaling) on CUDA only."
+    )
+    channels_last: bool = Field(
+        False, description="Model and image batches in the channels-last (NHWC) memory layout: faster convolutions on "
+        "GPUs with tensor cores, with bf16 or fp16.",
+    )  # fmt: skip
+    seed: int = 0
+    drop_last: bool = Field(True, description="Drop the last incomplete training batch of each epoch.")
+    deterministic: bool = Field(
+        False, description="torch.use_deterministic_algorithms, deterministic cuDNN and cuBLAS: the same numbers on every "
+        "run on GPUs too, at some speed; an operation with no deterministic version then fails, naming itself.",
+    )  # fmt: skip
+    reuse_freed_memory: bool = Field(
+        True, description="Keep freed host memory for the next step (glibc malloc on Linux) instead of returning it to "
+        "the system and faulting it back in every step: fewer page faults, at the price of keeping the peak memory.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _has_a_length(self) -> Train:
+        if self.epochs is None and self.max_steps is None:
+            self.epochs = 10
+        return self
+
+
+def _both_accuracies() -> list[Literal["acc1", "acc5"]]:
+    return ["acc1", "acc5"]
+
+
+class Eval(Section):
+    every_n_epochs: int = Field(1, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="Default: train.batch_size.")
+    metrics: list[Literal["acc1", "acc5"]] = Field(
+        default_factory=_both_accuracies,
+        description="Besides the loss; acc5 only where there are more than 5 classes.",
+    )
+
+
+class Best(Section):
+    metric: Literal["val/loss", "val/acc1", "val/acc5"] = "val/acc1"
+    mode: Literal["max", "min"] | None = Field(None, description="Default: min for val/loss, max for accuracies.")
+
+    @model_validator(mode="after")
+    def _mode_follows_metric(self) -> Best:
+        if self.mode is None:
+            self.mode = self.resolved_mode
+        return self
+
+    @property
+    def resolved_mode(self) -> Literal["max", "min"]:
+        """`mode`, which the validator always sets (from the metric where the recipe leaves it out)."""
+        return self.mode or ("min" if self.metric == "val/loss" else "max")
+
+
+class Checkpoint(Section):
+    every_n_epochs: int | None = Field(1, ge=1)
+    every_n_steps: int | None = Field(None, ge=1)
+    keep_last: int = Field(3, ge=1, description="How many of the newest checkpoints to keep.")
+    asynchronous: bool = Field(
+        False,
+        description="Training waits only for a copy of the state in memory, not for serializing it to a file "
+        "(flushing to disk and the checksum happen beside training either way).",
+    )
+    best: Best | None = Field(default_factory=Best, description="Keep a separate best.pt by this metric (null: none).")
+
+
+class Logging(Section):
+    tensorboard_dir: str | None = Field(None, description="Default: <run folder>/tensorboard.")
+    every_n_steps: int = Field(10, ge=1)
+    histograms: bool = Field(False, description="Weight and gradient histograms at the last step of every epoch.")
+    image_grid: bool = Field(False, description="An image grid of the first training batch.")
+
+
+class Distributed(Section):
+    """How several workers cooperate (`launch --gpus N` / `--nproc N`); ignored by a single process."""
+
+    timeout_s: float = Field(
+        300,
+        gt=0,
+        description="Seconds a worker waits for the others (process-group start, each collective) before failing.",
+    )
+    stall_s: float | None = Field(
+        120, gt=0, description="Seconds without a finished step after which each rank writes every thread's Python stack to its "
+        "log (and again as often); keep it below timeout_s, so that a hang is on record before the timeout ends the run. null: never.",
+    )  # fmt: skip
+    sync_batchnorm: bool = Field(
+        False, description="Batch-norm statistics over the global batch (SyncBatchNorm; GPUs only)."
+    )
+    scale_lr: bool = Field(
+        False,
+        description="Multiply the learning rate by the number of workers (the linear scaling rule for the global batch).",
+    )
+
+
+class Run(Section):
+    name: str | None = Field(None, description="Default: the recipe file's name without .yaml.")
+    output: str = Field("runs", description="Run folders go to <output>/<name>/<run-id>/.")
+    import_paths: list[str] = Field(
+        default_factory=list,
+        description="Folders searched for 'module:attr' components (the recipe's folder is added).",
+    )
+
+    @property
+    def resolved_name(self) -> str:
+        """`name`, which load_recipe always sets (to the recipe file's name where the recipe has none)."""
+        if self.name is None:
+            raise ValueError("run.name is unset: a recipe read by load_recipe always has one")
+        return self.name
+
+
+class Slurm(Section):
+    """Where `launch --slurm` submits the run; the command line's flags win over these."""
+
+    nodes: int = Field(1, ge=1, description="Nodes (--nodes).")
+    gpus: int | None = Field(None, ge=1, description="GPUs per node, one task on each (--gpus).")
+    nproc: int | None = Field(
+        None, ge=1, description="CPU tasks per node with gloo, where there are no GPUs (--nproc; default 1)."
+    )
+    partition: str | None = Field(None, description="Default: the cluster's default partition.")
+    time: str | int = Field(
+        "1:00:00", description="Time limit in SLURM's forms: minutes, MM:SS, H:MM:SS, D-H, D-H:MM, D-H:MM:SS."
+    )
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    mem: str | None = Field(None, description="Memory per node, e.g. 64G (sbatch --mem).")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (sbatch --cpus-per-task).")
+    max_requeues: int = Field(
+        5, ge=0, description="How many times a preempted or timed-out run is requeued before it stops."
+    )
+    signal_delay_s: int = Field(
+        120,
+        ge=0,
+        description="SLURM sends USR2 this long before the time limit (at most the limit less 2 minutes; none where that is under 10 s): the run checkpoints and requeues.",
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="Shell lines run before the tasks start (module load ..., source ...)."
+    )
+    sbatch: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        description="Any other sbatch option, without its dashes (exclusive: true, mail-type: END).",
+    )
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _slurm_time(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `time: 30` in YAML: minutes, as sbatch reads it
+        if isinstance(value, str):
+            time_limit_minutes(value)
+        return value
+
+
+DOTTED_KEY = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+
+
+def sweep_key_problem(key: str) -> str | None:
+    """Why `key` cannot be varied by a sweep, or None."""
+    if not DOTTED_KEY.fullmatch(key):
+        return f"'{key}' is not a dotted recipe key such as optimizer.lr or train.batch_size"
+    if key in ("run", "sweep", "run.name", "run.output") or key.startswith(("sweep.", "run.name.", "run.output.")):
+        return f"'{key}': a sweep cannot vary run.name, run.output or sweep: they say where the sweep's runs go"
+    return None
+
+
+# A sweep's grid: each dotted key with the values it takes (`launch sweep` validates the recipe's sweep: by it).
+SweepGrid = dict[str, typing.Annotated[list[JsonValue], Field(min_length=1)]]
+
+
+class Recipe(Section):
+    """The whole recipe. Each component gets only its own section."""
+
+    data: Data
+    model: Model
+    loss: Loss = Field(default_factory=Loss)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    scheduler: Scheduler | None = None
+    train: Train = Field(default_factory=Train)
+    eval: Eval = Field(default_factory=Eval)
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    logging: Logging = Field(default_factory=Logging)
+    distributed: Distributed = Field(default_factory=Distributed)
+    run: Run = Field(default_factory=Run)
+    slurm: Slurm = Field(default_factory=Slurm)
+    sweep: SweepGrid = Field(
+        default_factory=dict,
+        description="What `launch sweep` varies: a dotted recipe key and the values it takes, {optimizer.lr: [0.1, 0.01]}; "
+        "one run per combination. A plain `launch` ignores it.",
+        json_schema_extra={"propertyNames": {"pattern": f"^{DOTTED_KEY.pattern}$"}},
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_keys_are_dotted_paths(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        problems = [problem for problem in map(sweep_key_problem, grid) if problem]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return grid
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data with every default filled in: what `recipe.yaml` in a run folder holds."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,221 @@
+"""Hyperparameter sweeps: every combination of a grid of recipe values, each an ordinary run.
+
+    launch sweep RECIPE optimizer.lr=0.1,0.03 train.batch_size=32,64 [--cpu | --nproc N | --slurm ... --parallel N]
+    launch sweep SWEEP_FOLDER            # rewrite results.csv/json from what is on disk (and SLURM), print the table
+
+The grid: the recipe's `sweep:` section ({optimizer.lr: [0.1, 0.03]}) and the overrides whose
+value has a comma at its top level: `optimizer.lr=0.1,0.03` is two choices, while
+`model.freeze=[a,b]` (a comma inside brackets, braces or quotes) is one value, as is anything
+without a comma. The command line wins over the recipe's sweep for the same key, with one value
+too (`optimizer.lr=0.05` fixes what the recipe sweeps; `sweep={}` drops the recipe's grid).
+Every combination is validated before anything runs.
+
+The sweep folder (a contract: `launcher.report` reads it):
+
+    <run.output>/<run.name>/sweep-<id>/      id: a hash of the recipe file's path, the grid and the other overrides (or --name)
+      sweep.json     {"recipe", "metric", "mode", "grid", "overrides", "runs": [{"name", "params"}, ...]}
+      results.csv    one row per run (results.json: the same rows, a JSON list)
+      <run name>/    one run folder per combination, named from its values: lr=0.1,batch_size=32
+      slurm/         with --slurm: the job array's files and one log per task
+
+A run's status: finished (it has metrics.json), failed, stopped (by a signal), running,
+pending (not started, or queued), unfinished (started by an earlier command, neither finished
+nor known to have failed), unknown (SLURM no longer knows its job). Rerunning the same command
+skips the finished runs, resumes the others from their newest checkpoint (with --slurm: those
+not in the queue) and starts the ones never started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from launcher.config.loading import load_recipe, problems_from
+from launcher.config.overrides import apply_override, parse_override
+from launcher.config.problems import Problem, RecipeError, did_you_mean
+from launcher.config.schema import Recipe, SweepGrid, sweep_key_problem
+from launcher.config.yaml_io import read_yaml
+from launcher.errors import UserError
+from launcher.rundir import RunDir
+from launcher.sweep.grid import SAFE_ID, combinations, merge_grids, parse_command_line, run_names, sweep_id
+
+log = logging.getLogger("launcher")
+
+
+RUNS_NAMED = 3  # runs named in a problem that only some runs of a sweep have; the rest are counted
+
+
+@dataclass(frozen=True)
+class Run:
+    """One combination of the grid: its folder's name and the values it sets."""
+
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Sweep:
+    folder: Path
+    recipe: str  # the recipe's path, as given
+    grid: dict[str, list[Any]]
+    overrides: list[str]  # the overrides with one value, the same for every run
+    metric: str
+    mode: str  # "max" or "min"
+    runs: list[Run]
+    recipes: dict[str, Recipe] = field(default_factory=dict)  # by run name; empty for a sweep read back from its folder
+
+    def run_dir(self, run: Run) -> RunDir:
+        return RunDir(self.folder / run.name)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe, "metric": self.metric, "mode": self.mode, "grid": self.grid, "overrides": self.overrides,
+            "runs": [{"name": run.name, "params": run.params} for run in self.runs],
+        }  # fmt: skip
+
+    def write(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "sweep.json").write_text(json.dumps(self.as_json(), indent=2) + "\n")
+
+
+def plan(
+    recipe_path: str, overrides: Sequence[str], check: Callable[[dict[str, Any]], list[Problem]] | None = None,
+    *, metric: str | None = None, mode: str | None = None, name: str | None = None,
+) -> Sweep:  # fmt: skip
+    """The sweep that `launch sweep RECIPE overrides...` means, each run's recipe validated (with
+    `check`, as `launch` does); every problem of every combination raised together as a RecipeError."""
+    from_command_line, fixed = parse_command_line(overrides)
+    tree = read_yaml(Path(recipe_path))
+    for text in fixed:
+        apply_override(tree, *parse_override(text))
+    try:
+        from_recipe = TypeAdapter(SweepGrid).validate_python(tree.get("sweep") or {})
+    except ValidationError as error:
+        raise RecipeError(
+            recipe_path, [Problem(f"sweep.{p.path}".rstrip("."), p.message) for p in problems_from(error)]
+        ) from None
+    grid = merge_grids(from_recipe, from_command_line, fixed)
+    if not grid:
+        raise UserError(
+            f"{recipe_path}: nothing to sweep: give a key several values (optimizer.lr=0.1,0.01) or the recipe a sweep: section"
+        )
+    problems = [Problem(key, problem) for key in grid if (problem := sweep_key_problem(key))]
+    problems += [
+        Problem(key, f"{values!r}: a value comes twice")
+        for key, values in grid.items()
+        if len({json.dumps(v) for v in values}) < len(values)
+    ]
+    if problems:
+        raise RecipeError(recipe_path, problems)
+
+    combos = combinations(grid)
+    runs = [Run(run_name, params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
+    recipes = _validated_recipes(recipe_path, fixed, runs, check)
+    first = recipes[runs[0].name]
+    measured = ["val/loss", *(f"val/{m}" for m in first.eval.metrics)]
+    metric = metric or ("val/acc1" if "val/acc1" in measured else "val/loss")
+    if metric not in measured:
+        raise UserError(
+            f"--metric {metric}: not measured by this recipe (eval.metrics); choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
+        )
+    if name is not None and not SAFE_ID.fullmatch(name):
+        raise UserError(f"--name {name}: use letters, digits and . _ + - (it names the folder sweep-{name})")
+    folder = Path(first.run.output) / first.run.resolved_name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
+    sweep = Sweep(folder, recipe_path, grid, fixed, metric, mode or default_mode(metric), runs, recipes)
+    _refuse_another_sweep_in(sweep)
+    return sweep
+
+
+def _validated_recipes(
+    recipe_path: str, fixed: list[str], runs: list[Run], check: Callable[[dict[str, Any]], list[Problem]] | None
+) -> dict[str, Recipe]:
+    """Each run's recipe: the file, the fixed overrides, then the run's values; without a sweep
+    section of its own, so that its recipe.yaml is one run. Every problem of every run raised at once."""
+    recipes, found = {}, {}
+    for run in runs:
+        run_overrides = [*fixed, *(f"{key}={json.dumps(value)}" for key, value in run.params.items()), "sweep={}"]
+        try:
+            recipes[run.name] = recipe = load_recipe(recipe_path, run_overrides, check=check)
+        except RecipeError as error:
+            found[run.name] = error.problems
+            continue
+        if recipe.logging.tensorboard_dir is not None:
+            found[run.name] = [
+                Problem("logging.tensorboard_dir", "each run of a sweep logs into its own folder: leave it null")
+            ]
+    if found:
+        raise RecipeError(recipe_path, _grouped(found, len(runs)))
+    return recipes
+
+
+def _grouped(found: dict[str, list[Problem]], total: int) -> list[Problem]:
+    """Each problem once, saying which runs have it where not all do."""
+    runs_with: dict[Problem, list[str]] = {}
+    for run_name, problems in found.items():
+        for problem in problems:
+            runs_with.setdefault(problem, []).append(run_name)
+    listed = []
+    for problem, names in runs_with.items():
+        if len(names) < total:
+            shown = "; ".join(names[:RUNS_NAMED]) + (
+                f" and {len(names) - RUNS_NAMED} more" if len(names) > RUNS_NAMED else ""
+            )
+            listed.append(Problem(problem.path, f"{problem.message} (in {len(names)} of the {total} runs: {shown})"))
+        else:
+            listed.append(problem)
+    order = list(Recipe.model_fields)  # section by section, as for one recipe
+    return sorted(
+        listed, key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order)
+    )
+
+
+def default_mode(metric: str) -> str:
+    return "min" if "loss" in metric else "max"
+
+
+def _refuse_another_sweep_in(sweep: Sweep) -> None:
+    """`--name` may name a folder that holds another grid: its runs would not be this sweep's."""
+    path = sweep.folder / "sweep.json"
+    if not path.exists():
+        return
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(sweep.as_json()))
+    before["recipe"], now["recipe"] = (str(Path(d["recipe"]).resolve()) for d in (before, now))  # ./r.yaml is r.yaml
+    differs = [key for key in ("recipe", "grid", "overrides") if before.get(key) != now[key]]
+    if differs:
+        raise UserError(
+            f"{sweep.folder} holds another sweep (its {', '.join(differs)} differ: see its sweep.json); choose another --name"
+        )
+
+
+def load(folder: Path, metric: str | None = None, mode: str | None = None) -> Sweep:
+    """The sweep in `folder`, from its sweep.json (`launch sweep SWEEP_FOLDER`)."""
+    path = folder / "sweep.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: no sweep.json here; give a sweep folder (<output>/<name>/sweep-<id>) or a recipe")
+    data = json.loads(path.read_text())
+    runs = [Run(run["name"], run["params"]) for run in data["runs"]]
+    if metric is not None and metric != data["metric"]:
+        recipes = [RunDir(folder / run.name).recipe for run in runs]
+        evaluated = next((read_yaml(r).get("eval") or {} for r in recipes if r.exists()), {})
+        measured = ["val/loss", *(f"val/{m}" for m in evaluated.get("metrics", ["acc1", "acc5"]))]
+        if metric not in measured:
+            raise UserError(
+                f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
+            )
+    metric = metric or data["metric"]
+    mode = mode or (data["mode"] if metric == data["metric"] else default_mode(metric))
+    return Sweep(folder, data["recipe"], data["grid"], data.get("overrides", []), metric, mode, runs)
+
+
+def existing_runs(sweep: Sweep) -> list[tuple[Recipe, RunDir]]:
+    """(this command's recipe, the run folder) of each run trained before: a finished run is
+    skipped and an unfinished one resumed, so both must have trained what this recipe trains."""
+    runs = [(sweep.recipes[run.name], sweep.run_dir(run)) for run in sweep.runs]
+    return [(recipe, run) for recipe, run in runs if run.recipe.exists()]

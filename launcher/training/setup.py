@@ -1,0 +1,134 @@
+"""Everything the loop works with, built from the recipe: data, model, loss, optimizer, schedule."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from launcher.config.schema import Recipe
+from launcher.data.build import Datasets, build_datasets
+from launcher.data.datasets import num_samples
+from launcher.data.loaders import eval_loader, train_loader
+from launcher.distributed.process_group import wrap_model
+from launcher.distributed.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
+from launcher.errors import UserError
+from launcher.models.build import build_model
+from launcher.training.evaluate import measured_topk
+from launcher.training.optim import build_loss, build_optimizer, build_scheduler
+
+log = logging.getLogger("launcher")
+
+
+@dataclass
+class Setup:
+    """Everything the loop works with, built from the recipe (also by `launch check`)."""
+
+    data: Datasets
+    train_batches: DataLoader
+    val_batches: DataLoader
+    net: torch.nn.Module  # the model itself: what checkpoints hold
+    model: torch.nn.Module  # what the loop calls: the model, or its DDP wrapper
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    mixed_precision: contextlib.AbstractContextManager
+    topk: tuple[int, ...]
+    batches_per_epoch: int  # a whole epoch's, per rank; a resumed epoch yields fewer
+    steps_per_epoch: int
+    epochs: int
+    max_steps: int  # planned at setup: a per-step schedule's length
+    schedule_per_step: bool  # the schedule steps after every optimizer step (else after each epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup(recipe: Recipe, runtime: Runtime) -> Setup:
+    """Build data, model, loss, optimizer and schedule; fail here, before training, if they don't fit."""
+    cfg, device = recipe.train, runtime.device
+    make_deterministic(cfg.deterministic)
+    if cfg.reuse_freed_memory:
+        reuse_freed_memory()
+    seed_everything(cfg.seed + runtime.rank)
+    data = build_datasets(recipe.data, seed=cfg.seed)
+    pin = recipe.data.pin_memory if recipe.data.pin_memory is not None else device.type == "cuda"
+    train_batches = train_loader(
+        data.train, recipe.data, batch_size=cfg.batch_size, drop_last=cfg.drop_last,
+        seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size, pin=pin,
+    )  # fmt: skip
+    val_batches = eval_loader(
+        data.val, recipe.data, batch_size=recipe.eval.batch_size or cfg.batch_size, pin=pin,
+        rank=runtime.rank, world_size=runtime.world_size,
+    )  # fmt: skip
+    batches_per_epoch = len(train_batches)
+    if batches_per_epoch == 0:
+        raise UserError(
+            f"no full training batch: {num_samples(data.train)} samples over {runtime.world_size} process(es), "
+            f"train.batch_size={cfg.batch_size}; lower the batch size or set train.drop_last=false"
+        )
+    if cfg.grad_accum_steps > batches_per_epoch:
+        raise UserError(
+            f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches_per_epoch} batches of an epoch "
+            "(per process): an optimizer step cannot span epochs"
+        )
+    topk = measured_topk(recipe.eval.metrics, data.info.num_classes)
+    best = recipe.checkpoint.best
+    if best is not None and best.metric not in ["val/loss", *(f"val/acc{k}" for k in topk)]:
+        raise UserError(
+            f"checkpoint.best.metric={best.metric} is not measured here ({data.info.num_classes} classes, "
+            f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"
+        )
+
+    net = build_model(recipe.model, data.info).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = wrap_model(net, runtime, recipe.distributed.sync_batchnorm)
+    loss_fn = build_loss(recipe.loss).to(device)
+    optimizer = build_optimizer(recipe.optimizer, net.parameters())
+    if recipe.distributed.scale_lr and runtime.world_size > 1:
+        for group in optimizer.param_groups:  # the linear scaling rule: the recipe's lr is for one worker
+            group["lr"] *= runtime.world_size
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
+    epochs = _epochs(cfg.epochs, cfg.max_steps, steps_per_epoch)
+    max_steps = min(cfg.max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch)
+    schedule_per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
+    scheduler = build_scheduler(recipe.scheduler, optimizer, length=max_steps if schedule_per_step else epochs)
+    return Setup(
+        data=data, train_batches=train_batches, val_batches=val_batches, net=net, model=model, loss_fn=loss_fn,
+        optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda"),
+        mixed_precision=autocast(cfg.precision, device), topk=topk, batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch, epochs=epochs, max_steps=max_steps, schedule_per_step=schedule_per_step,
+    )  # fmt: skip
+
+
+def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> int:
+    by_steps = math.ceil(max_steps / steps_per_epoch) if max_steps else None
+    return min(n for n in (epochs, by_steps) if n is not None)

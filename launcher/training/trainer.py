@@ -1,0 +1,400 @@
+"""The training loop: resume, then epochs of named steps (forward_backward, optimizer_step, log_window, end_of_epoch), then the summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from launcher import checkpoint
+from launcher.config.loading import dump_recipe
+from launcher.config.schema import Recipe
+from launcher.data.datasets import num_samples
+from launcher.data.loaders import start_epoch
+from launcher.distributed.process_group import all_reduce_sum, no_sync
+from launcher.distributed.runtime import Runtime
+from launcher.distributed.watchdog import Watchdog
+from launcher.errors import UserError
+from launcher.models.build import count_parameters
+from launcher.rundir import RunDir
+from launcher.tracking.loggers import Logger, NullLogger
+from launcher.tracking.tensorboard import RunLogger
+from launcher.training.checkpointing import Checkpoints
+from launcher.training.evaluate import evaluate
+from launcher.training.optim import LENGTH_ARGUMENTS, needs_metric
+from launcher.training.progress import Progress, due, is_complete, longer_run
+from launcher.training.setup import setup
+from launcher.training.stopping import StopRequests, TrainingStopped
+
+log = logging.getLogger("launcher")
+
+
+IMAGE_BATCH_DIMS = 4  # N, C, H, W: what channels_last applies to
+
+
+@dataclass
+class Window:
+    """The training loss and throughput since the last logged step."""
+
+    loss: torch.Tensor
+    batches: int = 0
+    samples: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def new(cls, device: torch.device) -> Window:
+        return cls(torch.zeros((), device=device))
+
+
+class Trainer:
+    """One run's training: `resume`, then `fit`, which goes through the epochs as named steps
+    (forward_backward, optimizer_step, log_window, end_of_epoch) and returns the summary."""
+
+    def __init__(self, recipe: Recipe, runtime: Runtime, run: RunDir, stop: StopRequests | None = None) -> None:
+        self.started = time.perf_counter()
+        self.recipe, self.runtime, self.run, self.stop = recipe, runtime, run, stop
+        self.s = setup(recipe, runtime)
+        self.progress = Progress()
+        self.checkpoints = Checkpoints(recipe, run, runtime)
+        self.metrics: dict[str, float] = {}
+        self.resumed = False
+
+    def done(self) -> bool:
+        """The run has trained all it should: its epochs, or train.max_steps."""
+        return is_complete(self.progress, self.recipe.train)
+
+    def resume(self, path: Path) -> None:
+        """Load the model, optimizer, schedule, random states and position of a checkpoint."""
+        state, path = load_resume_state(path)
+        try:
+            self.s.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise UserError(f"{path} does not fit this recipe: {' '.join(str(error).split())[:400]}") from None
+        for difference in recipe_differences(state["recipe"], self.recipe.to_dict()):
+            log.warning(
+                "resuming with a different recipe: %s (the optimizer and schedule state come from the checkpoint)",
+                difference,
+            )
+        ranks, runtime = len(state["rng"]), self.runtime
+        checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
+        self.progress = Progress(**state["progress"])
+        if ranks != runtime.world_size:
+            self._move_position_to_this_world_size(ranks)
+            if not self.done():
+                self._stretch_schedule(ranks)
+        self.checkpoints.last_saved_step = self.progress.step
+        if runtime.is_main:
+            for newer in checkpoint.newer_than(self.run.checkpoints, self.progress.step):
+                log.warning("set aside %s: this run goes on from the older step %d", newer.name, self.progress.step)
+        log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch + 1, self.progress.step)
+        if self.done():
+            raise UserError(
+                f"nothing to do: {path} is already at epoch {self.progress.epoch}, step {self.progress.step}; "
+                f"resume with a longer run, e.g. {longer_run(self.progress, self.recipe.train)}"
+            )
+        if runtime.is_main:
+            dump_recipe(self.recipe, self.run.recipe, header=f"# resumed from {path}\n")
+        self.resumed = True
+
+    def _move_position_to_this_world_size(self, ranks: int) -> None:
+        """The data position travels in samples; in batches per rank it means something else now."""
+        cfg, progress, world_size = self.recipe.train, self.progress, self.runtime.world_size
+        samples_per_step = cfg.batch_size * world_size * cfg.grad_accum_steps
+        whole_steps = progress.samples_done // samples_per_step
+        progress.batches_done = whole_steps * cfg.grad_accum_steps
+        log.warning(
+            "the checkpoint is from %d rank(s), this run has %d: the epoch goes on after %d of its samples (%d were "
+            "done: the rest of a global batch is trained again); the order of the rest differs, since each rank's "
+            "share does; random states: rank 0's", ranks, world_size,
+            whole_steps * samples_per_step, progress.samples_done,
+        )  # fmt: skip
+        progress.samples_done = whole_steps * samples_per_step
+
+    def _stretch_schedule(self, ranks: int) -> None:
+        """A per-step schedule whose length the launcher filled in (T_max, total_steps) was built
+        for the steps of the old world size; this run takes another number. A cosine goes on from
+        the same fraction of its curve and ends with the run (the learning rate does not jump,
+        nor climb back after the old length); other schedules keep their length, with a warning."""
+        s, section = self.s, self.recipe.scheduler
+        if not s.schedule_per_step or section is None:
+            return
+        argument = next((a for a in LENGTH_ARGUMENTS if hasattr(s.scheduler, a) and a not in section.kwargs), None)
+        if argument is None:
+            return  # no length, or the recipe's own
+        length, done, total = getattr(s.scheduler, argument), s.scheduler.last_epoch, self._planned_steps()
+        if total == length or done >= length:
+            return
+        if isinstance(s.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            fraction, left = done / length, total - self.progress.step
+            s.scheduler.T_max = left / (1 - fraction)
+            s.scheduler.last_epoch = s.scheduler.T_max - left
+            log.warning(
+                "the schedule was %d steps long, for %d rank(s); this run has %d steps in all: the cosine goes on "
+                "from %.1f%% of its curve and ends with the run", length, ranks, total, 100 * fraction,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "%s keeps its %s=%d, built for %d rank(s), though this run has %d steps in all; resume on %d rank(s) "
+                "to follow it as built", section.name, argument, length, ranks, total, ranks,
+            )  # fmt: skip
+
+    def _planned_steps(self) -> int:
+        """The optimizer steps this run will have taken at its end, the ones before it included."""
+        s, progress, cfg = self.s, self.progress, self.recipe.train
+        left_in_epoch = max(0, math.ceil((s.batches_per_epoch - progress.batches_done) / cfg.grad_accum_steps))
+        epochs_after = (cfg.epochs if cfg.epochs is not None else s.epochs) - progress.epoch - 1
+        total = progress.step + left_in_epoch + max(0, epochs_after) * s.steps_per_epoch
+        return min(total, cfg.max_steps) if cfg.max_steps is not None else total
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end; the summary (also written to metrics.json). Raises TrainingStopped
+        where `stop` asks to stop early, at a step all ranks agree on, with its checkpoint."""
+        logger: Logger = (
+            RunLogger(
+                self.run.tensorboard(self.recipe.logging.tensorboard_dir),
+                resume_step=self.progress.step if self.resumed else None,
+            )
+            if self.runtime.is_main
+            else NullLogger()
+        )
+        self._describe()
+        watchdog = Watchdog(
+            self.run.heartbeats,
+            self.runtime.rank,
+            self.run.rank_log(self.runtime.rank, self.runtime.world_size),
+            self.recipe.distributed.stall_s,
+        )
+        self.s.model.train()
+        try:
+            while not self.done():
+                self.train_epoch(logger, watchdog)
+                self.end_of_epoch(logger)
+            self.checkpoints.close()
+            summary = self.summary()
+            logger.hparams(_flat_hparams(self.recipe.to_dict()), self.metrics)
+            return summary
+        finally:
+            watchdog.close()
+            logger.close()
+            self.checkpoints.close()  # stopped or failed: what was handed over still completes
+
+    def _describe(self) -> None:
+        s, cfg, world_size = self.s, self.recipe.train, self.runtime.world_size
+        total, trainable = count_parameters(s.net)
+        log.info(
+            "%d training / %d validation samples, %d classes; %s: %s parameters (%s trainable) on %s",
+            num_samples(s.data.train), num_samples(s.data.val), s.data.info.num_classes, self.recipe.model.name,
+            f"{total:,}", f"{trainable:,}", self.runtime.device,
+        )  # fmt: skip
+        log.info(
+            "batch %d per process x %d process(es) x %d accumulation = %d per step; %d step(s) per epoch, %d epoch(s)",
+            cfg.batch_size, world_size, cfg.grad_accum_steps,
+            cfg.batch_size * world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.epochs,
+        )  # fmt: skip
+
+    def train_epoch(self, logger: Logger, watchdog: Watchdog) -> None:
+        """The rest of the epoch in progress, one optimizer step per grad_accum_steps batches."""
+        s, progress, cfg = self.s, self.progress, self.recipe.train
+        start_epoch(s.train_batches, progress.epoch, skip_batches=progress.batches_done)
+        window = Window.new(self.runtime.device)
+        batches = logger.progress(
+            s.train_batches,
+            total=s.batches_per_epoch,
+            done=progress.batches_done,
+            description=f"epoch {progress.epoch + 1}/{s.epochs}",
+        )
+        for inputs, targets in batches:
+            if progress.step == 0 and progress.batches_done == 0 and self.recipe.logging.image_grid:
+                logger.image_grid("train/batch", inputs, step=0)
+            # Micro-batches of this optimizer step: grad_accum_steps, fewer at the end of an epoch.
+            window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
+            micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
+            progress.batches_done += 1
+            progress.samples_done += len(targets) * self.runtime.world_size
+            steps_now = progress.batches_done == window_first + micro_batches
+            loss = self.forward_backward(inputs, targets, micro_batches, sync=steps_now)
+            window.loss += loss
+            window.batches += 1
+            window.samples += len(targets)
+            if not steps_now:
+                continue
+            lr = self.optimizer_step(logger)
+            watchdog.step(progress.step)
+            if progress.step % self.recipe.logging.every_n_steps == 0:
+                self.log_window(logger, window, lr)
+                window = Window.new(self.runtime.device)
+            if self.checkpoints.due_mid_epoch(progress, s.batches_per_epoch):
+                self.checkpoints.save(s, progress)
+            if self._last_step():
+                break  # finishing beats stopping
+            if self.stop is not None and (reasons := self.stop.agreed()):
+                # At an epoch's last batch too: the resumed run then does this epoch's evaluation.
+                self.checkpoints.save(s, progress)
+                raise TrainingStopped(reasons, progress.step, checkpoint.step_path(self.run.checkpoints, progress.step))
+
+    def _last_step(self) -> bool:
+        """The step just taken is the run's last."""
+        progress = self.progress
+        epoch_ends = progress.batches_done >= self.s.batches_per_epoch
+        return is_complete(Progress(epoch=progress.epoch + epoch_ends, step=progress.step), self.recipe.train)
+
+    def forward_backward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, micro_batches: int, sync: bool
+    ) -> torch.Tensor:
+        """One micro-batch's loss and gradients; the loss, detached. DDP's gradient all-reduce
+        happens only where `sync`: in the backward of an optimizer step's last micro-batch."""
+        s, device = self.s, self.runtime.device
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if self.recipe.train.channels_last and inputs.dim() == IMAGE_BATCH_DIMS:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with no_sync(s.model, skip=not sync), s.mixed_precision:
+            loss = s.loss_fn(s.model(inputs), targets)
+            # Gradients add up over micro-batches: divide, so the step is that of one big batch.
+            s.scaler.scale(loss / micro_batches).backward()
+        return loss.detach()
+
+    def optimizer_step(self, logger: Logger) -> float:
+        """Clip, step the optimizer (and a per-step schedule), clear the gradients; the learning
+        rate this step used."""
+        s, cfg, progress = self.s, self.recipe.train, self.progress
+        if cfg.grad_clip is not None:
+            s.scaler.unscale_(s.optimizer)
+            torch.nn.utils.clip_grad_norm_(s.net.parameters(), cfg.grad_clip)
+        lr = s.optimizer.param_groups[0]["lr"]
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        progress.step += 1
+        if s.schedule_per_step:
+            s.scheduler.step()
+        epoch_ends = progress.batches_done == s.batches_per_epoch
+        if self.recipe.logging.histograms and (epoch_ends or self._last_step()):
+            logger.histograms(s.net, progress.step)  # at an epoch's last step, while the gradients exist
+        s.optimizer.zero_grad(set_to_none=True)
+        return float(lr)
+
+    def log_window(self, logger: Logger, window: Window, lr: float) -> None:
+        seconds = time.perf_counter() - window.started
+        world_size = self.runtime.world_size
+        # The mean over every worker's batches: the loss of the global batch.
+        mean_loss = all_reduce_sum(window.loss / window.batches) / world_size
+        values = {
+            "train/loss": mean_loss.item(),
+            "train/lr": lr,
+            "train/samples_per_s": window.samples * world_size / max(seconds, 1e-9),
+        }
+        logger.scalars(values, self.progress.step)
+
+    def end_of_epoch(self, logger: Logger) -> None:
+        """At an epoch's end (or the run's, part-way through one): schedule, evaluation, best, checkpoint."""
+        s, progress, best = self.s, self.progress, self.recipe.checkpoint.best
+        epoch = progress.epoch
+        finished = progress.batches_done >= s.batches_per_epoch
+        if finished:
+            progress.epoch, progress.batches_done, progress.samples_done = epoch + 1, 0, 0
+        last = self.done()
+        if finished and s.scheduler is not None and not s.schedule_per_step and not needs_metric(s.scheduler):
+            s.scheduler.step()
+        if (finished and due(self.recipe.eval.every_n_epochs, progress.epoch)) or last:
+            self.metrics = evaluate(
+                s.model, s.val_batches, s.loss_fn, self.runtime.device, autocast=s.mixed_precision, topk=s.topk
+            )
+            logger.scalars(self.metrics, progress.step)
+            if finished and needs_metric(s.scheduler):
+                s.scheduler.step(self.metrics["val/loss"])
+            log.info("epoch %d/%d  step %d  %s", epoch + 1, s.epochs, progress.step, _fmt(self.metrics))
+            if best is not None and _improves(self.metrics[best.metric], progress.best, best.resolved_mode):
+                progress.best, progress.best_step = self.metrics[best.metric], progress.step
+                self.checkpoints.save(s, progress, best=True)
+        if self.checkpoints.due_at_epoch_end(progress, finished, last):
+            self.checkpoints.save(s, progress)
+
+    def summary(self) -> dict[str, Any]:
+        """The final and best metrics and the wall time, for people and for scripts (metrics.json)."""
+        best, progress = self.recipe.checkpoint.best, self.progress
+        summary = {
+            "final": {**self.metrics, "epoch": progress.epoch, "step": progress.step},
+            "best": None
+            if best is None
+            else {"metric": best.metric, "value": progress.best, "step": progress.best_step},
+            "wall_time_s": round(time.perf_counter() - self.started, 3),
+        }
+        if self.runtime.is_main:
+            self.run.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def train(
+    recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | None = None, stop: StopRequests | None = None
+) -> dict[str, Any]:
+    """Train as the recipe says; return the final and best metrics (also written to metrics.json).
+
+    `stop`: where the run may be asked to stop early (preemption, time limits); it then stops at
+    a step all ranks agree on, checkpoints it and raises TrainingStopped.
+    """
+    trainer = Trainer(recipe, runtime, run, stop)
+    if resume_from is not None:
+        trainer.resume(resume_from)
+    return trainer.fit()
+
+
+def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:
+    """The state to resume from: `path`'s, or where that file is damaged, that of the newest
+    complete checkpoint before it (with a warning); a UserError where there is none."""
+    older = (
+        [p for p in checkpoint.saved_steps(path.parent) if p.name < path.name]
+        if checkpoint.STEP_NAME.match(path.name)
+        else []
+    )
+    for candidate in [path, *reversed(older)]:
+        try:
+            state = checkpoint.load(candidate)
+        except checkpoint.DamagedCheckpoint as damaged:
+            log.warning("%s", damaged)
+            continue
+        if candidate != path:
+            log.warning("resuming from the newest complete checkpoint before it instead: %s", candidate)
+        return state, candidate
+    raise UserError(f"cannot resume: {path} is damaged and no complete checkpoint comes before it")
+
+
+def recipe_differences(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """'key: old -> new' for each value that differs between two resolved recipes (not where
+    they run: a run submitted to SLURM can be resumed anywhere; nor the sweep a run belongs to)."""
+    found = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key), now.get(key)
+        if f"{prefix}{key}" in ("slurm", "sweep"):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += recipe_differences(a, b, f"{prefix}{key}.")
+        elif a != b and key != "import_paths":
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
+def _improves(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _flat_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Recipe values as TensorBoard hparams: scalars as they are, anything else as text."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        elif value is not None:
+            flat[name] = json.dumps(value)
+    return flat
