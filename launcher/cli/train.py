@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import time
@@ -23,6 +22,7 @@ from launcher.errors import USAGE_ERROR, RunFailed, UserError
 from launcher.tracking import logs
 from launcher.training.progress import Progress, is_complete, longer_run
 from launcher.training.stopping import StopRequests, TrainingStopped, exit_code, signal_names
+from launcher.training.summary import RunSummary
 from launcher.training.trainer import recipe_differences
 from launcher.training.trainer import train as run_training
 
@@ -81,7 +81,7 @@ def completed_run(recipe: Recipe, run: RunDir, checkpoint_path: Path, source: st
         return None  # or unreadable: the workers say why, with the checksum, and fall back
     metrics = ""
     if run.metrics.exists():
-        metrics = f"; {_metrics_line(json.loads(run.metrics.read_text()).get('final', {}))} ({run.metrics})"
+        metrics = f"; {_metrics_line(RunSummary.read(run.metrics))} ({run.metrics})"
     return (
         f"{run.path} is complete: epoch {progress.epoch}, step {progress.step} of train.epochs={cfg.epochs}, "
         f"train.max_steps={cfg.max_steps}{metrics}; nothing to do. To train it longer: "
@@ -153,18 +153,16 @@ def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, pla
     return 0
 
 
-def _metrics_line(final: dict[str, float]) -> str:
-    """The measured metrics of a summary's `final` (`val/loss 0.0311  val/acc1 0.9944 ...`), not its epoch and step."""
-    return "  ".join(f"{k} {v:.4f}" for k, v in final.items() if "/" in k)
+def _metrics_line(summary: RunSummary) -> str:
+    """The measured metrics of a summary (`val/loss 0.0311  val/acc1 0.9944 ...`), not its epoch and step."""
+    return "  ".join(f"{k} {v:.4f}" for k, v in summary.metrics.items())
 
 
-def _say_done(summary: dict, run: RunDir) -> None:
-    final, best = summary["final"], summary["best"]
-    log.info("done in %.1f s: %s", summary["wall_time_s"], _metrics_line(final))
-    if best and best["value"] is not None:
-        log.info(
-            "best %s %.4f at step %d: %s", best["metric"], best["value"], best["step"], run.checkpoints / "best.pt"
-        )
+def _say_done(summary: RunSummary, run: RunDir) -> None:
+    best = summary.best
+    log.info("done in %.1f s: %s", summary.wall_time_s, _metrics_line(summary))
+    if best is not None and best.value is not None:
+        log.info("best %s %.4f at step %d: %s", best.metric, best.value, best.step, run.checkpoints / "best.pt")
     log.info("checkpoints: %s", run.checkpoints)
     log.info("metrics: %s", run.metrics)
 

@@ -63,6 +63,17 @@ def problems_from(error: ValidationError) -> list[Problem]:
     return problems
 
 
+def in_recipe_order(problems: list[Problem]) -> list[Problem]:
+    """Problems section by section, in the order the schema lists its sections (data, model, ...)."""
+    order = list(Recipe.model_fields)
+
+    def section(problem: Problem) -> int:
+        first = problem.path.split(".")[0]
+        return order.index(first) if first in order else len(order)
+
+    return sorted(problems, key=section)
+
+
 def load_recipe(
     path: str | Path,
     overrides: typing.Sequence[str] = (),
@@ -95,9 +106,7 @@ def load_recipe(
     if check is not None:
         problems += check(tree)
     if problems:
-        order = list(Recipe.model_fields)
-        problems.sort(key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order))
-        raise RecipeError(str(path), problems)
+        raise RecipeError(str(path), in_recipe_order(problems))
     assert recipe is not None
     return recipe
 

@@ -170,6 +170,11 @@ def _both_accuracies() -> list[Literal["acc1", "acc5"]]:
     return ["acc1", "acc5"]
 
 
+def metric_names(metrics: typing.Iterable[str]) -> list[str]:
+    """What an evaluation measuring `eval.metrics` logs: val/loss, then val/<metric> for each."""
+    return ["val/loss", *(f"val/{m}" for m in metrics)]
+
+
 class Eval(Section):
     every_n_epochs: int = Field(1, ge=1)
     batch_size: int | None = Field(None, ge=1, description="Default: train.batch_size.")

@@ -23,12 +23,13 @@ from launcher.errors import UserError
 from launcher.rundir import RunDir
 from launcher.tracking import logs
 from launcher.training.stopping import StopRequests, TrainingStopped
+from launcher.training.summary import RunSummary
 from launcher.training.trainer import train
 
 log = logging.getLogger("launcher")
 
 
-def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str) -> dict[str, Any]:
+def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str) -> RunSummary:
     """The elastic agent's entry point: train as one of its workers. A UserError (a recipe
     problem found while building, say) reaches `launch` as its message and exit code, which it
     prints as one process would: no traceback, no "rank N failed"."""
@@ -40,7 +41,7 @@ def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, 
 
 def _train_as_worker(
     recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str
-) -> dict[str, Any]:
+) -> RunSummary:
     recipe, run = Recipe.model_validate(recipe_data), RunDir(Path(run_path))
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         # The agent restarted the group after a failure: carry on from the newest checkpoint.

@@ -37,6 +37,7 @@ from launcher.errors import UserError
 from launcher.rundir import RunDir, new_run_dir
 from launcher.slurm import records
 from launcher.training.stopping import StopRequests, TrainingStopped
+from launcher.training.summary import RunSummary
 from launcher.training.trainer import train
 
 log = logging.getLogger("launcher")
@@ -48,7 +49,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def __init__(self, recipe_data: dict[str, Any], run_path: str, device_type: str) -> None:
         self.recipe_data, self.run_path, self.device_type = recipe_data, run_path, device_type
 
-    def __call__(self) -> dict[str, Any] | None:
+    def __call__(self) -> RunSummary | None:
         # submitit's own handler for its preemption signal, installed before this call: rank 0
         # hands over to it once the checkpoint is written, and it calls `checkpoint()` below,
         # saves the resubmission and requeues the job.
@@ -71,7 +72,7 @@ def _hand_over_to(handler: object) -> None:
     handler(SlurmJobEnvironment._usr_sig(), None)
 
 
-def srun_task(recipe: Recipe, device_type: str) -> dict[str, Any] | None:
+def srun_task(recipe: Recipe, device_type: str) -> RunSummary | None:
     """`launch RECIPE --srun`: this process is one task of an srun step; the job's run folder is
     `<output>/<name>/slurm-<job id>`, the same for every task and for the requeued job."""
 
@@ -83,7 +84,7 @@ def srun_task(recipe: Recipe, device_type: str) -> dict[str, Any] | None:
     return run_task(recipe, run, device_type, requeue=lambda: _scontrol_requeue(job.job_id))
 
 
-def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[], None]) -> dict[str, Any] | None:
+def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[], None]) -> RunSummary | None:
     """Train as this task's rank, resuming from the run folder's newest checkpoint if it has one."""
 
     job = SlurmJobEnvironment()

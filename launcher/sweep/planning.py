@@ -36,10 +36,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from launcher.config.loading import load_recipe, problems_from
+from launcher.config.loading import in_recipe_order, load_recipe, problems_from
 from launcher.config.overrides import apply_override, parse_override
 from launcher.config.problems import Problem, RecipeError, did_you_mean
-from launcher.config.schema import Recipe, SweepGrid, sweep_key_problem
+from launcher.config.schema import Recipe, SweepGrid, metric_names, sweep_key_problem
 from launcher.config.yaml_io import read_yaml
 from launcher.errors import UserError
 from launcher.rundir import RunDir
@@ -118,7 +118,7 @@ def plan(
     runs = [Run(run_name, params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
     recipes = _validated_recipes(recipe_path, fixed, runs, check)
     first = recipes[runs[0].name]
-    measured = ["val/loss", *(f"val/{m}" for m in first.eval.metrics)]
+    measured = metric_names(first.eval.metrics)
     metric = metric or ("val/acc1" if "val/acc1" in measured else "val/loss")
     if metric not in measured:
         raise UserError(
@@ -169,10 +169,7 @@ def _grouped(found: dict[str, list[Problem]], total: int) -> list[Problem]:
             listed.append(Problem(problem.path, f"{problem.message} (in {len(names)} of the {total} runs: {shown})"))
         else:
             listed.append(problem)
-    order = list(Recipe.model_fields)  # section by section, as for one recipe
-    return sorted(
-        listed, key=lambda p: order.index(p.path.split(".")[0]) if p.path.split(".")[0] in order else len(order)
-    )
+    return in_recipe_order(listed)  # section by section, as for one recipe
 
 
 def default_mode(metric: str) -> str:
@@ -204,7 +201,7 @@ def load(folder: Path, metric: str | None = None, mode: str | None = None) -> Sw
     if metric is not None and metric != data["metric"]:
         recipes = [RunDir(folder / run.name).recipe for run in runs]
         evaluated = next((read_yaml(r).get("eval") or {} for r in recipes if r.exists()), {})
-        measured = ["val/loss", *(f"val/{m}" for m in evaluated.get("metrics", ["acc1", "acc5"]))]
+        measured = metric_names(evaluated.get("metrics", ["acc1", "acc5"]))
         if metric not in measured:
             raise UserError(
                 f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"

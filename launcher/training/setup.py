@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from launcher.config.schema import Recipe
+from launcher.config.schema import Recipe, metric_names
 from launcher.data.build import Datasets, build_datasets
 from launcher.data.datasets import num_samples
 from launcher.data.loaders import eval_loader, train_loader
@@ -100,7 +100,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         )
     topk = measured_topk(recipe.eval.metrics, data.info.num_classes)
     best = recipe.checkpoint.best
-    if best is not None and best.metric not in ["val/loss", *(f"val/acc{k}" for k in topk)]:
+    if best is not None and best.metric not in metric_names(f"acc{k}" for k in topk):
         raise UserError(
             f"checkpoint.best.metric={best.metric} is not measured here ({data.info.num_classes} classes, "
             f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"

@@ -31,6 +31,7 @@ from launcher.training.optim import LENGTH_ARGUMENTS, needs_metric
 from launcher.training.progress import Progress, due, is_complete, longer_run
 from launcher.training.setup import setup
 from launcher.training.stopping import StopRequests, TrainingStopped
+from launcher.training.summary import BestResult, RunSummary
 
 log = logging.getLogger("launcher")
 
@@ -152,7 +153,7 @@ class Trainer:
         total = progress.step + left_in_epoch + max(0, epochs_after) * s.steps_per_epoch
         return min(total, cfg.max_steps) if cfg.max_steps is not None else total
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self) -> RunSummary:
         """Train to the end; the summary (also written to metrics.json). Raises TrainingStopped
         where `stop` asks to stop early, at a step all ranks agree on, with its checkpoint."""
         logger: Logger = (
@@ -314,24 +315,22 @@ class Trainer:
         if self.checkpoints.due_at_epoch_end(progress, finished, last):
             self.checkpoints.save(s, progress)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         """The final and best metrics and the wall time, for people and for scripts (metrics.json)."""
         best, progress = self.recipe.checkpoint.best, self.progress
-        summary = {
-            "final": {**self.metrics, "epoch": progress.epoch, "step": progress.step},
-            "best": None
-            if best is None
-            else {"metric": best.metric, "value": progress.best, "step": progress.best_step},
-            "wall_time_s": round(time.perf_counter() - self.started, 3),
-        }
+        summary = RunSummary(
+            final={**self.metrics, "epoch": progress.epoch, "step": progress.step},
+            best=None if best is None else BestResult(metric=best.metric, value=progress.best, step=progress.best_step),
+            wall_time_s=round(time.perf_counter() - self.started, 3),
+        )
         if self.runtime.is_main:
-            self.run.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+            summary.write(self.run.metrics)
         return summary
 
 
 def train(
     recipe: Recipe, runtime: Runtime, run: RunDir, resume_from: Path | None = None, stop: StopRequests | None = None
-) -> dict[str, Any]:
+) -> RunSummary:
     """Train as the recipe says; return the final and best metrics (also written to metrics.json).
 
     `stop`: where the run may be asked to stop early (preemption, time limits); it then stops at

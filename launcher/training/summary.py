@@ -1,0 +1,47 @@
+"""A run's summary: what `train()` returns and what metrics.json holds, for people and for scripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class BestResult(BaseModel):
+    """best.pt's metric, its value and the step it was saved at (null values: never evaluated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    value: float | None
+    step: int | None
+
+
+class RunSummary(BaseModel):
+    """metrics.json: the last evaluation's metrics with the epoch and step it ended at, the best
+    result where checkpoint.best is set, and the wall time of this process's training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    final: dict[str, int | float]  # val/loss, val/acc1, ... then epoch and step (ints)
+    best: BestResult | None
+    wall_time_s: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The measured metrics of `final`, without its epoch and step."""
+        return {k: float(v) for k, v in self.final.items() if k not in ("epoch", "step")}
+
+    def write(self, path: Path) -> None:
+        # json.dumps, not model_dump_json: a diverged run's NaN loss stays NaN (pydantic writes null).
+        path.write_text(json.dumps(self.model_dump(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> RunSummary:
+        return cls.model_validate(json.loads(path.read_text()))
+
+
+def read_summary(path: Path) -> RunSummary | None:
+    """The summary in metrics.json at `path`, or None where the run has not finished (no file)."""
+    return RunSummary.read(path) if path.exists() else None
