@@ -8,6 +8,8 @@ a full disk, a node that never came).
 
 from __future__ import annotations
 
+import re
+
 USAGE_ERROR = 2  # argparse's code, and every recipe problem's
 RUN_FAILED = 1
 
@@ -23,3 +25,12 @@ class RunFailed(UserError):
     where and what, without a traceback of the launcher's own."""
 
     exit_code = RUN_FAILED
+
+
+# The line a Python traceback ends with: `ValueError: ...`, `torch.OutOfMemoryError: ...`, `SystemExit: 2`.
+_ERROR_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit)\b")
+
+
+def is_error_line(line: str) -> bool:
+    """Whether `line` is the error line of a traceback (where a log's traceback ends)."""
+    return _ERROR_LINE.match(line) is not None

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from launcher import checkpoint
-from launcher.errors import UserError
+from launcher.errors import UserError, is_error_line
 from launcher.rundir import RunDir
 from launcher.slurm.commands import slurm_command
 from launcher.slurm.records import ARRAY_INDEX, COMMENT, Job, recorded_job
@@ -139,7 +139,7 @@ def failures(job: Job) -> list[str]:
         trace = text[start:].splitlines()
         # The traceback up to its error line; the srun noise after it is left out.
         end = next(
-            (i for i in range(len(trace) - 1, 0, -1) if re.match(r"^[\w.]+(Error|Exception|Exit)\b", trace[i])),
+            (i for i in range(len(trace) - 1, 0, -1) if is_error_line(trace[i])),
             len(trace) - 1,
         )
         error = trace[end]

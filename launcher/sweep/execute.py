@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 from launcher import checkpoint
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
-from launcher.errors import UserError
+from launcher.errors import UserError, is_error_line
 from launcher.rundir import RunDir
 from launcher.slurm import status, submission
 from launcher.sweep.planning import Sweep
@@ -19,9 +18,6 @@ from launcher.sweep.results import Outcome, previous_rows, print_table, result_r
 from launcher.tracking import logs
 
 log = logging.getLogger("launcher")
-
-
-ERROR_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit)\b")
 
 
 TrainOne = Callable[[Recipe, RunDir, "Path | None"], int]
@@ -90,7 +86,7 @@ def error_summary(error: Exception) -> str:
     """One line for results.csv: the message's first line, and the error a traceback ends with."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
     first = lines[0] if isinstance(error, UserError) else f"{type(error).__name__}: {lines[0]}"
-    raised = [line for line in lines[1:] if ERROR_LINE.match(line)]
+    raised = [line for line in lines[1:] if is_error_line(line)]
     return f"{first.rstrip(':')}: {raised[-1]}" if raised else first
 
 
