@@ -1,8 +1,10 @@
-"""The architecture's figures for the launcher package, printed one per line.
+"""The architecture's figures for a package, one per line: library lines, longest function,
+highest cyclomatic complexity (ruff's mccabe), import cycles between its modules (every import,
+function-local ones included) and function-local imports.
 
-Longest function, highest cyclomatic complexity (ruff's mccabe), import cycles between the
-package's modules (every import, function-local ones included), function-local imports, library
-lines. Run from the repository root: `python .ci/code_figures.py [package-dir]`.
+    python .ci/code_figures.py [PACKAGE_DIR]      (default: launcher)
+
+tests/test_architecture.py uses its import walk to check that there are no cycles.
 """
 
 from __future__ import annotations
@@ -15,127 +17,111 @@ from pathlib import Path
 
 
 def module_name(path: Path, root: Path) -> str:
+    """`launcher.config.schema` for root/config/schema.py; a package's __init__ is the package."""
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def imported(node: ast.Import | ast.ImportFrom, here: str, is_package: bool, package: str) -> list[str]:
+def _targets(node: ast.Import | ast.ImportFrom, here: str, is_package: bool) -> list[str]:
+    """The dotted names an import statement may load: `from a import b` loads a, and a.b if a module."""
     if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
+        return [alias.name for alias in node.names]
     base = here if is_package else here.rpartition(".")[0]
     for _ in range(node.level - 1):
         base = base.rpartition(".")[0]
-    mod = node.module or ""
-    full = (f"{base}.{mod}" if mod else base) if node.level else mod
-    names = [full]
-    names += [f"{full}.{a.name}" for a in node.names]  # `from pkg import module`
-    return [n for n in names if n == package or n.startswith(package + ".")]
+    module = node.module or ""
+    full = (f"{base}.{module}" if module else base) if node.level else module
+    return [full, *(f"{full}.{alias.name}" for alias in node.names)]
 
 
-def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "launcher").resolve()
-    package = root.name
-    files = sorted(root.rglob("*.py"))
-    modules = {module_name(f, root): f for f in files}
-    graph: dict[str, set[str]] = {m: set() for m in modules}
-    local_imports = 0
-    longest = (0, "")
-    lines = 0
+def _nearest_module(name: str, modules: dict[str, Path]) -> str | None:
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(modules: dict[str, Path], package: str) -> dict[str, set[str]]:
+    """For each module of the package, the package's modules it imports (anywhere in it)."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        text = path.read_text()
-        lines += len(text.splitlines())
-        tree = ast.parse(text)
-        for fn in ast.walk(tree):
-            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
-                length = (fn.end_lineno or fn.lineno) - fn.lineno + 1
-                if length > longest[0]:
-                    longest = (length, f"{name}.{fn.name}")
-                local_imports += sum(isinstance(n, ast.Import | ast.ImportFrom) for n in ast.walk(fn) if n is not fn)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                for target in imported(node, name, path.name == "__init__.py", package):
-                    while target and target not in modules:
-                        target = target.rpartition(".")[0]
-                    if target and target != name:
-                        graph[name].add(target)
-    # Nested functions' imports were counted once per enclosing function: count them once.
-    local_imports = 0
-    for path in files:
-        tree = ast.parse(path.read_text())
-        top = set()
-        for node in tree.body:
-            top.update(
-                id(n)
-                for n in ast.walk(node)
-                if isinstance(n, ast.Import | ast.ImportFrom)
-                and not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-            )
-        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
-            top.update(id(n) for n in cls.body if isinstance(n, ast.Import | ast.ImportFrom))
-        local_imports += sum(isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in top for n in ast.walk(tree))
-    cycles = strongly_connected(graph)
-    ruff = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            "check",
-            "--isolated",
-            "--select",
-            "C901",
-            "--config",
-            "lint.mccabe.max-complexity=0",
-            "--output-format",
-            "concise",
-            str(root),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    worst = max(((int(m[1]), m[0]) for m in re.findall(r"`(\w+)` is too complex \((\d+) > 0\)", ruff)), default=(0, ""))
-    print(f"library lines: {lines} in {len(files)} modules")
-    print(f"longest function: {longest[0]} lines ({longest[1]})")
-    print(f"highest complexity: {worst[0]} ({worst[1]})")
-    print(f"import cycles: {len(cycles)}" + "".join(f"\n  {' <-> '.join(sorted(c))}" for c in cycles))
-    print(f"function-local imports: {local_imports}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            for target in _targets(node, name, path.name == "__init__.py"):
+                found = _nearest_module(target, modules) if target.startswith(package) else None
+                if found and found != name:
+                    graph[name].add(found)
+    return graph
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
-    """Tarjan's strongly connected components with more than one module: the import cycles."""
+    """Tarjan's strongly connected components of more than one module: the import cycles."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
-    on: set[str] = set()
-    out: list[set[str]] = []
+    cycles: list[set[str]] = []
 
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
-        on.add(v)
         for w in graph[v]:
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
-            elif w in on:
+            elif w in stack:
                 low[v] = min(low[v], index[w])
         if low[v] == index[v]:
-            comp = set()
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.add(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(comp)
+            component = {stack.pop()}
+            while v not in component:
+                component.add(stack.pop())
+            if len(component) > 1:
+                cycles.append(component)
 
-    for v in graph:
+    for v in sorted(graph):
         if v not in index:
             visit(v)
-    return out
+    return cycles
+
+
+def local_imports(tree: ast.AST) -> int:
+    """Import statements inside a function (each counted once, nested functions included)."""
+    inside: set[int] = set()
+    for function in ast.walk(tree):
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            inside.update(id(n) for n in ast.walk(function) if isinstance(n, ast.Import | ast.ImportFrom))
+    return len(inside)
+
+
+def longest_function(tree: ast.AST) -> tuple[int, str]:
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    return max(((f.end_lineno or f.lineno) - f.lineno + 1, f.name) for f in functions) if functions else (0, "")
+
+
+def highest_complexity(root: Path) -> tuple[int, str]:
+    report = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "C901", "--output-format", "concise",
+         "--config", "lint.mccabe.max-complexity=0", str(root)],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    found = re.findall(r"`(\w+)` is too complex \((\d+) > 0\)", report)
+    return max(((int(n), name) for name, n in found), default=(0, ""))
+
+
+def main() -> None:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "launcher").resolve()
+    modules = {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+    trees = {name: ast.parse(path.read_text()) for name, path in modules.items()}
+    lines = sum(len(path.read_text().splitlines()) for path in modules.values())
+    longest = max((longest_function(tree), name) for name, tree in trees.items())
+    cycles = strongly_connected(import_graph(modules, root.name))
+    complexity = highest_complexity(root)
+    print(f"library lines: {lines} in {len(modules)} modules")
+    print(f"longest function: {longest[0][0]} lines ({longest[1]}.{longest[0][1]})")
+    print(f"highest complexity: {complexity[0]} ({complexity[1]})")
+    print(f"import cycles: {len(cycles)}" + "".join(f"\n  {' <-> '.join(sorted(c))}" for c in cycles))
+    print(f"function-local imports: {sum(local_imports(tree) for tree in trees.values())}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import workloads  # noqa: E402
-from launcher import checkpoint
+from launcher import checkpoint  # noqa: E402
 
 
 def state_of(workload: str) -> dict:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import torch
+import yaml
 
 from launcher.config.schema import Recipe
 from launcher.data.datasets import num_samples
@@ -14,14 +14,11 @@ from launcher.distributed.runtime import single_process
 from launcher.models.build import count_parameters
 from launcher.training.setup import setup
 
-if TYPE_CHECKING:
-    pass
 log = logging.getLogger("launcher")
 
 
 def check(recipe: Recipe) -> int:
     """Validate, build what training builds, run one forward/backward step, and say what was built."""
-    import yaml
 
     started = time.perf_counter()
     print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
@@ -30,7 +27,7 @@ def check(recipe: Recipe) -> int:
     )
     inputs, targets = next(iter(s.train_batches))
     outputs = s.model(inputs)
-    loss = s.loss_fn(outputs, targets)
+    loss = s.task.loss(outputs, targets)
     loss.backward()
     total, trainable = count_parameters(s.net)
     print(

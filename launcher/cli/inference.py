@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from launcher.config.schema import Recipe
 from launcher.distributed.runtime import single_process
 from launcher.training.inference import evaluate_checkpoint
 from launcher.training.inference import predict as run_predict
 
-if TYPE_CHECKING:
-    pass
 log = logging.getLogger("launcher")
 
 

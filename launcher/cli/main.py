@@ -1,20 +1,5 @@
-"""The `launch` command: what runs, and where.
-
-    launch RECIPE [key.sub=value ...] [--cpu] [--resume [PATH]] [--dry-run]
-    launch RECIPE --gpus N | --nproc N [--nnodes N --rdzv-endpoint HOST:PORT --rdzv-id ID] [--max-restarts N]
-    launch RECIPE --slurm [--nodes N] [--gpus N | --nproc N] [--partition P --time T ...] [--wait]
-    launch status|logs|cancel RUN_FOLDER_OR_JOB_ID        (logs: [--rank N] [--follow])
-    launch sweep RECIPE key=a,b,c ... [--cpu | --nproc N | --slurm ... --parallel N [--wait]] [--metric M --mode max|min]
-    launch sweep SWEEP_FOLDER                             (rewrite its results.csv/json, print its table)
-    launch report RUN_OR_SWEEP_FOLDER [--out DIR]
-    launch check RECIPE [key.sub=value ...]
-    launch eval RECIPE --checkpoint PATH [key.sub=value ...]
-    launch predict RECIPE --checkpoint PATH FILE... [key.sub=value ...]
-    launch schema
-
-Flags say where and how a run goes; what it trains is in the recipe, and any recipe key can be
-overridden after it as key.sub=value (command line > recipe file > defaults).
-"""
+"""The `launch` command: parse, dispatch to the command's module, and turn an error into one
+line and an exit code. What each command does is in its own module (cli/train.py, ...)."""
 
 from __future__ import annotations
 
@@ -31,6 +16,7 @@ from launcher.config.loading import json_schema, load_recipe
 from launcher.config.overrides import is_override
 from launcher.config.problems import RecipeError
 from launcher.errors import RUN_FAILED, USAGE_ERROR, UserError
+from launcher.tracking import logs
 
 log = logging.getLogger("launcher")
 
@@ -38,20 +24,19 @@ log = logging.getLogger("launcher")
 def main(argv: Sequence[str] | None = None) -> int:
     """`launch ...`: the exit code is 0, 2 for input to change (a recipe, a flag), 1 for a run
     that failed, or 128 + the signal that stopped it."""
-    from launcher.tracking import logs
-
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     args = build_parser(command).parse_intermixed_args(_bare_resume(argv))
     if command == "schema":  # before importing torch: editors call this
         print(json.dumps(json_schema(), indent=2))
         return 0
-    # Below, each command's module is imported once the command is known: most import torch
-    # (about 2 s), which `launch schema` (editors call it) and `--help` do without.
     if command in JOB_COMMANDS:
+        # start-up: each command's module is imported once the command is known; most import
+        # torch (about 2 s), which `launch schema` (editors call it) and `--help` do without.
         from launcher.cli.slurm import follow_job
 
         return follow_job(command, args)
+    # start-up: torch (about 2 s) only once a command that needs it is known
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
     logs.setup_text_log(None, console=True)
@@ -68,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(command: str, args: argparse.Namespace) -> int:
     """The command, from the parsed command line."""
+    # start-up: the commands' modules import torch; see main()
     from launcher.cli import check, inference, slurm, sweep, train
     from launcher.cli.recipe_checks import problems_in
 
@@ -92,6 +78,7 @@ def _run(command: str, args: argparse.Namespace) -> int:
 
 def _report_failure(error: BaseException) -> int:
     """One line for what went wrong, no traceback; the exit code that says what kind of thing it was."""
+    # start-up: torch is imported by then (the command ran); not at the top, for `launch schema`
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
     if isinstance(error, KeyboardInterrupt):
@@ -123,6 +110,7 @@ def _bare_resume(argv: list[str]) -> list[str]:
 
 def report(args: argparse.Namespace) -> int:
     """`launch report`: plots and an index.html of a run or a sweep (launcher/report.py)."""
+    # start-up: matplotlib only for `launch report`
     from launcher.tracking.report import write_report
 
     for path in write_report(Path(args.target), args.out):

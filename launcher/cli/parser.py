@@ -1,51 +1,80 @@
-"""The command line: torchrun's flag names for where a run goes, the recipe for what it trains."""
+"""The command line: torchrun's flag names for where a run goes, sbatch's for SLURM; what a run
+trains is in the recipe. `launch --help` shows USAGE."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    pass
-log = logging.getLogger("launcher")
+USAGE = """The `launch` command: what runs, and where.
 
+    launch RECIPE [key.sub=value ...] [--cpu] [--resume [PATH]] [--dry-run]
+    launch RECIPE --gpus N | --nproc N [--nnodes N --rdzv-endpoint HOST:PORT --rdzv-id ID] [--max-restarts N]
+    launch RECIPE --slurm [--nodes N] [--gpus N | --nproc N] [--partition P --time T ...] [--wait]
+    launch status|logs|cancel RUN_FOLDER_OR_JOB_ID        (logs: [--rank N] [--follow])
+    launch sweep RECIPE key=a,b,c ... [--cpu | --nproc N | --slurm ... --parallel N [--wait]] [--metric M --mode max|min]
+    launch sweep SWEEP_FOLDER                             (rewrite its results.csv/json, print its table)
+    launch report RUN_OR_SWEEP_FOLDER [--out DIR]
+    launch check RECIPE [key.sub=value ...]
+    launch eval RECIPE --checkpoint PATH [key.sub=value ...]
+    launch predict RECIPE --checkpoint PATH FILE... [key.sub=value ...]
+    launch schema
 
+Flags say where and how a run goes; what it trains is in the recipe, and any recipe key can be
+overridden after it as key.sub=value (command line > recipe file > defaults).
+"""
 SLURM_FLAGS = ("nodes", "partition", "time", "account", "qos", "constraint", "mem", "cpus_per_task")
-
-
 COMMANDS = ("train", "sweep", "check", "eval", "predict", "report", "schema", "status", "logs", "cancel")
-
-
 JOB_COMMANDS = ("status", "logs", "cancel")
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of one command (`train` is the bare `launch RECIPE`)."""
     parser = argparse.ArgumentParser(
         prog="launch" if command == "train" else f"launch {command}",
-        description=__doc__ if command == "train" else None,
+        description=USAGE if command == "train" else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Overrides: any recipe key as key.sub=value, the value read as YAML (train.epochs=4, scheduler=null).",
     )
-    if command == "schema":
-        return parser
     if command in JOB_COMMANDS:
+        _job_arguments(parser, command)
+    elif command == "report":
+        _report_arguments(parser)
+    elif command != "schema":
+        _recipe_arguments(parser, command)
+    if command in ("train", "sweep"):
+        _run_arguments(parser, command)
+        _worker_arguments(parser, command)
+        _slurm_arguments(parser, command)
+    if command == "sweep":
+        _sweep_arguments(parser)
+    if command in ("eval", "predict"):
         parser.add_argument(
-            "target", metavar="RUN_FOLDER_OR_JOB_ID", help="a run folder of `launch --slurm`, or a SLURM job id"
-        )
-        if command == "logs":
-            parser.add_argument("--rank", type=int, default=0, help="whose log (default 0)")
-            parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
-        return parser
-    if command == "report":
-        parser.add_argument(
-            "target", metavar="RUN_OR_SWEEP_FOLDER", help="a run folder, or a sweep folder (with sweep.json)"
-        )
-        parser.add_argument(
-            "--out", type=Path, metavar="DIR", help="where the plots and index.html go (default: <folder>/report)"
-        )
-        return parser
+            "--checkpoint", required=True, type=Path,
+            help="a checkpoint file (.pt), or a run folder (its newest checkpoint)",
+        )  # fmt: skip
+    return parser
+
+
+def _job_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument(
+        "target", metavar="RUN_FOLDER_OR_JOB_ID", help="a run folder of `launch --slurm`, or a SLURM job id"
+    )
+    if command == "logs":
+        parser.add_argument("--rank", type=int, default=0, help="whose log (default 0)")
+        parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target", metavar="RUN_OR_SWEEP_FOLDER", help="a run folder, or a sweep folder (with sweep.json)"
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="where the plots and index.html go (default: <folder>/report)"
+    )
+
+
+def _recipe_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     sweeping = command == "sweep"
     parser.add_argument(
         "recipe", metavar="SWEEP_FOLDER_OR_RECIPE" if sweeping else "RECIPE",
@@ -57,101 +86,93 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         help="recipe overrides; key=a,b,c (a comma at the top level of the value) sweeps over a, b and c" if sweeping else "recipe overrides",
     )  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="run on the CPU in one process, even where GPUs exist")
-    if command in ("train", "sweep"):
-        if command == "train":
-            parser.add_argument(
-                "--resume", nargs="?", const="latest", metavar="PATH",
-                help="continue the latest run of this recipe, or the run folder or checkpoint PATH",
-            )  # fmt: skip
-            parser.add_argument(
-                "--dry-run", action="store_true", help="same as `launch check`: validate, build, one step"
-            )
+
+
+def _run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    sweeping = command == "sweep"
+    if not sweeping:
         parser.add_argument(
-            "--force", action="store_true",
-            help="resume the sweep's unfinished runs even where their data, model, loss or optimizer differ from this recipe's" if sweeping
-            else "--resume even where the recipe's data, model, loss or optimizer differ from the run's",
+            "--resume", nargs="?", const="latest", metavar="PATH",
+            help="continue the latest run of this recipe, or the run folder or checkpoint PATH",
         )  # fmt: skip
-        where = parser.add_argument_group(
-            "workers (torchrun's vocabulary)" + ("; each run of the sweep, one after another" if sweeping else "")
-        )
-        where.add_argument(
-            "--gpus",
-            type=int,
-            metavar="N",
-            help="one DDP worker per GPU on this node, NCCL (default: all visible GPUs)",
-        )
-        where.add_argument(
-            "--nproc", "--nproc-per-node", type=int, metavar="N",
-            help="N CPU workers on this node, gloo: exercises distributed training, not faster than one process",
-        )  # fmt: skip
-        if command == "train":
-            where.add_argument("--nnodes", default="1", metavar="N|MIN:MAX", help="nodes in the run (default 1)")
-            where.add_argument(
-                "--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node"
-            )
-            where.add_argument(
-                "--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)"
-            )
-            where.add_argument(
-                "--max-restarts",
-                type=int,
-                default=0,
-                metavar="N",
-                help="restart the workers up to N times after a failure, resuming from the latest checkpoint",
-            )
-        cluster = parser.add_argument_group(
-            "SLURM (sbatch's vocabulary; also the recipe's slurm: section, which these flags override)"
-        )
+        parser.add_argument("--dry-run", action="store_true", help="same as `launch check`: validate, build, one step")
+    parser.add_argument(
+        "--force", action="store_true",
+        help="resume the sweep's unfinished runs even where their data, model, loss or optimizer differ from this recipe's" if sweeping
+        else "--resume even where the recipe's data, model, loss or optimizer differ from the run's",
+    )  # fmt: skip
+
+
+def _worker_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    sweeping = command == "sweep"
+    where = parser.add_argument_group(
+        "workers (torchrun's vocabulary)" + ("; each run of the sweep, one after another" if sweeping else "")
+    )
+    where.add_argument(
+        "--gpus", type=int, metavar="N", help="one DDP worker per GPU on this node, NCCL (default: all visible GPUs)"
+    )
+    where.add_argument(
+        "--nproc", "--nproc-per-node", type=int, metavar="N",
+        help="N CPU workers on this node, gloo: exercises distributed training, not faster than one process",
+    )  # fmt: skip
+    if sweeping:
+        return
+    where.add_argument("--nnodes", default="1", metavar="N|MIN:MAX", help="nodes in the run (default 1)")
+    where.add_argument(
+        "--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run, the same on every node"
+    )
+    where.add_argument("--rdzv-id", metavar="ID", help="the run's id, the same on every node (names the run folder)")
+    where.add_argument(
+        "--max-restarts", type=int, default=0, metavar="N",
+        help="restart the workers up to N times after a failure, resuming from the latest checkpoint",
+    )  # fmt: skip
+
+
+def _slurm_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    sweeping = command == "sweep"
+    cluster = parser.add_argument_group(
+        "SLURM (sbatch's vocabulary; also the recipe's slurm: section, which these flags override)"
+    )
+    cluster.add_argument(
+        "--slurm", action="store_true",
+        help="submit the runs as one SLURM job array and return" if sweeping
+        else "submit the run to SLURM (one task per GPU, or --nproc CPU tasks, per node) and return",
+    )  # fmt: skip
+    cluster.add_argument("--nodes", type=int, metavar="N", help="nodes of the SLURM job")
+    cluster.add_argument("--partition", metavar="P")
+    cluster.add_argument("--time", metavar="T", help="time limit: minutes, H:MM:SS or D-H:MM:SS")
+    cluster.add_argument("--account", metavar="A")
+    cluster.add_argument("--qos", metavar="Q")
+    cluster.add_argument("--constraint", metavar="C")
+    cluster.add_argument("--mem", metavar="SIZE", help="memory per node, e.g. 64G")
+    cluster.add_argument("--cpus-per-task", type=int, metavar="N")
+    cluster.add_argument(
+        "--wait", action="store_true",
+        help="wait until every run's job has ended, then write the results" if sweeping
+        else "follow rank 0's log until the job ends; exit with the job's status",
+    )  # fmt: skip
+    if sweeping:
         cluster.add_argument(
-            "--slurm", action="store_true",
-            help="submit the runs as one SLURM job array and return" if sweeping
-            else "submit the run to SLURM (one task per GPU, or --nproc CPU tasks, per node) and return",
-        )  # fmt: skip
-        cluster.add_argument("--nodes", type=int, metavar="N", help="nodes of the SLURM job")
-        cluster.add_argument("--partition", metavar="P")
-        cluster.add_argument("--time", metavar="T", help="time limit: minutes, H:MM:SS or D-H:MM:SS")
-        cluster.add_argument("--account", metavar="A")
-        cluster.add_argument("--qos", metavar="Q")
-        cluster.add_argument("--constraint", metavar="C")
-        cluster.add_argument("--mem", metavar="SIZE", help="memory per node, e.g. 64G")
-        cluster.add_argument("--cpus-per-task", type=int, metavar="N")
-        cluster.add_argument(
-            "--wait", action="store_true",
-            help="wait until every run's job has ended, then write the results" if sweeping
-            else "follow rank 0's log until the job ends; exit with the job's status",
-        )  # fmt: skip
-        if sweeping:
-            cluster.add_argument(
-                "--parallel",
-                type=int,
-                metavar="N",
-                help="at most N runs of the array at once (default: as SLURM allows)",
-            )
-            sweep_options = parser.add_argument_group("the sweep")
-            sweep_options.add_argument(
-                "--metric", metavar="TAG", help="what the table sorts by (default val/acc1 if measured, else val/loss)"
-            )
-            sweep_options.add_argument(
-                "--mode",
-                choices=("max", "min"),
-                help="max: higher is better (default for accuracies), min (default for losses)",
-            )
-            sweep_options.add_argument(
-                "--name",
-                metavar="ID",
-                help="the sweep folder is sweep-ID (default: a hash of the recipe path, the grid and the other overrides)",
-            )
-        else:
-            cluster.add_argument(
-                "--srun",
-                action="store_true",
-                help="run as one task of an srun step, in a job script of your own (slurm/train.sbatch)",
-            )
-    if command in ("eval", "predict"):
-        parser.add_argument(
-            "--checkpoint",
-            required=True,
-            type=Path,
-            help="a checkpoint file (.pt), or a run folder (its newest checkpoint)",
+            "--parallel", type=int, metavar="N", help="at most N runs of the array at once (default: as SLURM allows)"
         )
-    return parser
+    else:
+        cluster.add_argument(
+            "--srun", action="store_true",
+            help="run as one task of an srun step, in a job script of your own (slurm/train.sbatch)",
+        )  # fmt: skip
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    options = parser.add_argument_group("the sweep")
+    options.add_argument(
+        "--metric", metavar="TAG", help="what the table sorts by (default val/acc1 if measured, else val/loss)"
+    )
+    options.add_argument(
+        "--mode",
+        choices=("max", "min"),
+        help="max: higher is better (default for accuracies), min (default for losses)",
+    )
+    options.add_argument(
+        "--name", metavar="ID",
+        help="the sweep folder is sweep-ID (default: a hash of the recipe path, the grid and the other overrides)",
+    )  # fmt: skip

@@ -59,6 +59,7 @@ def _data_path_problems(dataset: Any) -> list[Problem]:
 def _weights_problems(model: Any) -> list[Problem]:
     if not isinstance(model, dict) or not isinstance(model.get("weights"), str):
         return []
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     import torchvision
 
     name, weights = model.get("name"), model["weights"]

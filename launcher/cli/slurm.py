@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
-from typing import TYPE_CHECKING
 
 from launcher.cli.parser import SLURM_FLAGS
 from launcher.cli.train import completed_run, refuse_a_different_run
@@ -15,14 +15,14 @@ from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
 from launcher.errors import UserError
 from launcher.slurm import status
+from launcher.tracking import logs
 
-if TYPE_CHECKING:
-    pass
 log = logging.getLogger("launcher")
 
 
 def submit(recipe: Recipe, args: argparse.Namespace) -> int:
     """`--slurm`: check, create the run folder, submit; say where to look; with --wait, follow the job."""
+    # start-up: `launch status|logs|cancel` import this module too, without torch
     from launcher import rundir
     from launcher.slurm import resources, status, submission
 
@@ -83,8 +83,8 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
 
 def srun_task(recipe: Recipe, args: argparse.Namespace) -> int:
     """`--srun`: one task of an srun step; SLURM's variables say which."""
-    import os
 
+    # start-up: `launch status|logs|cancel` import this module too, without torch
     import torch
 
     from launcher.slurm import task as slurm_job
@@ -100,7 +100,6 @@ def srun_task(recipe: Recipe, args: argparse.Namespace) -> int:
 
 def follow_job(command: str, args: argparse.Namespace) -> int:
     """`launch status|logs|cancel RUN_FOLDER_OR_JOB_ID`."""
-    from launcher.tracking import logs
 
     logs.setup_text_log(None, console=True)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from launcher.cli.parser import SLURM_FLAGS
 from launcher.cli.recipe_checks import problems_in
@@ -15,8 +14,6 @@ from launcher.errors import UserError
 from launcher.slurm import resources
 from launcher.sweep import execute, planning, results
 
-if TYPE_CHECKING:
-    pass
 log = logging.getLogger("launcher")
 
 

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torch.distributed.elastic.multiprocessing.api import SignalException
+
 from launcher import checkpoint, rundir
 from launcher.cli.parser import SLURM_FLAGS
 from launcher.config.loading import dump_recipe
@@ -121,7 +123,6 @@ def _train_in_this_process(recipe: Recipe, run: RunDir, resume_from: Path | None
 
 
 def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement) -> int:
-    from torch.distributed.elastic.multiprocessing.api import SignalException
 
     if placement.device_type == "cpu":
         log.info(

@@ -73,6 +73,7 @@ class Datasets:
 def build_transform(specs: Sequence[Any]) -> Callable[[Any], Any] | None:
     if not specs:
         return None
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     import torchvision
 
     return torchvision.transforms.Compose([components.build(spec, TRANSFORM) for spec in specs])
@@ -175,12 +176,14 @@ MIN_SAMPLES_TO_HOLD_OUT = 2  # one to train on, one to validate
 
 
 def _datasets() -> dict[str, Any]:
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     import torchvision
 
     return {**classes_in(torchvision.datasets, torch.utils.data.Dataset), **BUILTIN_DATASETS}
 
 
 def _transforms() -> dict[str, Any]:
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     from torchvision import transforms
 
     return {name: value for name, value in vars(transforms).items() if isinstance(value, type) and name[0].isupper()}

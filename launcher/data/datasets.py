@@ -30,6 +30,7 @@ class Digits(Dataset):
     classes = [str(d) for d in range(10)]
 
     def __init__(self) -> None:
+        # scikit-learn (about 1 s) only for the digits dataset
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -109,6 +110,7 @@ def csv_splits(path: str, val_path: str | None = None) -> tuple[Dataset, Dataset
 def image_folder_splits(root: str, val_root: str | None = None) -> tuple[Dataset, Dataset | None]:
     """`ImageFolder`: `root/<class>/<image>`. Validation from `val_root`, else from `root/train`
     and `root/val` where both exist, else a held-out fraction of `root`."""
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     import torchvision
 
     folder = torchvision.datasets.ImageFolder

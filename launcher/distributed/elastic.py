@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 import torch
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+from torch.distributed.elastic.rendezvous.api import RendezvousTimeoutError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from launcher.errors import RunFailed, UserError
 
@@ -97,7 +99,6 @@ def launch_config(placement: Placement, run_id: str, join_timeout_s: float, stor
     """The agent's configuration. One node: the rendezvous is a FileStore at `store_file`, so that
     nothing listens on the network (the workers' own store listens on loopback only, see
     distributed.init_process_group). Several nodes: the TCP store at the endpoint, by torchrun's rules."""
-    from torch.distributed.launcher.api import LaunchConfig
 
     low, high = placement.node_range
     return LaunchConfig(
@@ -127,8 +128,6 @@ def run_workers(
 
     `join_timeout_s`: how long the nodes of a multi-node run wait for each other to join.
     """
-    from torch.distributed.elastic.rendezvous.api import RendezvousTimeoutError
-    from torch.distributed.launcher.api import elastic_launch
 
     quiet_agent_logs()
     # Workers get a store of their own for each attempt. Seen with torch 2.15: on the agent's

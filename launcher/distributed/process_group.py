@@ -6,18 +6,15 @@ them unconditionally and reads the same either way.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import errno
 import ipaddress
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from launcher.distributed.runtime import Runtime
 from launcher.errors import UserError
@@ -126,26 +123,6 @@ GLOO_SETTLE_S = 0.1
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def wrap_model(model: nn.Module, runtime: Runtime, sync_batchnorm: bool) -> nn.Module:
-    """DDP across the workers (with SyncBatchNorm if asked); the model itself in one process."""
-    if not is_distributed():
-        return model
-    if sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    device_ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-@contextlib.contextmanager
-def no_sync(model: nn.Module, skip: bool) -> Iterator[None]:
-    """While accumulating gradients, skip DDP's all-reduce: only the last micro-batch syncs."""
-    if skip and isinstance(model, nn.parallel.DistributedDataParallel):
-        with model.no_sync():
-            yield
-    else:
-        yield
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

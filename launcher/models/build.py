@@ -61,6 +61,7 @@ def _names_parameter(factory: Callable[..., Any], name: str) -> bool:
 
 
 def _pretrained(section: Model, kwargs: dict) -> nn.Module:
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     import torchvision
 
     choices = torchvision.models.get_model_weights(section.name)
@@ -109,6 +110,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def _models() -> dict[str, Any]:
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     import torchvision
 
     names = {name: torchvision.models.get_model_builder(name) for name in torchvision.models.list_models()}

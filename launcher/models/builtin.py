@@ -63,6 +63,7 @@ def resnet_cifar(num_classes: int, arch: str = "resnet18") -> nn.Module:
     The ImageNet stem (7x7 stride-2 convolution, then max pooling) shrinks a 32x32 image to 8x8
     before the first block; a 3x3 stride-1 convolution and no pooling keep the detail.
     """
+    # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
     import torchvision
 
     model = torchvision.models.get_model(arch, num_classes=num_classes)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from launcher import checkpoint
 from launcher.errors import UserError, is_error_line
 from launcher.rundir import RunDir
@@ -161,7 +163,6 @@ def exit_status(state: dict[str, str]) -> int:
 
 def describe(job: Job) -> list[str]:
     """`launch status`: the job's state, where it runs, how long, its newest checkpoint and metrics."""
-    import yaml
 
     state = job_state(job.job_id)
     requeued = restarts(job.job_id)

@@ -29,6 +29,7 @@ log = logging.getLogger("launcher")
 
 def executor(folder: Path, slurm: Slurm, name: str) -> Any:
     """A submitit executor for `slurm`: one task per GPU (or `nproc` CPU tasks) on each node."""
+    # start-up: submitit only for the SLURM commands
     import submitit
 
     # slurm_max_num_timeout belongs to the constructor; the requeue limit is ours (slurm.max_requeues).
@@ -86,6 +87,7 @@ def submit(recipe: Recipe, run: RunDir) -> str:
 @contextlib.contextmanager
 def _refusals_explained() -> Iterator[None]:
     """sbatch's refusals (a bad constraint, an unknown option) as one clear line, not submitit's traceback."""
+    # start-up: submitit only for the SLURM commands
     from submitit.core.utils import FailedJobError
 
     try:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    pass
 log = logging.getLogger("launcher")
 
 

@@ -27,6 +27,7 @@ class RunLogger:
     """
 
     def __init__(self, tensorboard_dir: Path, resume_step: int | None = None) -> None:
+        # start-up: TensorBoard's writer (about 1 s) only on rank 0, the one process that logs
         from torch.utils.tensorboard import SummaryWriter
 
         purge = resume_step + 1 if resume_step is not None else None
@@ -57,6 +58,7 @@ class RunLogger:
                 self.writer.add_histogram(f"grads/{name}", parameter.grad.detach().float().cpu(), step)
 
     def image_grid(self, tag: str, images: torch.Tensor, step: int) -> None:
+        # torchvision only where needed: its import takes seconds (torch._dynamo through torchvision.ops)
         import torchvision
 
         if images.dim() == IMAGE_BATCH_DIMS and images.shape[1] in (1, 3):
@@ -78,6 +80,7 @@ class RunLogger:
 def scalar_series(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series a run logged, tag -> [(step, value), ...], read with TensorBoard's own
     reader (which honours the purges of resumed runs); {} where there is no folder or nothing yet."""
+    # start-up: TensorBoard's reader only where scalars are read back (report, status, sweep results)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not tensorboard_dir.is_dir():

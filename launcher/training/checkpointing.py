@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict
 
 from launcher import checkpoint
+from launcher.checkpoint.storage import CheckpointStorage, OneFile
 from launcher.config.schema import Recipe
 from launcher.distributed.process_group import barrier, gather
 from launcher.distributed.runtime import Runtime
@@ -19,11 +20,11 @@ log = logging.getLogger("launcher")
 class Checkpoints:
     """When rank 0 saves and what: step checkpoints, best.pt, and a step checkpoint of the step
     best.pt was just saved at (a hard link to it). Rank 0's files are flushed, checksummed and
-    pruned beside training (checkpoint.Writer); every rank takes part in each save."""
+    pruned beside training (the storage: checkpoint.storage.OneFile); every rank takes part in each save."""
 
     def __init__(self, recipe: Recipe, run: RunDir, runtime: Runtime) -> None:
         self.section, self.folder, self.recipe = recipe.checkpoint, run.checkpoints, recipe.to_dict()
-        self.writer = checkpoint.Writer(self.section.keep_last, self.section.asynchronous) if runtime.is_main else None
+        self.storage: CheckpointStorage = OneFile(self.section.keep_last, self.section.asynchronous, runtime.is_main)
         self.last_saved_step = self.best_saved_step = -1
 
     def due_mid_epoch(self, progress: Progress, batches_per_epoch: int) -> bool:
@@ -35,26 +36,26 @@ class Checkpoints:
         return by_epoch or last or due(self.section.every_n_steps, progress.step)
 
     def save(self, s: Setup, progress: Progress, best: bool = False) -> None:
-        """Rank 0 hands a checkpoint of this step to the writer; every rank then waits at a
-        barrier, so that none changes the model while rank 0 still reads it."""
+        """Hand a checkpoint of this step to the storage (rank 0's writer); every rank then waits at
+        a barrier, so that none changes the model while the storage still reads it."""
         if not best and progress.step == self.last_saved_step:
             return
         path = self.folder / checkpoint.BEST if best else checkpoint.step_path(self.folder, progress.step)
         if not best and progress.step == self.best_saved_step:
             # best.pt holds this very state (nothing drew a random number since): a second name for it.
-            if self.writer is not None:
-                self.writer.save_link(self.folder / checkpoint.BEST, path)
+            self.storage.link(self.folder / checkpoint.BEST, path)
         else:
             rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
-            if self.writer is not None:
-                state = {
+            self.storage.save(
+                lambda: {
                     **s.state_dict(),
                     "progress": asdict(progress),
                     "rng": rng,
                     "data": asdict(s.data.info),
                     "recipe": self.recipe,
-                }
-                self.writer.save(state, path)
+                },
+                path,
+            )
         if best:
             self.best_saved_step = progress.step
         else:
@@ -63,5 +64,4 @@ class Checkpoints:
 
     def close(self) -> None:
         """The last checkpoint complete, or its error raised."""
-        if self.writer is not None:
-            self.writer.close()
+        self.storage.close()

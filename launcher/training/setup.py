@@ -13,16 +13,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from launcher.config.schema import Recipe, metric_names
+from launcher.config.schema import Recipe
 from launcher.data.build import Datasets, build_datasets
 from launcher.data.datasets import num_samples
 from launcher.data.loaders import eval_loader, train_loader
-from launcher.distributed.process_group import wrap_model
 from launcher.distributed.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
+from launcher.distributed.wrapper import DataParallel, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.build import build_model
 from launcher.training.evaluate import measured_topk
 from launcher.training.optim import build_loss, build_optimizer, build_scheduler
+from launcher.training.task import Classification, Task
 
 log = logging.getLogger("launcher")
 
@@ -36,12 +37,12 @@ class Setup:
     val_batches: DataLoader
     net: torch.nn.Module  # the model itself: what checkpoints hold
     model: torch.nn.Module  # what the loop calls: the model, or its DDP wrapper
-    loss_fn: torch.nn.Module
+    task: Task  # a batch's loss, the evaluation's metrics
+    wrapper: ModelWrapper  # how `model` spreads `net` over the ranks
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
     mixed_precision: contextlib.AbstractContextManager
-    topk: tuple[int, ...]
     batches_per_epoch: int  # a whole epoch's, per rank; a resumed epoch yields fewer
     steps_per_epoch: int
     epochs: int
@@ -98,9 +99,9 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches_per_epoch} batches of an epoch "
             "(per process): an optimizer step cannot span epochs"
         )
-    topk = measured_topk(recipe.eval.metrics, data.info.num_classes)
     best = recipe.checkpoint.best
-    if best is not None and best.metric not in metric_names(f"acc{k}" for k in topk):
+    task = Classification(build_loss(recipe.loss).to(device), measured_topk(recipe.eval.metrics, data.info.num_classes))
+    if best is not None and best.metric not in task.metric_names():
         raise UserError(
             f"checkpoint.best.metric={best.metric} is not measured here ({data.info.num_classes} classes, "
             f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"
@@ -109,8 +110,8 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     net = build_model(recipe.model, data.info).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    model = wrap_model(net, runtime, recipe.distributed.sync_batchnorm)
-    loss_fn = build_loss(recipe.loss).to(device)
+    wrapper = DataParallel(runtime, recipe.distributed.sync_batchnorm)
+    model = wrapper.wrap(net)
     optimizer = build_optimizer(recipe.optimizer, net.parameters())
     if recipe.distributed.scale_lr and runtime.world_size > 1:
         for group in optimizer.param_groups:  # the linear scaling rule: the recipe's lr is for one worker
@@ -121,10 +122,10 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     schedule_per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
     scheduler = build_scheduler(recipe.scheduler, optimizer, length=max_steps if schedule_per_step else epochs)
     return Setup(
-        data=data, train_batches=train_batches, val_batches=val_batches, net=net, model=model, loss_fn=loss_fn,
+        data=data, train_batches=train_batches, val_batches=val_batches, net=net, model=model, task=task, wrapper=wrapper,
         optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda"),
-        mixed_precision=autocast(cfg.precision, device), topk=topk, batches_per_epoch=batches_per_epoch,
+        mixed_precision=autocast(cfg.precision, device), batches_per_epoch=batches_per_epoch,
         steps_per_epoch=steps_per_epoch, epochs=epochs, max_steps=max_steps, schedule_per_step=schedule_per_step,
     )  # fmt: skip
 

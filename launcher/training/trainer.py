@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from launcher import checkpoint
+from launcher.checkpoint.storage import CheckpointStorage
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
 from launcher.data.datasets import num_samples
 from launcher.data.loaders import start_epoch
-from launcher.distributed.process_group import all_reduce_sum, no_sync
+from launcher.distributed.process_group import all_reduce_sum
 from launcher.distributed.runtime import Runtime
 from launcher.distributed.watchdog import Watchdog
 from launcher.errors import UserError
@@ -26,7 +27,6 @@ from launcher.rundir import RunDir
 from launcher.tracking.loggers import Logger, NullLogger
 from launcher.tracking.tensorboard import RunLogger
 from launcher.training.checkpointing import Checkpoints
-from launcher.training.evaluate import evaluate
 from launcher.training.optim import LENGTH_ARGUMENTS, needs_metric
 from launcher.training.progress import Progress, due, is_complete, longer_run
 from launcher.training.setup import setup
@@ -72,7 +72,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Load the model, optimizer, schedule, random states and position of a checkpoint."""
-        state, path = load_resume_state(path)
+        state, path = load_resume_state(path, self.checkpoints.storage)
         try:
             self.s.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError) as error:
@@ -254,8 +254,8 @@ class Trainer:
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if self.recipe.train.channels_last and inputs.dim() == IMAGE_BATCH_DIMS:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with no_sync(s.model, skip=not sync), s.mixed_precision:
-            loss = s.loss_fn(s.model(inputs), targets)
+        with s.wrapper.accumulating(s.model, skip_sync=not sync), s.mixed_precision:
+            loss = s.task.loss(s.model(inputs), targets)
             # Gradients add up over micro-batches: divide, so the step is that of one big batch.
             s.scaler.scale(loss / micro_batches).backward()
         return loss.detach()
@@ -302,9 +302,7 @@ class Trainer:
         if finished and s.scheduler is not None and not s.schedule_per_step and not needs_metric(s.scheduler):
             s.scheduler.step()
         if (finished and due(self.recipe.eval.every_n_epochs, progress.epoch)) or last:
-            self.metrics = evaluate(
-                s.model, s.val_batches, s.loss_fn, self.runtime.device, autocast=s.mixed_precision, topk=s.topk
-            )
+            self.metrics = s.task.evaluate(s.model, s.val_batches, self.runtime.device, s.mixed_precision)
             logger.scalars(self.metrics, progress.step)
             if finished and needs_metric(s.scheduler):
                 s.scheduler.step(self.metrics["val/loss"])
@@ -342,7 +340,7 @@ def train(
     return trainer.fit()
 
 
-def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:
+def load_resume_state(path: Path, storage: CheckpointStorage) -> tuple[dict[str, Any], Path]:
     """The state to resume from: `path`'s, or where that file is damaged, that of the newest
     complete checkpoint before it (with a warning); a UserError where there is none."""
     older = (
@@ -352,7 +350,7 @@ def load_resume_state(path: Path) -> tuple[dict[str, Any], Path]:
     )
     for candidate in [path, *reversed(older)]:
         try:
-            state = checkpoint.load(candidate)
+            state = storage.load(candidate)
         except checkpoint.DamagedCheckpoint as damaged:
             log.warning("%s", damaged)
             continue
