@@ -134,13 +134,21 @@ def expect(made: Any, kind: Kind, name: str) -> Any:
     return made
 
 
-def accepts(factory: Any, parameter: str) -> bool:
-    """Whether `factory` takes a keyword argument called `parameter`."""
+def parameters_of(factory: Any) -> typing.Mapping[str, inspect.Parameter] | None:
+    """`factory`'s parameters by name, or None where it has no signature (some builtins)."""
     try:
-        params = inspect.signature(factory).parameters
+        return inspect.signature(factory).parameters
     except (TypeError, ValueError):
+        return None
+
+
+def accepts(factory: Any, parameter: str, *, by_name: bool = False) -> bool:
+    """Whether `factory` takes a keyword argument called `parameter` (with `by_name`, one it
+    names itself: not only through **kwargs)."""
+    params = parameters_of(factory)
+    if params is None:
         return False
-    return parameter in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return parameter in params or (not by_name and any(p.kind is p.VAR_KEYWORD for p in params.values()))
 
 
 def _argument_problems(
@@ -148,9 +156,8 @@ def _argument_problems(
 ) -> list[tuple[str, str]]:
     """(argument, problem) for each argument `factory` does not take, takes as a number but got as
     text, or needs but was not given (and the launcher does not pass: `provided`)."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # some builtins have no signature: let the call decide
+    params = parameters_of(factory)
+    if params is None:  # some builtins have no signature: let the call decide
         return []
     open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import math
 import urllib.error
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ def build_model(section: Model, info: DataInfo) -> nn.Module:
     if not pretrained and components.accepts(factory, "num_classes"):
         kwargs.setdefault("num_classes", info.num_classes)
     for name, value in _input_arguments(info).items():
-        if _names_parameter(factory, name):
+        if components.accepts(factory, name, by_name=True):
             kwargs.setdefault(name, value)
     model = _pretrained(section, kwargs) if pretrained else components.call(factory, section.name, MODEL, **kwargs)
     components.expect(model, MODEL, section.name)
@@ -51,13 +49,6 @@ def _input_arguments(info: DataInfo) -> dict[str, int]:
     if len(shape) == IMAGE_DIMS:
         values["in_channels"] = shape[0]
     return values
-
-
-def _names_parameter(factory: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _pretrained(section: Model, kwargs: dict) -> nn.Module:

@@ -33,7 +33,7 @@ def build_scheduler(section: Scheduler | None, optimizer: torch.optim.Optimizer,
     if section is None:
         return None
     factory = components.resolve(section.name, SCHEDULER)
-    params = inspect.signature(factory).parameters
+    params = components.parameters_of(factory) or {}
     extra = {
         name: length
         for name in LENGTH_ARGUMENTS

@@ -17,7 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -26,12 +26,18 @@ from launcher.distributed.process_group import all_reduce_sum, is_distributed
 log = logging.getLogger("launcher")
 
 # Why a run stops early, in the order the flags travel in the all-reduce.
-TERMINATED = "terminated"  # SIGTERM: kill, or SLURM cancelling, requeueing or preempting the job itself
-INTERRUPTED = "interrupted"  # SIGINT: Ctrl-C
-WARNED = "warned"  # SIGUSR1/SIGUSR2: the warning before a time limit or a preemption; requeue the job
-OUT_OF_TIME = "out of time"  # no warning came, but the time limit is near; requeue the job
-REASONS = (TERMINATED, INTERRUPTED, WARNED, OUT_OF_TIME)
-SIGNALS = {signal.SIGTERM: TERMINATED, signal.SIGINT: INTERRUPTED, signal.SIGUSR1: WARNED, signal.SIGUSR2: WARNED}
+StopReason = Literal["terminated", "interrupted", "warned", "out of time"]
+TERMINATED: StopReason = "terminated"  # SIGTERM: kill, or SLURM cancelling, requeueing or preempting the job itself
+INTERRUPTED: StopReason = "interrupted"  # SIGINT: Ctrl-C
+WARNED: StopReason = "warned"  # SIGUSR1/SIGUSR2: the warning before a time limit or a preemption; requeue the job
+OUT_OF_TIME: StopReason = "out of time"  # no warning came, but the time limit is near; requeue the job
+REASONS: tuple[StopReason, ...] = (TERMINATED, INTERRUPTED, WARNED, OUT_OF_TIME)
+SIGNALS: dict[signal.Signals, StopReason] = {
+    signal.SIGTERM: TERMINATED,
+    signal.SIGINT: INTERRUPTED,
+    signal.SIGUSR1: WARNED,
+    signal.SIGUSR2: WARNED,
+}
 # How often the ranks compare their flags. An all-reduce after every step costs about 0.3 ms on
 # 2 gloo ranks (measured), a few per cent of a short step; a stop that waits up to a second more
 # costs nothing.
@@ -41,7 +47,7 @@ CHECK_EVERY_S = 1.0
 class TrainingStopped(Exception):
     """Training stopped early at a step every rank agreed on; the checkpoint of that step is written."""
 
-    def __init__(self, reasons: set[str], step: int, checkpoint: Any) -> None:
+    def __init__(self, reasons: set[StopReason], step: int, checkpoint: Any) -> None:
         self.reasons, self.step, self.checkpoint = reasons, step, checkpoint
         super().__init__(f"stopped at step {step} ({', '.join(sorted(reasons))}); checkpoint: {checkpoint}")
 
@@ -55,12 +61,12 @@ class TrainingStopped(Exception):
         return exit_code(self.reasons)
 
 
-def exit_code(reasons: set[str]) -> int:
+def exit_code(reasons: set[StopReason]) -> int:
     """The shell's code for the signal that stopped the run: 130 for Ctrl-C, else 143 (SIGTERM)."""
     return 128 + (signal.SIGINT if reasons == {INTERRUPTED} else signal.SIGTERM)
 
 
-def signal_names(reasons: set[str]) -> str:
+def signal_names(reasons: set[StopReason]) -> str:
     """The signals behind `reasons`, as a person would name them: 'SIGTERM', 'SIGUSR1/SIGUSR2'."""
     names = {reason: "/".join(sig.name for sig, why in SIGNALS.items() if why == reason) for reason in REASONS}
     return " and ".join(names[reason] or reason for reason in REASONS if reason in reasons)
@@ -87,7 +93,7 @@ class StopRequests:
         # A person pressing Ctrl-C twice means "now". Not in workers: the elastic agent passes on
         # the Ctrl-C that the terminal already sent them.
         self.second_interrupt_quits = second_interrupt_quits
-        self.reasons: set[str] = set()
+        self.reasons: set[StopReason] = set()
         self._last_check: float | None = None
         self._longest_gap = 0.0  # between two checks: steps, maybe with an evaluation and a checkpoint
         self._steps_to_check = self._next_steps_to_check = 1  # agreed by all ranks at the last check
@@ -119,7 +125,7 @@ class StopRequests:
             log.warning("received %s: stopping at the end of this step, with a checkpoint", signal.Signals(signum).name)
         self.reasons.add(reason)
 
-    def agreed(self) -> set[str]:
+    def agreed(self) -> set[StopReason]:
         """Every rank calls this after each optimizer step: the reasons any rank has to stop now
         (empty: go on). The ranks compare them every few steps, all at the same steps."""
         now = self._last_progress = time.time()
