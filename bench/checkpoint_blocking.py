@@ -66,7 +66,7 @@ def measure(workload: str, reps: int) -> dict:
                     if mode == "sync":
                         times["writer_total_ms"].append(total * 1000)
             # An epoch's end with a new best: best.pt, then the step checkpoint of the same step,
-            # which the training loop hands over as a second name for best.pt (train.py's save).
+            # which the training loop hands over as a second name for best.pt (training/checkpointing.py's save).
             writer = writers["sync"]
             started = time.perf_counter()
             writer.save(state, folder / "sync" / checkpoint.BEST)

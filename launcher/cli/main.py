@@ -109,7 +109,7 @@ def _bare_resume(argv: list[str]) -> list[str]:
 
 
 def report(args: argparse.Namespace) -> int:
-    """`launch report`: plots and an index.html of a run or a sweep (launcher/report.py)."""
+    """`launch report`: plots and an index.html of a run or a sweep (launcher/tracking/report.py)."""
     # start-up: matplotlib only for `launch report`
     from launcher.tracking.report import write_report
 

@@ -81,7 +81,7 @@ def load_recipe(
 ) -> Recipe:
     """Read, override and validate a recipe; every problem is raised together as a RecipeError.
 
-    `check` looks further than the schema (`launcher.components.problems_in`: do the names
+    `check` looks further than the schema (`launcher.cli.recipe_checks.problems_in`: do the names
     resolve, do the arguments fit); its problems are reported with the schema's.
     """
     path = Path(path)

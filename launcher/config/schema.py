@@ -5,7 +5,7 @@ Precedence, written down once: command line (`key.sub=value`) > recipe file > th
 Component sections (`data.dataset`, `model`, `loss`, `optimizer`, `scheduler`, each transform)
 hold a `name` plus the keyword arguments of what it names, flat beside it, so that
 `optimizer.lr=0.1` overrides the learning rate. Those arguments are checked against the
-signature of the resolved callable by `launcher.components`, not here.
+signature of the resolved callable by `launcher.config.components`, not here.
 """
 
 from __future__ import annotations
