@@ -37,7 +37,7 @@ def check(recipe: Recipe) -> int:
     print(f"# one batch: inputs {_shape(inputs)}, targets {_shape(targets)}, outputs {_shape(outputs)}")
     print(f"# one forward/backward step: loss {loss.item():.4f}, finite: {bool(torch.isfinite(loss))}")
     print(
-        f"# {s.epochs} epochs of {s.steps_per_epoch} steps, {s.max_steps} steps in all; ok in {time.perf_counter() - started:.1f} s"
+        f"# {s.planned_epochs} epochs of {s.steps_per_epoch} steps, {s.planned_steps} steps in all; ok in {time.perf_counter() - started:.1f} s"
     )
     return 0
 

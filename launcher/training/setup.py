@@ -45,8 +45,8 @@ class Setup:
     mixed_precision: contextlib.AbstractContextManager
     batches_per_epoch: int  # a whole epoch's, per rank; a resumed epoch yields fewer
     steps_per_epoch: int
-    epochs: int
-    max_steps: int  # planned at setup: a per-step schedule's length
+    planned_epochs: int  # at setup, for this world size: the bars' and the logs' epoch count
+    planned_steps: int  # at setup: a per-step schedule's length
     schedule_per_step: bool  # the schedule steps after every optimizer step (else after each epoch)
 
     def state_dict(self) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda"),
         mixed_precision=autocast(cfg.precision, device), batches_per_epoch=batches_per_epoch,
-        steps_per_epoch=steps_per_epoch, epochs=epochs, max_steps=max_steps, schedule_per_step=schedule_per_step,
+        steps_per_epoch=steps_per_epoch, planned_epochs=epochs, planned_steps=max_steps, schedule_per_step=schedule_per_step,
     )  # fmt: skip
 
 

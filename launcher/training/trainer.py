@@ -128,7 +128,7 @@ class Trainer:
         argument = next((a for a in LENGTH_ARGUMENTS if hasattr(s.scheduler, a) and a not in section.kwargs), None)
         if argument is None:
             return  # no length, or the recipe's own
-        length, done, total = getattr(s.scheduler, argument), s.scheduler.last_epoch, self._planned_steps()
+        length, done, total = getattr(s.scheduler, argument), s.scheduler.last_epoch, self._steps_at_end()
         if total == length or done >= length:
             return
         if isinstance(s.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
@@ -145,11 +145,11 @@ class Trainer:
                 "to follow it as built", section.name, argument, length, ranks, total, ranks,
             )  # fmt: skip
 
-    def _planned_steps(self) -> int:
+    def _steps_at_end(self) -> int:
         """The optimizer steps this run will have taken at its end, the ones before it included."""
         s, progress, cfg = self.s, self.progress, self.recipe.train
         left_in_epoch = max(0, math.ceil((s.batches_per_epoch - progress.batches_done) / cfg.grad_accum_steps))
-        epochs_after = (cfg.epochs if cfg.epochs is not None else s.epochs) - progress.epoch - 1
+        epochs_after = (cfg.epochs if cfg.epochs is not None else s.planned_epochs) - progress.epoch - 1
         total = progress.step + left_in_epoch + max(0, epochs_after) * s.steps_per_epoch
         return min(total, cfg.max_steps) if cfg.max_steps is not None else total
 
@@ -196,7 +196,7 @@ class Trainer:
         log.info(
             "batch %d per process x %d process(es) x %d accumulation = %d per step; %d step(s) per epoch, %d epoch(s)",
             cfg.batch_size, world_size, cfg.grad_accum_steps,
-            cfg.batch_size * world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.epochs,
+            cfg.batch_size * world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.planned_epochs,
         )  # fmt: skip
 
     def train_epoch(self, logger: Logger, watchdog: Watchdog) -> None:
@@ -208,7 +208,7 @@ class Trainer:
             s.train_batches,
             total=s.batches_per_epoch,
             done=progress.batches_done,
-            description=f"epoch {progress.epoch + 1}/{s.epochs}",
+            description=f"epoch {progress.epoch + 1}/{s.planned_epochs}",
         )
         for inputs, targets in batches:
             if progress.step == 0 and progress.batches_done == 0 and self.recipe.logging.image_grid:
@@ -306,7 +306,7 @@ class Trainer:
             logger.scalars(self.metrics, progress.step)
             if finished and needs_metric(s.scheduler):
                 s.scheduler.step(self.metrics["val/loss"])
-            log.info("epoch %d/%d  step %d  %s", epoch + 1, s.epochs, progress.step, _fmt(self.metrics))
+            log.info("epoch %d/%d  step %d  %s", epoch + 1, s.planned_epochs, progress.step, _fmt(self.metrics))
             if best is not None and _improves(self.metrics[best.metric], progress.best, best.resolved_mode):
                 progress.best, progress.best_step = self.metrics[best.metric], progress.step
                 self.checkpoints.save(s, progress, best=True)
