@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
@@ -13,8 +12,6 @@ from launcher.data.datasets import num_samples
 from launcher.distributed.runtime import single_process
 from launcher.models.build import count_parameters
 from launcher.training.setup import setup
-
-log = logging.getLogger("launcher")
 
 
 def check(recipe: Recipe) -> int:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from launcher.config.schema import Recipe
 from launcher.distributed.runtime import single_process
 from launcher.training.inference import evaluate_checkpoint
 from launcher.training.inference import predict as run_predict
-
-log = logging.getLogger("launcher")
 
 
 def evaluate(recipe: Recipe, checkpoint_path: Path, force_cpu: bool) -> int:

@@ -23,8 +23,6 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from launcher.errors import RunFailed, UserError
 
-log = logging.getLogger("launcher")
-
 
 @dataclass(frozen=True)
 class Placement:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,6 @@ from launcher.tracking.loggers import T
 
 if TYPE_CHECKING:
     import torch
-log = logging.getLogger("launcher")
 
 
 IMAGE_BATCH_DIMS = 4  # (batch, channels, height, width)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 
 from launcher import checkpoint
@@ -13,8 +12,6 @@ from launcher.distributed.runtime import Runtime
 from launcher.rundir import RunDir
 from launcher.training.progress import Progress, due
 from launcher.training.setup import Setup
-
-log = logging.getLogger("launcher")
 
 
 class Checkpoints:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from launcher.config.schema import Train
-
-log = logging.getLogger("launcher")
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import random
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from launcher.models.build import build_model
 from launcher.training.evaluate import measured_topk
 from launcher.training.optim import build_loss, build_optimizer, build_scheduler
 from launcher.training.task import Classification, Task
-
-log = logging.getLogger("launcher")
 
 
 @dataclass
