@@ -57,7 +57,7 @@ def run_locally(sweep: Sweep, train_one: TrainOne) -> int:
     finally:
         results = write_results(sweep, [rows[run.name] for run in sweep.runs])
     print_table(sweep, results)
-    return code or (1 if any(row["status"] != "finished" for row in results) else 0)
+    return code or (1 if any(row.status != "finished" for row in results) else 0)
 
 
 def _train_one(train_one: TrainOne, recipe: Recipe, folder: RunDir, resume_from: Path | None) -> tuple[Outcome, int]:
