@@ -130,6 +130,9 @@ def submit(sweep: Sweep, parallel: int | None, wait: bool) -> int:
         print(f"results:     launch sweep {sweep.folder}  (rewrites results.csv/json and prints the table, any time)")
         print(f"TensorBoard: tensorboard --logdir {sweep.folder}")
         return 0
+    # Not submitit.helpers.as_completed: slurm.submission hands back job ids, not submitit Jobs, and
+    # a Job's done() is true once its result file exists or sacct says CANCELLED, while the tasks may
+    # still be writing their checkpoint (status.wait_until_ended also waits out squeue's COMPLETING).
     for (run, _), job_id in zip(todo, job_ids, strict=True):
         state = status.wait_until_ended(job_id)
         log.info("job %s (%s) ended: %s", job_id, run.name, state["State"])
