@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from launcher.cli.parser import SLURM_FLAGS
 from launcher.cli.recipe_checks import problems_in
@@ -15,14 +14,12 @@ from launcher.errors import UserError
 from launcher.slurm import resources
 from launcher.sweep import execute, planning, results
 
-if TYPE_CHECKING:
-    pass
 log = logging.getLogger("launcher")
 
 
 def sweep(args: argparse.Namespace) -> int:
     """`launch sweep`: every combination of the grid, each an ordinary run: here one after another,
-    as `launch` trains (train_in), or as one SLURM job array. The rules are in launcher/sweep.py."""
+    as `launch` trains (train_in), or as one SLURM job array. The rules are in launcher/sweep/planning.py."""
 
     if Path(args.recipe).is_dir():
         running = [f"--{key.replace('_', '-')}" for key in ("cpu", "gpus", "nproc", "slurm", "parallel", "wait", "force", "name", *SLURM_FLAGS)
