@@ -19,7 +19,7 @@ log = logging.getLogger("launcher")
 
 def sweep(args: argparse.Namespace) -> int:
     """`launch sweep`: every combination of the grid, each an ordinary run: here one after another,
-    as `launch` trains (train_in), or as one SLURM job array. The rules are in launcher/sweep/."""
+    as `launch` trains (train_in), or as one SLURM job array. The rules are in launcher/sweep/planning.py."""
 
     if Path(args.recipe).is_dir():
         running = [f"--{key.replace('_', '-')}" for key in ("cpu", "gpus", "nproc", "slurm", "parallel", "wait", "force", "name", *SLURM_FLAGS)

@@ -57,7 +57,7 @@ def run_locally(sweep: Sweep, train_one: TrainOne) -> int:
     finally:
         results = write_results(sweep, [rows[run.name] for run in sweep.runs])
     print_table(sweep, results)
-    return code or (1 if any(row["status"] != "finished" for row in results) else 0)
+    return code or (1 if any(row.status != "finished" for row in results) else 0)
 
 
 def _train_one(train_one: TrainOne, recipe: Recipe, folder: RunDir, resume_from: Path | None) -> tuple[Outcome, int]:
@@ -130,6 +130,9 @@ def submit(sweep: Sweep, parallel: int | None, wait: bool) -> int:
         print(f"results:     launch sweep {sweep.folder}  (rewrites results.csv/json and prints the table, any time)")
         print(f"TensorBoard: tensorboard --logdir {sweep.folder}")
         return 0
+    # Not submitit.helpers.as_completed: slurm.submission hands back job ids, not submitit Jobs, and
+    # a Job's done() is true once its result file exists or sacct says CANCELLED, while the tasks may
+    # still be writing their checkpoint (status.wait_until_ended also waits out squeue's COMPLETING).
     for (run, _), job_id in zip(todo, job_ids, strict=True):
         state = status.wait_until_ended(job_id)
         log.info("job %s (%s) ended: %s", job_id, run.name, state["State"])

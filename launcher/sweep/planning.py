@@ -10,7 +10,7 @@ without a comma. The command line wins over the recipe's sweep for the same key,
 too (`optimizer.lr=0.05` fixes what the recipe sweeps; `sweep={}` drops the recipe's grid).
 Every combination is validated before anything runs.
 
-The sweep folder (a contract: `launcher.report` reads it):
+The sweep folder (a contract: `launch report` reads it; sweep.json is the model sweep.spec.SweepFile):
 
     <run.output>/<run.name>/sweep-<id>/      id: a hash of the recipe file's path, the grid and the other overrides (or --name)
       sweep.json     {"recipe", "metric", "mode", "grid", "overrides", "runs": [{"name", "params"}, ...]}
@@ -44,19 +44,12 @@ from launcher.config.yaml_io import read_yaml
 from launcher.errors import UserError
 from launcher.rundir import RunDir
 from launcher.sweep.grid import SAFE_ID, combinations, merge_grids, parse_command_line, run_names, sweep_id
+from launcher.sweep.spec import Mode, Run, SweepFile
 
 log = logging.getLogger("launcher")
 
 
 RUNS_NAMED = 3  # runs named in a problem that only some runs of a sweep have; the rest are counted
-
-
-@dataclass(frozen=True)
-class Run:
-    """One combination of the grid: its folder's name and the values it sets."""
-
-    name: str
-    params: dict[str, Any]
 
 
 @dataclass
@@ -66,27 +59,32 @@ class Sweep:
     grid: dict[str, list[Any]]
     overrides: list[str]  # the overrides with one value, the same for every run
     metric: str
-    mode: str  # "max" or "min"
+    mode: Mode
     runs: list[Run]
     recipes: dict[str, Recipe] = field(default_factory=dict)  # by run name; empty for a sweep read back from its folder
 
     def run_dir(self, run: Run) -> RunDir:
         return RunDir(self.folder / run.name)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "recipe": self.recipe, "metric": self.metric, "mode": self.mode, "grid": self.grid, "overrides": self.overrides,
-            "runs": [{"name": run.name, "params": run.params} for run in self.runs],
-        }  # fmt: skip
+    def spec(self) -> SweepFile:
+        """What sweep.json holds."""
+        return SweepFile(
+            recipe=self.recipe,
+            metric=self.metric,
+            mode=self.mode,
+            grid=self.grid,
+            overrides=self.overrides,
+            runs=self.runs,
+        )
 
     def write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "sweep.json").write_text(json.dumps(self.as_json(), indent=2) + "\n")
+        self.spec().write(self.folder / "sweep.json")
 
 
 def plan(
     recipe_path: str, overrides: Sequence[str], check: Callable[[dict[str, Any]], list[Problem]] | None = None,
-    *, metric: str | None = None, mode: str | None = None, name: str | None = None,
+    *, metric: str | None = None, mode: Mode | None = None, name: str | None = None,
 ) -> Sweep:  # fmt: skip
     """The sweep that `launch sweep RECIPE overrides...` means, each run's recipe validated (with
     `check`, as `launch` does); every problem of every combination raised together as a RecipeError."""
@@ -115,7 +113,7 @@ def plan(
         raise RecipeError(recipe_path, problems)
 
     combos = combinations(grid)
-    runs = [Run(run_name, params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
+    runs = [Run(name=run_name, params=params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
     recipes = _validated_recipes(recipe_path, fixed, runs, check)
     first = recipes[runs[0].name]
     measured = metric_names(first.eval.metrics)
@@ -172,7 +170,7 @@ def _grouped(found: dict[str, list[Problem]], total: int) -> list[Problem]:
     return in_recipe_order(listed)  # section by section, as for one recipe
 
 
-def default_mode(metric: str) -> str:
+def default_mode(metric: str) -> Mode:
     return "min" if "loss" in metric else "max"
 
 
@@ -181,34 +179,40 @@ def _refuse_another_sweep_in(sweep: Sweep) -> None:
     path = sweep.folder / "sweep.json"
     if not path.exists():
         return
-    before = json.loads(path.read_text())
-    now = json.loads(json.dumps(sweep.as_json()))
-    before["recipe"], now["recipe"] = (str(Path(d["recipe"]).resolve()) for d in (before, now))  # ./r.yaml is r.yaml
-    differs = [key for key in ("recipe", "grid", "overrides") if before.get(key) != now[key]]
+    before = SweepFile.read(path)
+    now = SweepFile.model_validate(json.loads(json.dumps(sweep.spec().model_dump())))  # as it would be read back
+    differs = [
+        key
+        for key, (was, is_now) in {
+            "recipe": (Path(before.recipe).resolve(), Path(now.recipe).resolve()),  # ./r.yaml is r.yaml
+            "grid": (before.grid, now.grid),
+            "overrides": (before.overrides, now.overrides),
+        }.items()
+        if was != is_now
+    ]
     if differs:
         raise UserError(
             f"{sweep.folder} holds another sweep (its {', '.join(differs)} differ: see its sweep.json); choose another --name"
         )
 
 
-def load(folder: Path, metric: str | None = None, mode: str | None = None) -> Sweep:
+def load(folder: Path, metric: str | None = None, mode: Mode | None = None) -> Sweep:
     """The sweep in `folder`, from its sweep.json (`launch sweep SWEEP_FOLDER`)."""
     path = folder / "sweep.json"
     if not path.is_file():
         raise UserError(f"{folder}: no sweep.json here; give a sweep folder (<output>/<name>/sweep-<id>) or a recipe")
-    data = json.loads(path.read_text())
-    runs = [Run(run["name"], run["params"]) for run in data["runs"]]
-    if metric is not None and metric != data["metric"]:
-        recipes = [RunDir(folder / run.name).recipe for run in runs]
+    spec = SweepFile.read(path)
+    if metric is not None and metric != spec.metric:
+        recipes = [RunDir(folder / run.name).recipe for run in spec.runs]
         evaluated = next((read_yaml(r).get("eval") or {} for r in recipes if r.exists()), {})
         measured = metric_names(evaluated.get("metrics", ["acc1", "acc5"]))
         if metric not in measured:
             raise UserError(
                 f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
             )
-    metric = metric or data["metric"]
-    mode = mode or (data["mode"] if metric == data["metric"] else default_mode(metric))
-    return Sweep(folder, data["recipe"], data["grid"], data.get("overrides", []), metric, mode, runs)
+    metric = metric or spec.metric
+    mode = mode or (spec.mode if metric == spec.metric else default_mode(metric))
+    return Sweep(folder, spec.recipe, spec.grid, spec.overrides, metric, mode, spec.runs)
 
 
 def existing_runs(sweep: Sweep) -> list[tuple[Recipe, RunDir]]:

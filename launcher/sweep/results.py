@@ -6,30 +6,80 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
 
 from launcher.config.yaml_io import read_yaml
 from launcher.errors import UserError
 from launcher.rundir import RunDir
 from launcher.slurm import status
-from launcher.sweep.planning import Run, Sweep
+from launcher.sweep.planning import Sweep
+from launcher.sweep.spec import Run
 from launcher.tracking.tensorboard import scalar_series
+from launcher.training.summary import RunSummary, read_summary
 
 log = logging.getLogger("launcher")
+
+
+Status = Literal["finished", "failed", "stopped", "running", "pending", "unfinished", "unknown"]
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What became of a run that this command ran."""
 
-    status: str  # running, finished, failed or stopped
+    status: Literal["running", "finished", "failed", "stopped"]
     error: str | None = None
 
 
+class ResultRow(BaseModel):
+    """A run's row of results.csv/json. On disk a row is flat (`as_json`): the run's values (by
+    recipe key) and its final metrics (by tag: val/loss) are columns of their own."""
+
+    rank: int | None = None  # by the sweep's metric, best first; None without a finite value
+    run: str
+    status: Status
+    params: dict[str, Any] = {}
+    metrics: dict[str, int | float] = {}  # metrics.json's final metrics, without its epoch and step
+    epochs: int | None = None
+    steps: int | None = None
+    best: float | None = None  # the best value of the sweep's metric, and the step it was measured at
+    best_step: int | None = None
+    wall_time_s: float | None = None
+    error: str | None = None
+    folder: str
+
+    @staticmethod
+    def columns(grid: Iterable[str], metrics: Iterable[str]) -> list[str]:
+        """results.csv's columns: the run's values and its final metrics between its status and epochs."""
+        return ["rank", "run", "status", *grid, *metrics, "epochs", "steps", "best", "best_step", "wall_time_s", "error", "folder"]  # fmt: skip
+
+    def as_json(self, grid: Iterable[str], metrics: Iterable[str]) -> dict[str, Any]:
+        """The row as results.json holds it (flat, every column, None where it has no value)."""
+        grid, metrics = list(grid), list(metrics)
+        values = {
+            **self.model_dump(exclude={"params", "metrics"}),
+            **{key: self.params.get(key) for key in grid},
+            **{tag: self.metrics.get(tag) for tag in metrics},
+        }
+        return {column: values[column] for column in self.columns(grid, metrics)}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> ResultRow:
+        """A row of results.json read back: the metrics are the columns with a /, the values the other unnamed ones."""
+        named = {key: value for key, value in row.items() if key in cls.model_fields}
+        others = {key: value for key, value in row.items() if key not in cls.model_fields}
+        metrics = {key: value for key, value in others.items() if "/" in key and value is not None}
+        params = {key: value for key, value in others.items() if "/" not in key}
+        return cls.model_validate({**named, "params": params, "metrics": metrics})
+
+
 def run_status(
-    folder: RunDir, outcome: Outcome | None = None, before: dict[str, Any] | None = None
-) -> tuple[str, str | None]:
+    folder: RunDir, outcome: Outcome | None = None, before: ResultRow | None = None
+) -> tuple[Status, str | None]:
     """(status, error) of a run: from its files, what this command saw, SLURM, or the results written before."""
     if folder.metrics.exists():
         return "finished", None
@@ -37,12 +87,12 @@ def run_status(
         return outcome.status, outcome.error
     if (folder.path / "slurm" / "job.json").exists():
         return _slurm_status(folder)
-    if before and before.get("status") in ("failed", "stopped") and folder.path.is_dir():
-        return before["status"], before.get("error")
+    if before and before.status in ("failed", "stopped") and folder.path.is_dir():
+        return before.status, before.error
     return ("unfinished", None) if folder.path.is_dir() else ("pending", None)
 
 
-def _slurm_status(folder: RunDir) -> tuple[str, str | None]:
+def _slurm_status(folder: RunDir) -> tuple[Status, str | None]:
 
     try:
         job = status.find_job(str(folder.path))
@@ -59,30 +109,32 @@ def _slurm_status(folder: RunDir) -> tuple[str, str | None]:
     return "failed", f"job {job.job_id} {state}" + (f": {failures[0].splitlines()[-1].strip()}" if failures else "")
 
 
-def result_row(
-    sweep: Sweep, run: Run, outcome: Outcome | None = None, before: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def result_row(sweep: Sweep, run: Run, outcome: Outcome | None = None, before: ResultRow | None = None) -> ResultRow:
     """A run's row of results.csv/json: its values, status, final metrics (metrics.json), the best
     value of the sweep's metric and its step (from TensorBoard, so unfinished runs have one too)."""
 
     folder = sweep.run_dir(run)
     status, error = run_status(folder, outcome, before)
-    summary = json.loads(folder.metrics.read_text()) if folder.metrics.exists() else {}
-    final = dict(summary.get("final") or {})
+    summary = read_summary(folder.metrics)
+    final = dict(summary.final) if summary else {}
     epochs, steps = final.pop("epoch", None), final.pop("step", None)
-    kept = summary.get("best") or {}
-    if kept.get("metric") == sweep.metric and kept.get("value") is not None and _mode_of(folder) == sweep.mode:
-        best_step, best = kept["step"], kept["value"]  # exact, where TensorBoard holds float32
-    else:
-        series = [
-            point for point in scalar_series(folder.tensorboard(None)).get(sweep.metric, []) if math.isfinite(point[1])
-        ]
-        pick = max if sweep.mode == "max" else min
-        best_step, best = pick(series, key=lambda point: point[1]) if series else (None, None)
-    return {
-        "rank": None, "run": run.name, "status": status, **run.params, **final, "epochs": epochs, "steps": steps,
-        "best": best, "best_step": best_step, "wall_time_s": summary.get("wall_time_s"), "error": error, "folder": str(folder.path.resolve()),
-    }  # fmt: skip
+    best_step, best = _best(sweep, folder, summary)
+    return ResultRow(
+        run=run.name, status=status, params=run.params, metrics=final, epochs=epochs, steps=steps, best=best,
+        best_step=best_step, wall_time_s=summary.wall_time_s if summary else None, error=error, folder=str(folder.path.resolve()),
+    )  # fmt: skip
+
+
+def _best(sweep: Sweep, folder: RunDir, summary: RunSummary | None) -> tuple[int | None, float | None]:
+    """(step, value) of the sweep's metric at its best: metrics.json's best where it is the sweep's, else TensorBoard's."""
+    kept = summary.best if summary else None
+    if kept and kept.metric == sweep.metric and kept.value is not None and _mode_of(folder) == sweep.mode:
+        return kept.step, kept.value  # exact, where TensorBoard holds float32
+    series = [
+        point for point in scalar_series(folder.tensorboard(None)).get(sweep.metric, []) if math.isfinite(point[1])
+    ]
+    pick = max if sweep.mode == "max" else min
+    return pick(series, key=lambda point: point[1]) if series else (None, None)
 
 
 def _mode_of(folder: RunDir) -> str | None:
@@ -92,8 +144,8 @@ def _mode_of(folder: RunDir) -> str | None:
 
 
 def ranked(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows best first by the sweep's final metric (setting each one's rank); those without a
-    finite one after (a diverged run's NaN is not the best loss), in grid order."""
+    """The rows of results.json best first by the sweep's final metric (setting each one's rank);
+    those without a finite one after (a diverged run's NaN is not the best loss), in grid order."""
 
     def measured(row: dict[str, Any]) -> bool:
         return isinstance(row.get(sweep.metric), (int, float)) and math.isfinite(row[sweep.metric])
@@ -104,40 +156,34 @@ def ranked(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return best_first + [row for row in rows if not measured(row)]
 
 
-def write_results(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """results.json and results.csv, the rows in grid order (with their rank); returns the rows."""
-    ranked(sweep, rows)
-    metrics = sorted({key for row in rows for key in row if "/" in key})
-    columns = [
-        "rank",
-        "run",
-        "status",
-        *sweep.grid,
-        *metrics,
-        "epochs",
-        "steps",
-        "best",
-        "best_step",
-        "wall_time_s",
-        "error",
-        "folder",
-    ]
-    rows[:] = [{key: row.get(key) for key in columns} for row in rows]
-    (sweep.folder / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+def write_results(sweep: Sweep, rows: list[ResultRow]) -> list[ResultRow]:
+    """results.json and results.csv, the rows in grid order; returns the rows with their rank."""
+    metrics = sorted({tag for row in rows for tag in row.metrics if "/" in tag})
+    on_disk = [row.as_json(sweep.grid, metrics) for row in rows]
+    ranked(sweep, on_disk)
+    (sweep.folder / "results.json").write_text(json.dumps(on_disk, indent=2) + "\n")
     with (sweep.folder / "results.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, columns)
+        writer = csv.DictWriter(file, ResultRow.columns(sweep.grid, metrics))
         writer.writeheader()
-        for row in rows:
+        for row in on_disk:
             writer.writerow(
                 {key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in row.items()}
             )
-    return rows
+    return [row.model_copy(update={"rank": flat["rank"]}) for row, flat in zip(rows, on_disk, strict=True)]
 
 
-def previous_rows(sweep: Sweep) -> dict[str, dict[str, Any]]:
+def previous_rows(sweep: Sweep) -> dict[str, ResultRow]:
     """The rows of the results.json written before, by run name: the errors of runs that failed then."""
     path = sweep.folder / "results.json"
-    return {row["run"]: row for row in json.loads(path.read_text())} if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        rows = [ResultRow.from_json(row) for row in json.loads(path.read_text())]
+    except ValidationError as error:
+        raise UserError(
+            f"{path}: not a results.json as launch sweep writes it ({error.error_count()} problems); delete it to have it written again"
+        ) from None
+    return {row.run: row for row in rows}
 
 
 def show_results(sweep: Sweep) -> int:
@@ -147,39 +193,32 @@ def show_results(sweep: Sweep) -> int:
     before = previous_rows(sweep)
     rows = write_results(sweep, [result_row(sweep, run, before=before.get(run.name)) for run in sweep.runs])
     print_table(sweep, rows)
-    return 0 if all(row["status"] == "finished" for row in rows) else 1
+    return 0 if all(row.status == "finished" for row in rows) else 1
 
 
-def print_table(sweep: Sweep, rows: list[dict[str, Any]]) -> None:
+def print_table(sweep: Sweep, rows: list[ResultRow]) -> None:
     """The runs best first by the sweep's metric, then where the results are and how to compare the curves."""
-    counts = {
-        status: sum(row["status"] == status for row in rows) for status in dict.fromkeys(row["status"] for row in rows)
-    }
+    counts = {status: sum(row.status == status for row in rows) for status in dict.fromkeys(row.status for row in rows)}
     print(f"\nsweep {sweep.folder}: {len(rows)} runs, " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     print(f"by {sweep.metric} ({sweep.mode}), best first:")
-    metrics = [sweep.metric, *sorted({key for row in rows for key in row if "/" in key and key != sweep.metric})]
+    metrics = [
+        sweep.metric,
+        *sorted({tag for row in rows for tag in row.metrics if "/" in tag and tag != sweep.metric}),
+    ]
     header = ["#", "run", "status", *metrics, f"best {sweep.metric} (step)", "epochs", "time"]
     table = [header]
-    for row in ranked(sweep, rows):
-        best = f"{row['best']:.4f} ({row['best_step']})" if row["best"] is not None else "-"
-        time_s = f"{row['wall_time_s']:.1f} s" if row["wall_time_s"] is not None else "-"
-        table.append(
-            [
-                str(row["rank"] or "-"),
-                row["run"],
-                row["status"],
-                *(_number(row.get(m)) for m in metrics),
-                best,
-                _number(row["epochs"]),
-                time_s,
-            ]
-        )
+    # In rank order (write_results ranked them), the unranked ones after in grid order.
+    for row in sorted(rows, key=lambda row: (row.rank is None, row.rank or 0)):
+        best = f"{row.best:.4f} ({row.best_step})" if row.best is not None else "-"
+        time_s = f"{row.wall_time_s:.1f} s" if row.wall_time_s is not None else "-"
+        cells = [str(row.rank or "-"), row.run, row.status, *(_number(row.metrics.get(m)) for m in metrics)]
+        table.append([*cells, best, _number(row.epochs), time_s])
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     for row in rows:
-        if row["error"]:
-            print(f"  {row['run']}: {row['status']}: {row['error']}")
+        if row.error:
+            print(f"  {row.run}: {row.status}: {row.error}")
     print(f"results:     {sweep.folder / 'results.csv'}, {sweep.folder / 'results.json'}")
     print(f"TensorBoard: tensorboard --logdir {sweep.folder}")
 

@@ -19,9 +19,12 @@ from typing import Any
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from pydantic import ValidationError
 
 from launcher.errors import UserError
+from launcher.sweep.spec import PlottedRun, PlottedSweep
 from launcher.tracking.tensorboard import scalar_series
+from launcher.training.summary import read_summary
 
 Series = list[tuple[int, float]]
 EVENT_FILES = "events.out.tfevents.*"
@@ -88,12 +91,12 @@ def run_report(run: Path) -> Report:
         chosen = {tag: points for tag, points in series.items() if re.fullmatch(pattern, tag)}
         if chosen:
             report.figures[file_name] = curves_figure(f"{name}: {ylabel}", ylabel, chosen)
-    summary = _metrics_json(run)
-    final = summary.get("final") or {tag: points[-1][1] for tag, points in series.items()}
+    summary = read_summary(run / "metrics.json")
+    final = (summary.final if summary else None) or {tag: points[-1][1] for tag, points in series.items()}
     report.rows = [[key, _fmt(value)] for key, value in final.items()]
-    if summary.get("best"):
-        best = summary["best"]
-        report.rows.append([f"best {best['metric']} (step {best['step']})", _fmt(best["value"])])
+    if summary and summary.best:
+        best = summary.best
+        report.rows.append([f"best {best.metric} (step {best.step})", _fmt(best.value)])
     if not summary:
         report.notes.append("no metrics.json (the run did not finish): the table shows the last value of each scalar")
     return report
@@ -102,20 +105,21 @@ def run_report(run: Path) -> Report:
 def sweep_report(sweep: Path) -> Report:
     """A sweep: every run's curves overlaid, and the final metric against each varied hyperparameter."""
     spec = _sweep_spec(sweep)
-    metric, runs = spec.get("metric", "val/acc1"), spec["runs"]
-    varied = [key for key in dict.fromkeys(k for r in runs for k in r["params"])
-              if len({json.dumps(r["params"].get(key)) for r in runs}) > 1]  # fmt: skip
+    metric, runs = spec.metric, spec.runs
+    varied = [key for key in dict.fromkeys(k for r in runs for k in r.params)
+              if len({json.dumps(r.params.get(key)) for r in runs}) > 1]  # fmt: skip
     report = Report(title=f"sweep {sweep.resolve().name}", headers=["run", *varied])
     labels, series, finals = {}, {}, {}
     for run in runs:
-        name, params = run["name"], run["params"]
+        name, params = run.name, run.params
         run_series = _run_series(sweep / name)
         if not run_series:
             report.notes.append(f"{name}: skipped, no TensorBoard scalars in {sweep / name} (failed or never started?)")
             continue
         labels[name] = ", ".join(f"{key}={params.get(key)}" for key in varied) or name
         series[name] = run_series
-        finals[name] = _metrics_json(sweep / name).get("final") or {
+        summary = read_summary(sweep / name / "metrics.json")
+        finals[name] = (summary.final if summary else None) or {
             tag: points[-1][1] for tag, points in run_series.items()
         }
     if not series:
@@ -137,19 +141,17 @@ def sweep_report(sweep: Path) -> Report:
             )
     columns = list(dict.fromkeys(k for final in finals.values() for k in final))
     report.headers += columns
-    report.rows = [[run["name"], *(str(run["params"].get(k, "")) for k in varied), *(_fmt(finals[run["name"]].get(c)) for c in columns)]
-                   for run in runs if run["name"] in finals]  # fmt: skip
+    report.rows = [[run.name, *(str(run.params.get(k, "")) for k in varied), *(_fmt(finals[run.name].get(c)) for c in columns)]
+                   for run in runs if run.name in finals]  # fmt: skip
     ranked = [
         name
         for name in finals
         if isinstance(finals[name].get(metric), (int, float)) and math.isfinite(finals[name][metric])
     ]
     if ranked:
-        pick = max if spec.get("mode", "max") == "max" else min
+        pick = max if spec.mode == "max" else min
         best = pick(ranked, key=lambda name: finals[name][metric])
-        report.notes.insert(
-            0, f"best by final {metric} ({spec.get('mode', 'max')}): {best}, {_fmt(finals[best][metric])}"
-        )
+        report.notes.insert(0, f"best by final {metric} ({spec.mode}): {best}, {_fmt(finals[best][metric])}")
     return report
 
 
@@ -188,15 +190,15 @@ def metric_vs_param_figure(title: str, param: str, ylabel: str, series: dict[str
 
 
 def _against(
-    key: str, varied: list[str], runs: list[dict[str, Any]], values: dict[str, float]
+    key: str, varied: list[str], runs: list[PlottedRun], values: dict[str, float]
 ) -> dict[str, list[tuple[Any, float]]]:
     """(value of `key`, the run's value) for each run that has one, a series per combination of
     the other varied hyperparameters, labelled by it ("train.batch_size=32")."""
     series: dict[str, list[tuple[Any, float]]] = {}
     for run in runs:
-        if run["name"] in values:
-            others = ", ".join(f"{k}={run['params'].get(k)}" for k in varied if k != key) or "all runs"
-            series.setdefault(others, []).append((run["params"].get(key), values[run["name"]]))
+        if run.name in values:
+            others = ", ".join(f"{k}={run.params.get(k)}" for k in varied if k != key) or "all runs"
+            series.setdefault(others, []).append((run.params.get(key), values[run.name]))
     return series
 
 
@@ -228,22 +230,25 @@ def _run_series(run: Path) -> dict[str, Series]:
     return {}
 
 
-def _metrics_json(run: Path) -> dict[str, Any]:
-    path = run / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _sweep_spec(sweep: Path) -> dict[str, Any]:
+def _sweep_spec(sweep: Path) -> PlottedSweep:
     path = sweep / "sweep.json"
     try:
-        spec = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"report: {path} is not valid JSON: {error}") from None
-    if not isinstance(spec, dict) or not spec.get("runs"):
+    try:
+        spec = PlottedSweep.model_validate(data)
+    except ValidationError as error:
+        where = error.errors()[0]["loc"]
+        if not where:  # not an object
+            raise UserError(f"report: nothing to plot in {sweep}: {path} lists no runs") from None
+        if where[0] == "runs" and where[2:] in ((), ("name",)):
+            raise UserError(
+                f"report: {path}: each entry of 'runs' needs a 'name' (the run's folder in {sweep})"
+            ) from None
+        raise UserError(f"report: {path}: {'.'.join(map(str, where))}: {error.errors()[0]['msg']}") from None
+    if not spec.runs:
         raise UserError(f"report: nothing to plot in {sweep}: {path} lists no runs")
-    if not all(isinstance(run, dict) and "name" in run for run in spec["runs"]):
-        raise UserError(f"report: {path}: each entry of 'runs' needs a 'name' (the run's folder in {sweep})")
-    spec["runs"] = [{"name": str(run["name"]), "params": run.get("params") or {}} for run in spec["runs"]]
     return spec
 
 
