@@ -7,6 +7,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from torch.distributed.elastic.multiprocessing.api import SignalException
+
 from launcher import checkpoint
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
@@ -63,8 +65,6 @@ def run_locally(sweep: Sweep, train_one: TrainOne) -> int:
 def _train_one(train_one: TrainOne, recipe: Recipe, folder: RunDir, resume_from: Path | None) -> tuple[Outcome, int]:
     """Train one run; its failure is an Outcome, not the sweep's end. The run's log.txt gets the
     error; the sweep's messages go back to the console alone afterwards."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-
     try:
         code = train_one(recipe, folder, resume_from)
     except SignalException:  # SIGTERM or Ctrl-C passed on to the workers: the sweep stops too

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +12,6 @@ from typing import Any
 
 from launcher.config.overrides import parse_override
 from launcher.config.problems import Problem, RecipeError
-
-log = logging.getLogger("launcher")
-
 
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 

@@ -28,7 +28,6 @@ not in the queue) and starts the ones never started.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,6 @@ from launcher.errors import UserError
 from launcher.rundir import RunDir
 from launcher.sweep.grid import SAFE_ID, combinations, merge_grids, parse_command_line, run_names, sweep_id
 from launcher.sweep.spec import Mode, Run, SweepFile
-
-log = logging.getLogger("launcher")
-
 
 RUNS_NAMED = 3  # runs named in a problem that only some runs of a sweep have; the rest are counted
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,9 +19,6 @@ from launcher.sweep.planning import Sweep
 from launcher.sweep.spec import Run
 from launcher.tracking.tensorboard import scalar_series
 from launcher.training.summary import RunSummary, read_summary
-
-log = logging.getLogger("launcher")
-
 
 Status = Literal["finished", "failed", "stopped", "running", "pending", "unfinished", "unknown"]
 
