@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
-import subprocess
 import time
 import zlib
 from collections.abc import Callable
@@ -33,9 +31,10 @@ from launcher.config.durations import slurm_duration_s
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
 from launcher.distributed.worker import joined
-from launcher.errors import UserError
+from launcher.errors import RunFailed, UserError
 from launcher.rundir import RunDir, new_run_dir
 from launcher.slurm import records
+from launcher.slurm.commands import show_job, slurm_command
 from launcher.training.stopping import StopRequests, TrainingStopped
 from launcher.training.summary import RunSummary
 from launcher.training.trainer import train
@@ -148,11 +147,9 @@ def master_port(job_id: str) -> int:
 def job_end_time(job_id: str) -> float | None:
     """When SLURM will stop this job (a time.time() value), or None where it has no limit."""
     try:
-        left = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%L"], check=False, capture_output=True, text=True, timeout=30
-        ).stdout.strip()
+        left = slurm_command(["squeue", "-h", "-j", job_id, "-o", "%L"], check=False, timeout_s=30).strip()
         return time.time() + slurm_duration_s(left)
-    except (OSError, subprocess.SubprocessError, ValueError):  # UNLIMITED, NOT_SET, no squeue
+    except (OSError, UserError, ValueError):  # UNLIMITED, NOT_SET, no answer, no squeue
         return None
 
 
@@ -160,19 +157,22 @@ def _make_findable(job_id: str, run: RunDir, tasks: int) -> None:
     """So that `launch status|logs|cancel` work for a job script's run too: the job's comment
     names the run folder, and the run folder's slurm/job.json the job and its log."""
 
-    shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout
-    stdout = re.search(r"StdOut=(\S+)", shown)
-    log_file = Path(stdout.group(1)) if stdout else None
+    stdout = show_job(job_id).get("StdOut")
+    log_file = Path(stdout) if stdout else None
     records.record_job(run, job_id, log_file.parent if log_file else run.path, tasks, log_file)
-    subprocess.run(
+    slurm_command(
         ["scontrol", "update", f"JobId={job_id}", f"Comment={records.COMMENT}{run.path.resolve()}"],
         check=False,  # best effort, as before: job.json above already records the job
-        capture_output=True,
     )
 
 
 def _scontrol_requeue(job_id: str) -> None:
-    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
+    """A job script's run requeues itself (it has no submitit handler to hand over to) as
+    submitit's `SlurmJobEnvironment._requeue` does; submitit has no public call for it."""
+    try:
+        slurm_command(["scontrol", "requeue", job_id])
+    except UserError as error:  # the run failed on the way (exit status 1), not the user's input
+        raise RunFailed(str(error)) from None
 
 
 def _limit_reached(job_id: str, restarts: int, limit: int, latest: Path | None, run: RunDir) -> str:
