@@ -13,7 +13,7 @@ from launcher import checkpoint
 from launcher.errors import UserError, is_error_line
 from launcher.rundir import RunDir
 from launcher.slurm.commands import show_job, slurm_command
-from launcher.slurm.records import ARRAY_INDEX, COMMENT, Job, recorded_job
+from launcher.slurm.records import COMMENT, Job, array_runs, recorded_job
 from launcher.tracking.tensorboard import last_scalars
 
 log = logging.getLogger("launcher")
@@ -45,9 +45,8 @@ def find_job(target: str) -> Job:
         raise UserError(f"{target}: neither a run folder nor a SLURM job id")
     # The controller knows the job's comment and log (until MinJobAge after its end).
     shown = show_job(target)
-    index_file = Path(shown["StdOut"]).parent / ARRAY_INDEX if shown.get("StdOut") else None
-    if index_file is not None and index_file.exists():  # a task of an array: the comment is the array's
-        index = json.loads(index_file.read_text())
+    index = array_runs(Path(shown["StdOut"]).parent) if shown.get("StdOut") else None
+    if index is not None:  # a task of an array: the comment is the array's
         if target in index:
             return recorded_job(RunDir(Path(index[target])), target)
         raise UserError(f"job {target} is an array; give one of its tasks: {', '.join(index)}")
