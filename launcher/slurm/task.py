@@ -52,7 +52,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
         # submitit's own handler for its preemption signal, installed before this call: rank 0
         # hands over to it once the checkpoint is written, and it calls `checkpoint()` below,
         # saves the resubmission and requeues the job.
-        submitit_handler = signal.getsignal(SlurmJobEnvironment._usr_sig())
+        submitit_handler = signal.getsignal(preemption_signal())
         return run_task(
             Recipe.model_validate(self.recipe_data), RunDir(Path(self.run_path)), self.device_type,
             requeue=lambda: _hand_over_to(submitit_handler),
@@ -68,7 +68,21 @@ def _hand_over_to(handler: object) -> None:
     """Run submitit's handler for its preemption signal (signal.getsignal types it as possibly SIG_DFL, SIG_IGN or None)."""
     if not callable(handler):
         raise TypeError(f"submitit installed no handler for its preemption signal to hand over to: {handler!r}")
-    handler(SlurmJobEnvironment._usr_sig(), None)
+    handler(preemption_signal(), None)
+
+
+def preemption_signal() -> signal.Signals:
+    """The signal that submitit asks sbatch's --signal for and handles: USR2, or the one that
+    SUBMITIT_PREEMPT_SIGNAL names.
+
+    submitit (1.5.4) has no public accessor for the signal itself: its own is the private
+    `JobEnvironment._usr_sig()`. This does that lookup from the public `USR_SIG`, the name."""
+    try:
+        return signal.Signals[f"SIG{SlurmJobEnvironment.USR_SIG}"]
+    except KeyError:
+        raise UserError(
+            f"SUBMITIT_PREEMPT_SIGNAL={SlurmJobEnvironment.USR_SIG}: no such signal (submitit's default: USR2)"
+        ) from None
 
 
 def srun_task(recipe: Recipe, device_type: str) -> RunSummary | None:
@@ -107,7 +121,7 @@ def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[]
         end_time = job_end_time(job.job_id) if runtime.is_main else None
         stop = StopRequests(runtime.device, end_time=end_time, patience_s=recipe.distributed.stall_s)
         try:
-            with stop.catching([signal.SIGTERM, SlurmJobEnvironment._usr_sig()]):
+            with stop.catching([signal.SIGTERM, preemption_signal()]):
                 return train(recipe, runtime, run, latest, stop)
         except TrainingStopped as stopped:
             log.warning("%s", stopped)
