@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,8 @@ import yaml
 from launcher import checkpoint
 from launcher.errors import UserError, is_error_line
 from launcher.rundir import RunDir
-from launcher.slurm.commands import slurm_command
-from launcher.slurm.records import ARRAY_INDEX, COMMENT, Job, recorded_job
+from launcher.slurm.commands import show_job, slurm_command
+from launcher.slurm.records import COMMENT, Job, array_runs, recorded_job
 from launcher.tracking.tensorboard import last_scalars
 
 log = logging.getLogger("launcher")
@@ -47,17 +46,15 @@ def find_job(target: str) -> Job:
     if not re.fullmatch(r"\d+(_\d+)?", target):
         raise UserError(f"{target}: neither a run folder nor a SLURM job id")
     # The controller knows the job's comment and log (until MinJobAge after its end).
-    shown = subprocess.run(["scontrol", "show", "job", target], check=False, capture_output=True, text=True).stdout
-    stdout = re.search(r"StdOut=(\S+)", shown)
-    index_file = Path(stdout.group(1)).parent / ARRAY_INDEX if stdout else None
-    if index_file is not None and index_file.exists():  # a task of an array: the comment is the array's
-        index = json.loads(index_file.read_text())
+    shown = show_job(target)
+    index = array_runs(Path(shown["StdOut"]).parent) if shown.get("StdOut") else None
+    if index is not None:  # a task of an array: the comment is the array's
         if target in index:
             return recorded_job(RunDir(Path(index[target])), target)
         raise UserError(f"job {target} is an array; give one of its tasks: {', '.join(index)}")
-    comment = re.search(rf"Comment={COMMENT}(\S+)", shown)
-    if comment:
-        return recorded_job(RunDir(Path(comment.group(1))), target)
+    comment = shown.get("Comment", "")
+    if comment.startswith(COMMENT) and comment != COMMENT:
+        return recorded_job(RunDir(Path(comment.removeprefix(COMMENT))), target)
     raise UserError(
         f"job {target}: the controller knows no run folder of it (or no longer knows the job); give its run folder instead"
     )
@@ -79,11 +76,9 @@ def job_state(job_id: str) -> dict[str, str]:
 
 
 def restarts(job_id: str) -> int | None:
-    match = re.search(
-        r"Restarts=(\d+)",
-        subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout,
-    )
-    return int(match.group(1)) if match else None
+    """How often the job was requeued, or None where the controller does not know it (any more)."""
+    count = show_job(job_id).get("Restarts")
+    return int(count) if count else None
 
 
 def wait_until_ended(job_id: str, timeout_s: float | None = None, poll_s: float = 2.0) -> dict[str, str]:
@@ -100,8 +95,7 @@ def wait_until_ended(job_id: str, timeout_s: float | None = None, poll_s: float 
 
 def _completing(job_id: str) -> bool:
     """squeue lists the job as COMPLETING while its tasks are still ending."""
-    listed = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], check=False, capture_output=True, text=True)
-    return "COMPLETING" in listed.stdout
+    return "COMPLETING" in slurm_command(["squeue", "-h", "-j", job_id, "-o", "%T"], check=False)
 
 
 def follow(job: Job, rank: int = 0, keep_following: bool = True, poll_s: float = 1.0) -> Iterator[str]:

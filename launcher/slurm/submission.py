@@ -10,7 +10,6 @@ tasks) on each node. The run folder's `slurm/` holds submitit's files, one log p
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from launcher.config.durations import time_limit_minutes
 from launcher.config.schema import Recipe, Slurm
 from launcher.errors import UserError
 from launcher.rundir import RunDir
-from launcher.slurm.records import ARRAY_INDEX, COMMENT, record_job
+from launcher.slurm.records import COMMENT, record_array, record_job
 from launcher.slurm.resources import check_resources, device_type, tasks_per_node
 from launcher.slurm.task import TrainingJob
 
@@ -120,8 +119,5 @@ def submit_array(recipes: list[Recipe], runs: list[RunDir], folder: Path, parall
         record_job(run, job.job_id, folder, slurm.nodes * tasks_per_node(slurm))
     # The array's tasks share one comment: `launch status ARRAY_TASK_ID` finds their runs here
     # (and those of earlier arrays submitted into the same folder).
-    index_file = folder / ARRAY_INDEX
-    index = json.loads(index_file.read_text()) if index_file.exists() else {}
-    index.update({job.job_id: str(run.path.resolve()) for job, run in zip(jobs, runs, strict=True)})
-    index_file.write_text(json.dumps(index, indent=2) + "\n")
+    record_array(folder, {job.job_id: run.path for job, run in zip(jobs, runs, strict=True)})
     return [job.job_id for job in jobs]

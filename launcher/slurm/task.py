@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
-import subprocess
 import time
 import zlib
 from collections.abc import Callable
@@ -33,9 +31,10 @@ from launcher.config.durations import slurm_duration_s
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
 from launcher.distributed.worker import joined
-from launcher.errors import UserError
+from launcher.errors import RunFailed, UserError
 from launcher.rundir import RunDir, new_run_dir
 from launcher.slurm import records
+from launcher.slurm.commands import show_job, slurm_command
 from launcher.training.stopping import StopRequests, TrainingStopped
 from launcher.training.summary import RunSummary
 from launcher.training.trainer import train
@@ -53,7 +52,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
         # submitit's own handler for its preemption signal, installed before this call: rank 0
         # hands over to it once the checkpoint is written, and it calls `checkpoint()` below,
         # saves the resubmission and requeues the job.
-        submitit_handler = signal.getsignal(SlurmJobEnvironment._usr_sig())
+        submitit_handler = signal.getsignal(preemption_signal())
         return run_task(
             Recipe.model_validate(self.recipe_data), RunDir(Path(self.run_path)), self.device_type,
             requeue=lambda: _hand_over_to(submitit_handler),
@@ -69,7 +68,21 @@ def _hand_over_to(handler: object) -> None:
     """Run submitit's handler for its preemption signal (signal.getsignal types it as possibly SIG_DFL, SIG_IGN or None)."""
     if not callable(handler):
         raise TypeError(f"submitit installed no handler for its preemption signal to hand over to: {handler!r}")
-    handler(SlurmJobEnvironment._usr_sig(), None)
+    handler(preemption_signal(), None)
+
+
+def preemption_signal() -> signal.Signals:
+    """The signal that submitit asks sbatch's --signal for and handles: USR2, or the one that
+    SUBMITIT_PREEMPT_SIGNAL names.
+
+    submitit (1.5.4) has no public accessor for the signal itself: its own is the private
+    `JobEnvironment._usr_sig()`. This does that lookup from the public `USR_SIG`, the name."""
+    try:
+        return signal.Signals[f"SIG{SlurmJobEnvironment.USR_SIG}"]
+    except KeyError:
+        raise UserError(
+            f"SUBMITIT_PREEMPT_SIGNAL={SlurmJobEnvironment.USR_SIG}: no such signal (submitit's default: USR2)"
+        ) from None
 
 
 def srun_task(recipe: Recipe, device_type: str) -> RunSummary | None:
@@ -108,7 +121,7 @@ def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[]
         end_time = job_end_time(job.job_id) if runtime.is_main else None
         stop = StopRequests(runtime.device, end_time=end_time, patience_s=recipe.distributed.stall_s)
         try:
-            with stop.catching([signal.SIGTERM, SlurmJobEnvironment._usr_sig()]):
+            with stop.catching([signal.SIGTERM, preemption_signal()]):
                 return train(recipe, runtime, run, latest, stop)
         except TrainingStopped as stopped:
             log.warning("%s", stopped)
@@ -148,11 +161,9 @@ def master_port(job_id: str) -> int:
 def job_end_time(job_id: str) -> float | None:
     """When SLURM will stop this job (a time.time() value), or None where it has no limit."""
     try:
-        left = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%L"], check=False, capture_output=True, text=True, timeout=30
-        ).stdout.strip()
+        left = slurm_command(["squeue", "-h", "-j", job_id, "-o", "%L"], check=False, timeout_s=30).strip()
         return time.time() + slurm_duration_s(left)
-    except (OSError, subprocess.SubprocessError, ValueError):  # UNLIMITED, NOT_SET, no squeue
+    except (OSError, UserError, ValueError):  # UNLIMITED, NOT_SET, no answer, no squeue
         return None
 
 
@@ -160,19 +171,22 @@ def _make_findable(job_id: str, run: RunDir, tasks: int) -> None:
     """So that `launch status|logs|cancel` work for a job script's run too: the job's comment
     names the run folder, and the run folder's slurm/job.json the job and its log."""
 
-    shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout
-    stdout = re.search(r"StdOut=(\S+)", shown)
-    log_file = Path(stdout.group(1)) if stdout else None
+    stdout = show_job(job_id).get("StdOut")
+    log_file = Path(stdout) if stdout else None
     records.record_job(run, job_id, log_file.parent if log_file else run.path, tasks, log_file)
-    subprocess.run(
+    slurm_command(
         ["scontrol", "update", f"JobId={job_id}", f"Comment={records.COMMENT}{run.path.resolve()}"],
         check=False,  # best effort, as before: job.json above already records the job
-        capture_output=True,
     )
 
 
 def _scontrol_requeue(job_id: str) -> None:
-    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
+    """A job script's run requeues itself (it has no submitit handler to hand over to) as
+    submitit's `SlurmJobEnvironment._requeue` does; submitit has no public call for it."""
+    try:
+        slurm_command(["scontrol", "requeue", job_id])
+    except UserError as error:  # the run failed on the way (exit status 1), not the user's input
+        raise RunFailed(str(error)) from None
 
 
 def _limit_reached(job_id: str, restarts: int, limit: int, latest: Path | None, run: RunDir) -> str:
