@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,6 @@ from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 
 from launcher.errors import UserError
 from launcher.rundir import RunDir
-
-log = logging.getLogger("launcher")
-
 
 COMMENT = "launcher:"  # the job's comment: "launcher:<run folder>"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +14,6 @@ from launcher.config.problems import RecipeError, did_you_mean
 from launcher.config.schema import Recipe, Slurm
 from launcher.errors import UserError
 from launcher.slurm.commands import slurm_command
-
-log = logging.getLogger("launcher")
 
 
 def with_flags(recipe: Recipe, flags: dict[str, Any]) -> Recipe:

@@ -10,7 +10,6 @@ tasks) on each node. The run folder's `slurm/` holds submitit's files, one log p
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ from launcher.rundir import RunDir
 from launcher.slurm.records import COMMENT, record_array, record_job
 from launcher.slurm.resources import check_resources, device_type, tasks_per_node
 from launcher.slurm.task import TrainingJob
-
-log = logging.getLogger("launcher")
 
 
 def executor(folder: Path, slurm: Slurm, name: str) -> Any:

@@ -7,7 +7,7 @@ Two ways in, one way through (`run_task`):
 
 Preemption: SIGTERM (SLURM cancels, preempts or requeues the job) and SIGUSR2 (the warning
 sbatch's --signal sends before the time limit) only raise a flag; the ranks agree on a step,
-rank 0 checkpoints it (launcher.stopping). After a warning, or when the time limit draws near
+rank 0 checkpoints it (launcher.training.stopping). After a warning, or when the time limit draws near
 without one, the job is requeued and the next run resumes from that checkpoint, up to
 `slurm.max_requeues` times. After a plain SIGTERM, SLURM has decided already: the task exits.
 """
