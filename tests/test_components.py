@@ -89,9 +89,7 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def built_model(*overrides: str) -> object:
-    recipe = load_recipe(
-        DIGITS, ["scheduler=null", "data.transforms.train=[ToTensor]", *overrides], check=problems_in
-    )
+    recipe = load_recipe(DIGITS, ["scheduler=null", "data.transforms.train=[ToTensor]", *overrides], check=problems_in)
     return setup(recipe, single_process(True)).net
 
 
