@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RECIPES, ROOT, launch, run_dirs
+from conftest import RECIPES, ROOT, final_weights, launch, run_dirs
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,6 @@ PLAIN_MLP = (
     f"data.dataset.path={ROOT / 'recipes' / 'data' / 'iris.csv'}",
     "optimizer={name: SGD, lr: 0.1}",
 )
-
-
-def _final_model(output: Path, name: str) -> dict[str, torch.Tensor]:
-    (run,) = run_dirs(output, name)
-    return torch.load(sorted((run / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)["model"]
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
@@ -42,7 +37,8 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
         )
         == 0
     )
-    a, b = _final_model(big, "tabular_csv"), _final_model(accumulated, "tabular_csv")
+    (big_run,), (accumulated_run,) = run_dirs(big, "tabular_csv"), run_dirs(accumulated, "tabular_csv")
+    a, b = final_weights(big_run), final_weights(accumulated_run)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
