@@ -7,11 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, run_dirs, run_launch
+from conftest import FIXTURES, run_dirs, run_launch
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
-
-DIGITS = ROOT / "recipes" / "digits.yaml"
 
 
 def test_a_rank_that_hangs_ends_the_run_within_the_timeout_with_its_stack_in_its_log(tmp_path: Path) -> None:
