@@ -1,4 +1,4 @@
-"""Shared helpers: run `launch` in this process and find what a run wrote."""
+"""Shared helpers: run `launch` (in this process, or as a real process) and find what a run wrote."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from launcher.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+LAUNCH = (sys.executable, "-m", "launcher")
 
 
 @pytest.fixture(autouse=True)
@@ -60,11 +63,35 @@ def slurm_cluster() -> None:
     pytest.skip("no SLURM controller answers (start one with: slurm/cluster.sh up)")
 
 
-def launch_process(*args: str | Path, cwd: Path, **kwargs) -> subprocess.Popen[str]:
+def run_launch(
+    *args: str | Path, cwd: Path, timeout: float | None = 300, python_on_path: bool = False, **kwargs
+) -> subprocess.CompletedProcess[str]:
+    """Run the `launch` command as a separate process to its end; its output is captured as text.
+    python_on_path: this interpreter's folder first on PATH (where a SLURM job runs `launch` itself)."""
+    if python_on_path:
+        kwargs["env"] = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [*LAUNCH, *map(str, args)], check=False, capture_output=True, text=True, cwd=cwd, timeout=timeout, **kwargs
+    )
+
+
+def start_launch(*args: str | Path, cwd: Path, **kwargs) -> subprocess.Popen[str]:
+    """Start the `launch` command as a separate process in a session of its own (to signal its whole
+    group); stdout and stderr together in its stdout pipe."""
     return subprocess.Popen(
-        [sys.executable, "-m", "launcher", *map(str, args)], cwd=cwd, text=True,
+        [*LAUNCH, *map(str, args)], cwd=cwd, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kwargs,
     )  # fmt: skip
+
+
+def wait_for_file_text(pattern: str, text: str, folder: Path, timeout_s: float = 120) -> None:
+    """Wait until `text` appears in a file of `folder` that matches the glob `pattern`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(text in p.read_text(errors="replace") for p in folder.glob(pattern)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"'{text}' did not appear in {folder}/{pattern} within {timeout_s} s")
 
 
 def session_members(session: int) -> list[int]:
@@ -81,8 +108,14 @@ def session_members(session: int) -> list[int]:
     return members
 
 
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(checkpoint.latest(run / "checkpoints"))["model"]
+def final_checkpoint(run: Path) -> dict:
+    """The contents of the run's newest complete step checkpoint."""
+    return checkpoint.load(checkpoint.latest(run / "checkpoints"))
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    """The model weights of the run's newest complete step checkpoint."""
+    return final_checkpoint(run)["model"]
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

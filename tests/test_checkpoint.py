@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import RECIPES, launch, run_dirs
 
 from launcher import checkpoint
 from launcher.checkpoint import files as checkpoint_files
@@ -161,3 +162,26 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> No
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     checkpoint.restore_rng_states(checkpoint.load(path)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn()) == expected
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_keep_last_two_of_six_and_a_checkpoint_that_cannot_be_deleted_does_not_stop_training(tmp_path: Path) -> None:
+    recipe = (
+        RECIPES / "digits.yaml",
+        "--cpu",
+        "checkpoint.every_n_epochs=1",
+        "checkpoint.keep_last=2",
+        f"run.output={tmp_path}",
+    )
+    assert launch(*recipe, "train.epochs=1") == 0
+    (run,) = run_dirs(tmp_path, "digits")
+    stuck = checkpoint.step_path(run / "checkpoints", 1)
+    stuck.mkdir()  # an old "checkpoint" that unlink cannot remove, even as root
+    (stuck / "x").write_text("")
+    checkpoint.checksum_path(stuck).write_text(f"0  {stuck.name}\n")
+    torch.set_num_threads(2)
+    assert launch(*recipe, "train.epochs=6", "--resume", run) == 0  # 5 more saves, each followed by pruning
+    assert f"could not delete the old checkpoint {stuck}; training goes on" in (run / "log.txt").read_text()
+    assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000110.pt", "step-00000132.pt"]
+    assert (run / "checkpoints" / "best.pt").exists() and stuck.is_dir()

@@ -1,25 +1,15 @@
-"""The `launch` command as a user runs it: a separate process, its exit code and what it prints."""
+"""The `launch` command as a user runs it: its exit code and what it prints (a separate process, but
+for resuming with --force, run in this process)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import RECIPES
+import pytest
+from conftest import RECIPES, launch, run_dirs, run_launch
 
-
-def launch_process(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *map(str, args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
-
+from launcher import checkpoint
 
 BAD = """\
 data:
@@ -35,7 +25,7 @@ def test_check_on_a_bad_recipe_names_every_problem_and_runs_nothing(tmp_path: Pa
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(BAD)
     for command in (["check", recipe], [recipe, "--cpu"]):
-        result = launch_process(*command, cwd=tmp_path)
+        result = run_launch(*command, cwd=tmp_path)
         assert result.returncode == 2
         assert "6 problems in the recipe; nothing was run" in result.stderr
         for expected in (
@@ -52,7 +42,7 @@ def test_check_on_a_bad_recipe_names_every_problem_and_runs_nothing(tmp_path: Pa
 
 
 def test_check_on_a_good_recipe_builds_and_steps_once(tmp_path: Path) -> None:
-    result = launch_process("check", RECIPES / "digits.yaml", "train.batch_size=16", cwd=tmp_path)
+    result = run_launch("check", RECIPES / "digits.yaml", "train.batch_size=16", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "batch_size: 16" in result.stdout  # the resolved recipe, override applied
     assert "# model: small_cnn, 94,186 parameters" in result.stdout
@@ -62,18 +52,18 @@ def test_check_on_a_good_recipe_builds_and_steps_once(tmp_path: Path) -> None:
 
 
 def test_dry_run_is_check(tmp_path: Path) -> None:
-    result = launch_process(RECIPES / "digits.yaml", "--dry-run", cwd=tmp_path)
+    result = run_launch(RECIPES / "digits.yaml", "--dry-run", cwd=tmp_path)
     assert result.returncode == 0 and "# one forward/backward step" in result.stdout
 
 
 def test_resume_with_nothing_to_resume_says_where_it_looked(tmp_path: Path) -> None:
-    result = launch_process(RECIPES / "digits.yaml", "--resume", "--cpu", cwd=tmp_path)
+    result = run_launch(RECIPES / "digits.yaml", "--resume", "--cpu", cwd=tmp_path)
     assert result.returncode == 2
     assert "--resume: no run of 'digits' with a checkpoint under runs/digits" in result.stderr
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
-    result = launch_process("--help", cwd=tmp_path)
+    result = run_launch("--help", cwd=tmp_path)
     assert result.returncode == 0
     for word in ("--cpu", "--resume", "--dry-run", "key.sub=value"):
         assert word in result.stdout
@@ -88,7 +78,7 @@ def test_mistakes_found_while_building_are_named_without_a_traceback(tmp_path: P
         "checkpoint.best.metric=val/acc5": None,  # 10 classes: measured, fine
     }
     for override, expected in cases.items():
-        result = launch_process("check", digits, override, cwd=tmp_path)
+        result = run_launch("check", digits, override, cwd=tmp_path)
         if expected is None:
             assert result.returncode == 0, result.stderr
             continue
@@ -99,22 +89,22 @@ def test_mistakes_found_while_building_are_named_without_a_traceback(tmp_path: P
 
 def test_resuming_a_run_of_another_model_is_refused_and_keeps_its_recipe(tmp_path: Path) -> None:
     digits = RECIPES / "digits.yaml"
-    first = launch_process(digits, "--cpu", "train.epochs=1", "run.output=out", cwd=tmp_path)
+    first = run_launch(digits, "--cpu", "train.epochs=1", "run.output=out", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (run,) = (tmp_path / "out" / "digits").iterdir()
     before = (run / "recipe.yaml").read_text()
-    second = launch_process(
+    second = run_launch(
         digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", cwd=tmp_path
     )
     assert second.returncode == 2
     assert "this recipe trains something else than the run did:\n  model.width: 32 -> 8" in second.stderr
-    forced = launch_process(
+    forced = run_launch(
         digits, "--cpu", "--resume", run, "model.width=8", "train.epochs=2", "run.output=out", "--force", cwd=tmp_path
     )
     assert forced.returncode == 2  # --force gets past the recipe check, not past weights that don't fit
     assert "does not fit this recipe" in forced.stderr and "size mismatch" in forced.stderr
     assert (run / "recipe.yaml").read_text() == before
-    done = launch_process(digits, "--cpu", "--resume", run, "train.epochs=1", "run.output=out", cwd=tmp_path)
+    done = run_launch(digits, "--cpu", "--resume", run, "train.epochs=1", "run.output=out", cwd=tmp_path)
     assert done.returncode == 0 and "is complete: epoch 1" in done.stderr  # nothing to do is not a failure
     assert '"val/acc1"' in (run / "metrics.json").read_text()  # the finished run's results are kept
 
@@ -131,9 +121,26 @@ def test_slurm_flags_outside_slurm_say_what_to_use(tmp_path: Path) -> None:
         (["--slurm", "--nnodes", "2"], "--slurm places the tasks itself"),
     ]
     for flags, message in cases:
-        result = subprocess.run(
-            [sys.executable, "-m", "launcher", RECIPES / "digits.yaml", *flags, f"run.output={tmp_path}"],
-            check=False, capture_output=True, text=True, cwd=tmp_path, env=env_without_slurm, timeout=300,
-        )  # fmt: skip
+        result = run_launch(
+            RECIPES / "digits.yaml", *flags, f"run.output={tmp_path}", cwd=tmp_path, env=env_without_slurm
+        )
         assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_resuming_with_another_model_data_or_optimizer_needs_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = (RECIPES / "digits.yaml", "--cpu", f"run.output={tmp_path}")
+    assert launch(*recipe, "train.epochs=1") == 0
+    (run,) = run_dirs(tmp_path, "digits")
+    capsys.readouterr()
+    assert launch(*recipe, "train.epochs=2", "optimizer.lr=0.01", "--resume", run) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {run}: this recipe trains something else than the run did:\n  optimizer.lr: 0.003 -> 0.01" in err
+    assert "add --force to go on anyway" in err and "train.epochs" not in err  # a longer run is the same run
+    assert len(checkpoint.saved_steps(run / "checkpoints")) == 1  # nothing ran
+    assert launch(*recipe, "train.epochs=2", "optimizer.lr=0.01", "--resume", run, "--force") == 0
+    assert "--force: resuming with optimizer.lr: 0.003 -> 0.01" in capsys.readouterr().err

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import ROOT, launch, run_dirs
+from conftest import FIXTURES, ROOT, launch, run_dirs, run_launch
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -126,13 +125,7 @@ def test_csv_errors_name_the_file_and_row(tmp_path: Path) -> None:
     recipe = write_recipe(
         tmp_path / "bad.yaml", f"data: {{dataset: {{name: csv, path: {tmp_path / 'bad.csv'}}}}}\nmodel: {{name: mlp}}\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", "check", str(recipe)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    result = run_launch("check", recipe, cwd=tmp_path)
     assert result.returncode == 2
     assert "bad.csv: line 3 is not 2 numbers and a target" in result.stderr
 
@@ -140,38 +133,7 @@ def test_csv_errors_name_the_file_and_row(tmp_path: Path) -> None:
 def test_user_components_from_the_recipes_folder(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    (project / "my_components.py").write_text(
-        textwrap.dedent(
-            """
-            import torch
-            from torch import nn
-
-            class Blobs(torch.utils.data.Dataset):
-                '''Gaussian blobs around `centers` points: a dataset the test writes as code.'''
-                def __init__(self, n=300, centers=4, train=True):
-                    g = torch.Generator().manual_seed(0 if train else 1)
-                    self.targets = torch.randint(0, centers, (n,), generator=g)
-                    self.x = torch.randn(n, 2, generator=g) * 0.3 + torch.stack(
-                        [torch.cos(self.targets * 1.57), torch.sin(self.targets * 1.57)], dim=1) * 2
-                    self.classes = [f"blob{i}" for i in range(centers)]
-                def __len__(self):
-                    return len(self.targets)
-                def __getitem__(self, i):
-                    return self.x[i], int(self.targets[i])
-
-            class Linear(nn.Module):
-                def __init__(self, in_features, num_classes, scale=1.0):
-                    super().__init__()
-                    self.layer = nn.Linear(in_features, num_classes)
-                    self.scale = scale
-                def forward(self, x):
-                    return self.layer(x) * self.scale
-
-            def make_loss():
-                return nn.CrossEntropyLoss(label_smoothing=0.05)
-            """
-        )
-    )
+    shutil.copy(FIXTURES / "my_components.py", project / "my_components.py")
     recipe = write_recipe(
         project / "blobs.yaml",
         f"""
@@ -184,13 +146,7 @@ def test_user_components_from_the_recipes_folder(tmp_path: Path) -> None:
         """,
     )
     # From another working directory: the recipe's own folder is searched for user code.
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", str(recipe), "--cpu"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    result = run_launch(recipe, "--cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path / "runs", "blobs")
     metrics = json.loads((run / "metrics.json").read_text())
@@ -199,18 +155,12 @@ def test_user_components_from_the_recipes_folder(tmp_path: Path) -> None:
 
 
 def test_user_factory_returning_the_wrong_kind_is_named(tmp_path: Path) -> None:
-    (tmp_path / "wrong.py").write_text("def make_model(num_classes):\n    return 'a string'\n")
+    shutil.copy(FIXTURES / "wrong.py", tmp_path / "wrong.py")
     recipe = write_recipe(
         tmp_path / "wrong.yaml",
         "data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: 'wrong:make_model'}\n",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", "check", str(recipe)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    result = run_launch("check", recipe, cwd=tmp_path)
     assert result.returncode == 2
     assert (
         "model 'wrong:make_model' built a str ('a string'), expected a torch.nn.modules.module.Module" in result.stderr
@@ -232,10 +182,7 @@ def test_pretrained_weights_offline_give_a_clear_error(tmp_path: Path) -> None:
         tmp_path / "ft.yaml",
         "data: {dataset: {name: digits}, transforms: {train: [ToTensor], val: [ToTensor]}}\nmodel: {name: resnet18, weights: IMAGENET1K_V1}\n",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", "check", str(recipe)],
-        check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
-    )  # fmt: skip
+    result = run_launch("check", recipe, cwd=tmp_path, env=_offline_env(tmp_path / "torch"))
     assert result.returncode == 2
     assert "could not download the ResNet18_Weights.IMAGENET1K_V1 weights of resnet18" in result.stderr
     assert "This machine looks offline" in result.stderr
@@ -263,10 +210,7 @@ def test_finetune_from_cached_weights_freezes_the_backbone_and_fits_the_head(tmp
         run: {{output: {tmp_path / "runs"}}}
         """,
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", str(recipe), "--cpu"],
-        check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
-    )  # fmt: skip
+    result = run_launch(recipe, "--cpu", cwd=tmp_path, env=_offline_env(tmp_path / "torch"))
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path / "runs", "ft")
     trained = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
@@ -278,10 +222,13 @@ def test_finetune_from_cached_weights_freezes_the_backbone_and_fits_the_head(tmp
 
 
 def test_torchvision_download_offline_gives_a_clear_error(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", "check", str(ROOT / "recipes" / "cifar10_resnet18.yaml"), f"data.dataset.root={tmp_path}"],
-        check=False, capture_output=True, text=True, cwd=tmp_path, env=_offline_env(tmp_path / "torch"),
-    )  # fmt: skip
+    result = run_launch(
+        "check",
+        str(ROOT / "recipes" / "cifar10_resnet18.yaml"),
+        f"data.dataset.root={tmp_path}",
+        cwd=tmp_path,
+        env=_offline_env(tmp_path / "torch"),
+    )
     assert result.returncode == 2
     assert f"data.dataset: could not download CIFAR10 into {tmp_path}" in result.stderr
     assert "This machine looks offline" in result.stderr and "Traceback" not in result.stderr
@@ -289,10 +236,7 @@ def test_torchvision_download_offline_gives_a_clear_error(tmp_path: Path) -> Non
 
 def test_shipped_tabular_recipe_on_iris(tmp_path: Path) -> None:
     # As shipped, from the repository root: the recipe's CSV path is relative to the working directory.
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", "recipes/tabular_csv.yaml", "--cpu", f"run.output={tmp_path}"],
-        check=False, capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+    result = run_launch("recipes/tabular_csv.yaml", "--cpu", f"run.output={tmp_path}", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path, "tabular_csv")
     assert json.loads((run / "metrics.json").read_text())["final"]["val/acc1"] >= 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, launch, launch_process, run_dirs, scalars, session_members
+from conftest import (
+    FIXTURES,
+    ROOT,
+    final_checkpoint,
+    final_weights,
+    launch,
+    run_dirs,
+    run_launch,
+    scalars,
+    session_members,
+    start_launch,
+)
 
 from launcher import checkpoint
 
@@ -27,40 +39,14 @@ PLAIN = (
     "data.transforms.train=[ToTensor]", "train.epochs=2", "logging.every_n_steps=4", "checkpoint.best=null",
 )  # fmt: skip
 
-FLAKY = '''
-import os, time
-from torch import nn
-
-class Flaky(nn.Module):
-    """A linear model whose rank `fail_rank` raises, dies or hangs at its `fail_at`-th training forward."""
-    def __init__(self, in_features, num_classes, fail_rank=1, fail_at=5, how="raise", first_attempt_only=False):
-        super().__init__()
-        self.layer = nn.Linear(in_features, num_classes)
-        self.calls, self.fail_rank, self.fail_at, self.how = 0, fail_rank, fail_at, how
-        self.first_attempt_only = first_attempt_only
-    def forward(self, x):
-        self.calls += self.training
-        attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
-        if (self.training and int(os.environ.get("RANK", 0)) == self.fail_rank and self.calls == self.fail_at
-                and not (self.first_attempt_only and attempt > 0)):
-            with open(f"failed-at-{os.getpid()}", "w") as f:
-                f.write(str(time.time()))
-            if self.how == "raise":
-                raise RuntimeError(f"boom in rank {self.fail_rank} at forward {self.calls}")
-            if self.how == "kill":
-                os.kill(os.getpid(), 9)
-        return self.layer(x.flatten(1))
-'''
-
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("ddp")
     torch.set_num_threads(2)
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", DIGITS, "--nproc", "2", "train.batch_size=32", f"run.output={output}", *PLAIN],
-        check=False, capture_output=True, text=True, cwd=output,
-    )  # fmt: skip
+    result = run_launch(
+        DIGITS, "--nproc", "2", "train.batch_size=32", f"run.output={output}", *PLAIN, cwd=output, timeout=None
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (run,) = run_dirs(output, "digits")
     return run
@@ -77,8 +63,7 @@ def test_two_workers_match_one_process_with_twice_the_batch(two_workers: Path, t
     ddp_loss, one_loss = scalars(two_workers)["train/loss"], scalars(single)["train/loss"]
     assert [s for s, _ in ddp_loss] == [s for s, _ in one_loss] == list(range(4, 45, 4))
     torch.testing.assert_close([v for _, v in ddp_loss], [v for _, v in one_loss], rtol=1e-5, atol=1e-6)
-    a = torch.load(checkpoint.latest(two_workers / "checkpoints"), weights_only=True)["model"]
-    b = torch.load(checkpoint.latest(single / "checkpoints"), weights_only=True)["model"]
+    a, b = final_weights(two_workers), final_weights(single)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
@@ -103,12 +88,12 @@ def test_only_rank_0_writes_tensorboard_and_every_rank_its_log(two_workers: Path
     assert [p.name for p in checkpoint.saved_steps(two_workers / "checkpoints")] == [
         "step-00000044.pt"
     ]  # every 5 epochs, and the last
-    state = torch.load(checkpoint.latest(two_workers / "checkpoints"), weights_only=True)
+    state = final_checkpoint(two_workers)
     assert len(state["rng"]) == 2  # each rank's random state
 
 
 def test_a_killed_worker_takes_the_run_down_and_leaves_no_process(tmp_path: Path) -> None:
-    (tmp_path / "flaky.py").write_text(FLAKY)
+    shutil.copy(FIXTURES / "flaky.py", tmp_path / "flaky.py")
     recipe = tmp_path / "kill.yaml"
     recipe.write_text(
         textwrap.dedent("""
@@ -118,7 +103,7 @@ def test_a_killed_worker_takes_the_run_down_and_leaves_no_process(tmp_path: Path
         distributed: {timeout_s: 120}
     """)
     )
-    process = launch_process(recipe, "--nproc", "2", cwd=tmp_path)
+    process = start_launch(recipe, "--nproc", "2", cwd=tmp_path)
     output, _ = process.communicate(timeout=300)
     ended = time.time()
     assert process.returncode == 1, output
@@ -131,7 +116,7 @@ def test_a_killed_worker_takes_the_run_down_and_leaves_no_process(tmp_path: Path
 
 
 def test_max_restarts_resumes_from_the_latest_checkpoint_and_matches(tmp_path: Path) -> None:
-    (tmp_path / "flaky.py").write_text(FLAKY)
+    shutil.copy(FIXTURES / "flaky.py", tmp_path / "flaky.py")
     common = (
         "train.epochs=2",
         "train.batch_size=32",
@@ -152,9 +137,9 @@ def test_max_restarts_resumes_from_the_latest_checkpoint_and_matches(tmp_path: P
         )
         return path
 
-    straight = launch_process(recipe("straight", fail_rank=-1), "--nproc", "2", *common, cwd=tmp_path)
+    straight = start_launch(recipe("straight", fail_rank=-1), "--nproc", "2", *common, cwd=tmp_path)
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
-    restarted = launch_process(
+    restarted = start_launch(
         recipe("restarted", fail_rank=1), "--nproc", "2", "--max-restarts", "1", *common, cwd=tmp_path
     )
     output, _ = restarted.communicate(timeout=300)
@@ -165,8 +150,7 @@ def test_max_restarts_resumes_from_the_latest_checkpoint_and_matches(tmp_path: P
         "resumed from" in (run / "log.rank1.txt").read_text()
         and "step-00000022.pt" in (run / "log.rank0.txt").read_text()
     )
-    a = torch.load(checkpoint.latest(run_dirs(tmp_path / "runs", "straight")[0] / "checkpoints"), weights_only=True)
-    b = torch.load(checkpoint.latest(run / "checkpoints"), weights_only=True)
+    a, b = final_checkpoint(run_dirs(tmp_path / "runs", "straight")[0]), final_checkpoint(run)
     assert a["progress"] == b["progress"]
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
@@ -181,7 +165,7 @@ def _free_port() -> int:
 def test_two_nodes_on_loopback_form_one_world(tmp_path: Path) -> None:
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = [
-        launch_process(
+        start_launch(
             DIGITS,
             "--nproc",
             "1",
@@ -206,7 +190,7 @@ def test_two_nodes_on_loopback_form_one_world(tmp_path: Path) -> None:
 
 def test_two_runs_at_once_do_not_clash(tmp_path: Path) -> None:
     runs = [
-        launch_process(DIGITS, "--nproc", "2", "train.epochs=1", f"run.output={tmp_path / str(i)}", cwd=tmp_path)
+        start_launch(DIGITS, "--nproc", "2", "train.epochs=1", f"run.output={tmp_path / str(i)}", cwd=tmp_path)
         for i in range(2)
     ]
     outputs = [run.communicate(timeout=300)[0] for run in runs]
@@ -217,13 +201,7 @@ def test_two_runs_at_once_do_not_clash(tmp_path: Path) -> None:
 
 
 def test_gpus_without_cuda_fails_before_starting_anything(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", DIGITS, "--gpus", "2"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    result = run_launch(DIGITS, "--gpus", "2", cwd=tmp_path)
     assert result.returncode == 2
     assert "--gpus 2: this machine has no CUDA GPU" in result.stderr
     assert not (tmp_path / "runs").exists()
@@ -231,7 +209,7 @@ def test_gpus_without_cuda_fails_before_starting_anything(tmp_path: Path) -> Non
 
 @pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")
 def test_sigterm_on_launch_stops_the_workers(tmp_path: Path) -> None:
-    process = launch_process(DIGITS, "--nproc", "2", "train.epochs=50", cwd=tmp_path)
+    process = start_launch(DIGITS, "--nproc", "2", "train.epochs=50", cwd=tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("runs/digits/*/log.rank1.txt")):
         time.sleep(0.5)
@@ -246,11 +224,8 @@ def test_sigterm_on_launch_stops_the_workers(tmp_path: Path) -> None:
 
 def test_a_node_that_never_joins_ends_the_wait_with_a_message(tmp_path: Path) -> None:
     endpoint = f"127.0.0.1:{_free_port()}"
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", DIGITS, "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint,
-         "--rdzv-id", "alone", "distributed.timeout_s=5", f"run.output={tmp_path}"],
-        check=False, capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+    result = run_launch(DIGITS, "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint, "--rdzv-id", "alone",
+                        "distributed.timeout_s=5", f"run.output={tmp_path}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1
     assert f"the rendezvous at {endpoint} (run id alone) did not gather 2 node(s) within 5 s" in result.stderr
     assert "Traceback" not in result.stderr
@@ -276,24 +251,12 @@ def test_a_master_port_in_use_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
             )
 
 
-EXIT_AFTER_DDP = """
-import torch, torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from launcher import distributed
-dist.init_process_group("gloo")
-DistributedDataParallel(torch.nn.Linear(64, 10))(torch.randn(8, 64)).sum().backward()
-for _ in range(20):
-    dist.all_reduce(torch.ones(1000))
-distributed.destroy_process_group()
-"""
-
-
 @pytest.mark.slow
 def test_ddp_workers_exit_cleanly_after_leaving_the_group(tmp_path: Path) -> None:
     """torch 2.15 aborts a DDP-on-gloo process at exit now and then (see destroy_process_group).
     Without the pause (sleep patched out), this script aborted in 2 of 12 runs; with it, in none."""
     script = tmp_path / "exit_after_ddp.py"
-    script.write_text(EXIT_AFTER_DDP)
+    shutil.copy(FIXTURES / "exit_after_ddp.py", script)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",

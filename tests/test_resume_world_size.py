@@ -9,13 +9,11 @@ the same epochs: the schedule replayed here with torch's own classes on one para
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, launch, run_dirs, scalars
+from conftest import ROOT, final_checkpoint, launch, run_dirs, run_launch, scalars
 
 from launcher import checkpoint
 
@@ -65,14 +63,7 @@ def expected_rates(schedule, last_step: int, epoch_ends: dict[int, float], per_s
 
 
 def two_ranks(*args: str | Path, cwd: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", *map(str, args), "--nproc", "2"],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-        check=False,
-    )
+    result = run_launch(*args, "--nproc", "2", cwd=cwd, timeout=600)
     assert result.returncode == 0, result.stderr
 
 
@@ -98,7 +89,7 @@ def train_then_resume(override: str, direction: str, tmp_path: Path) -> tuple[Pa
         (run,) = run_dirs(tmp_path, "digits")
         stop_at, first_total = 25, 66  # 3 steps into epoch 2
         two_ranks(DIGITS, *common, "--resume", checkpoint.step_path(run / "checkpoints", stop_at), cwd=tmp_path)
-    final = checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]
+    final = final_checkpoint(run)["progress"]
     assert final["epoch"] == 3  # the resumed run trained to its end
     return run, stop_at, first_total
 
@@ -114,7 +105,7 @@ def test_the_schedule_goes_on_as_it_would_have_after_resuming_on_another_world_s
     rates = dict(logged["train/lr"])
     epoch_ends = dict(logged["val/loss"])
     last = max(rates)
-    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["step"] == last
+    assert final_checkpoint(run)["progress"]["step"] == last
     assert sorted(rates) == list(range(1, last + 1))  # every step once: no gap, no duplicate
     assert len(epoch_ends) == 3
     expected = expected_rates(build, last, epoch_ends, per_step="interval: step" in override)
@@ -141,3 +132,19 @@ def test_a_cosine_goes_on_from_the_same_fraction_and_ends_with_the_resumed_run(d
     expected = {step: LR * (1 + math.cos(math.pi * f)) / 2 for step, f in fraction.items()}
     assert rates == pytest.approx(expected, rel=1e-6, abs=1e-12)
     assert rates[last] < 0.01 * LR  # it ends at the bottom, not part-way or climbing back
+
+
+@pytest.mark.faults
+def test_resuming_on_another_number_of_ranks_keeps_the_position_in_samples(tmp_path: Path) -> None:
+    common = ("train.epochs=2", "checkpoint.every_n_steps=5", "checkpoint.keep_last=10", f"run.output={tmp_path}")
+    result = run_launch(DIGITS, "--nproc", "2", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = run_dirs(tmp_path, "digits")
+    step15 = checkpoint.step_path(run / "checkpoints", 15)  # 2 ranks x 64: 11 steps an epoch; 4 into the 2nd
+    assert checkpoint.load(step15)["progress"]["samples_done"] == 4 * 64 * 2
+    torch.set_num_threads(2)
+    assert launch(DIGITS, "--cpu", *common, "--resume", step15) == 0  # 1 rank x 64: 22 steps an epoch
+    log = (run / "log.txt").read_text()
+    assert "the checkpoint is from 2 rank(s), this run has 1: the epoch goes on after 512 of its samples" in log
+    final = final_checkpoint(run)["progress"]
+    assert (final["epoch"], final["step"]) == (2, 15 + (22 - 8))  # the rest of the epoch: 14 batches of 64

@@ -1,17 +1,21 @@
-"""Bad and hostile input: refused before anything runs, with what was wrong and where."""
+"""Bad and hostile input: refused before anything runs, with what was wrong and where; a single-node
+run listens on loopback only."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import os
+import signal
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import RECIPES, launch, run_dirs
-
-from launcher import checkpoint
+from conftest import (
+    RECIPES,
+    launch,
+    run_launch,
+    session_members,
+    start_launch,
+    wait_for_file_text,
+)
 
 
 def test_a_recipe_with_a_python_tag_is_refused_with_its_line_and_nothing_runs(
@@ -46,14 +50,7 @@ def test_three_kinds_of_problem_are_reported_together_and_no_worker_starts(tmp_p
     recipe.write_text(
         "data: {dataset: {name: csv, path: missing.csv}}\nmodel: {name: mlp}\ntrain: {epochs: many, batchsize: 8}\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", recipe, "--nproc", "2"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    result = run_launch(recipe, "--nproc", "2", cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "3 problems in the recipe; nothing was run" in result.stderr
     assert f"data.dataset.path: no such file or folder: {tmp_path / 'missing.csv'}" in result.stderr
@@ -64,24 +61,42 @@ def test_three_kinds_of_problem_are_reported_together_and_no_worker_starts(tmp_p
     assert "worker" not in result.stderr and not (tmp_path / "runs").exists()
 
 
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The addresses the processes `pids` listen on (TCP, from /proc), as 'ip:port'."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                ip = (
+                    ".".join(str(b) for b in raw[::-1])
+                    if width == 8
+                    else ":".join(raw[i : i + 4][::-1].hex() for i in range(0, 16, 4))
+                )
+                found.add(f"{ip}:{int(port, 16)}")
+    return found
+
+
+@pytest.mark.faults
 @pytest.mark.slow
-def test_two_runs_with_one_seed_are_bitwise_equal_with_or_without_loader_workers_and_deterministic_is_recorded(
-    tmp_path: Path,
-) -> None:
-    # The digits recipe augments at random (RandomAffine): each batch's augmentations are seeded,
-    # so two loader worker processes give the batches the main process would have made.
-    for name, workers in (("a", 0), ("b", 2)):
-        torch.set_num_threads(2)
-        assert launch(RECIPES / "digits.yaml", "--cpu", "train.epochs=2", "train.deterministic=true", f"data.num_workers={workers}",
-                      f"run.output={tmp_path / name}") == 0  # fmt: skip
-    (a,), (b,) = run_dirs(tmp_path / "a", "digits"), run_dirs(tmp_path / "b", "digits")
-    first, second = (
-        checkpoint.load(checkpoint.latest(a / "checkpoints")),
-        checkpoint.load(checkpoint.latest(b / "checkpoints")),
+def test_a_single_node_run_listens_on_loopback_only(tmp_path: Path) -> None:
+    process = start_launch(
+        RECIPES / "digits.yaml", "--nproc", "2", "train.epochs=100", f"run.output={tmp_path}", cwd=tmp_path
     )
-    for key in first["model"]:
-        assert torch.equal(first["model"][key], second["model"][key]), key
-    assert (
-        json.loads((a / "metrics.json").read_text())["final"] == json.loads((b / "metrics.json").read_text())["final"]
-    )
-    assert "deterministic: true" in (a / "recipe.yaml").read_text()
+    wait_for_file_text("digits/*/log.rank1.txt", "epoch 1/100", tmp_path)
+    addresses = listening_addresses(session_members(process.pid))
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert addresses  # the workers' store and gloo's own listeners
+    assert all(a.startswith("127.") for a in addresses), addresses

@@ -6,9 +6,11 @@ LAUNCHER_REQUIRE_SLURM=1, as in CI). Jobs run `launch` from this Python's enviro
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +18,17 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_same_weights, launch, run_dirs, scalars, weights
+from conftest import (
+    FIXTURES,
+    ROOT,
+    assert_same_weights,
+    final_checkpoint,
+    final_weights,
+    launch,
+    run_dirs,
+    run_launch,
+    scalars,
+)
 
 from launcher import checkpoint
 from launcher.config.loading import dump_recipe, load_recipe
@@ -28,19 +40,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 DIGITS = ROOT / "recipes" / "digits.yaml"
 TWO_NODES = ("--slurm", "--nodes", "2", "--nproc", "1", "--time", "10")
-
-
-def launch_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *map(str, args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
+# The jobs run `launch` from PATH: this interpreter's.
+launch_on_slurm = functools.partial(run_launch, timeout=600, python_on_path=True)
 
 
 def submitted(result: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
@@ -72,7 +73,7 @@ def two_node_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, f
     from `launch --slurm` to its first logged step."""
     output = tmp_path_factory.mktemp("slurm")
     started = time.time()
-    result = launch_cli(DIGITS, *TWO_NODES, "--wait", f"run.output={output}", cwd=output)
+    result = launch_on_slurm(DIGITS, *TWO_NODES, "--wait", f"run.output={output}", cwd=output)
     job_id, run = submitted(result)
     assert "epoch 15/15" in result.stdout  # --wait followed rank 0's log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -92,7 +93,7 @@ def test_two_node_job_trains_as_the_local_run_does(two_node_job: tuple[str, Path
     on_slurm = json.loads((run / "metrics.json").read_text())["final"]
     here = json.loads((local / "metrics.json").read_text())["final"]
     assert on_slurm["val/acc1"] == pytest.approx(here["val/acc1"]) and on_slurm["val/acc1"] > 0.95
-    assert_same_weights(weights(run), weights(local))
+    assert_same_weights(final_weights(run), final_weights(local))
     # Only rank 0 wrote TensorBoard; both ranks logged, each on its own node.
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert "task 0 of 2" in (run / "slurm" / f"{job_id}_0_log.out").read_text()
@@ -103,13 +104,13 @@ def test_two_node_job_trains_as_the_local_run_does(two_node_job: tuple[str, Path
 def test_status_and_logs_show_the_job(two_node_job: tuple[str, Path, float]) -> None:
     job_id, run, _ = two_node_job
     for target in (run, job_id):
-        status = launch_cli("status", target, cwd=run)
+        status = launch_on_slurm("status", target, cwd=run)
         assert status.returncode == 0, status.stderr
         assert f"job {job_id}: COMPLETED on node[1-2]" in status.stdout
         assert "val/acc1 0.9" in status.stdout and "step-00000165.pt" in status.stdout
-    logs = launch_cli("logs", run, "--rank", "1", cwd=run)
+    logs = launch_on_slurm("logs", run, "--rank", "1", cwd=run)
     assert logs.returncode == 0 and "task 1 of 2" in logs.stdout
-    no_such_rank = launch_cli("logs", job_id, "--rank", "2", cwd=run)
+    no_such_rank = launch_on_slurm("logs", job_id, "--rank", "2", cwd=run)
     assert no_such_rank.returncode == 2 and f"job {job_id} has ranks 0 to 1: no rank 2" in no_such_rank.stderr
 
 
@@ -119,7 +120,7 @@ def test_a_preempted_job_resumes_to_the_same_weights(
     preemption: str, two_node_job: tuple[str, Path, float], tmp_path: Path
 ) -> None:
     _, uninterrupted, _ = two_node_job
-    job_id, run = submitted(launch_cli(DIGITS, *TWO_NODES, f"run.output={tmp_path}", cwd=tmp_path))
+    job_id, run = submitted(launch_on_slurm(DIGITS, *TWO_NODES, f"run.output={tmp_path}", cwd=tmp_path))
     log = run / "slurm" / f"{job_id}_0_log.out"
     wait_for_line(log, "epoch 3/15")
     if preemption == "scontrol requeue":  # SLURM requeues the job and sends SIGTERM
@@ -137,7 +138,7 @@ def test_a_preempted_job_resumes_to_the_same_weights(
         in text
     )
     assert slurm_status.restarts(job_id) == 1
-    assert_same_weights(weights(run), weights(uninterrupted))
+    assert_same_weights(final_weights(run), final_weights(uninterrupted))
     assert_no_duplicate_steps(run)
     assert [s for s, _ in scalars(run)["train/loss"]] == [s for s, _ in scalars(uninterrupted)["train/loss"]]
 
@@ -145,7 +146,7 @@ def test_a_preempted_job_resumes_to_the_same_weights(
 @pytest.mark.slow
 def test_the_requeue_limit_stops_the_run_with_a_clear_message(tmp_path: Path) -> None:
     job_id, run = submitted(
-        launch_cli(DIGITS, *TWO_NODES, "slurm.max_requeues=0", f"run.output={tmp_path}", cwd=tmp_path)
+        launch_on_slurm(DIGITS, *TWO_NODES, "slurm.max_requeues=0", f"run.output={tmp_path}", cwd=tmp_path)
     )
     log = run / "slurm" / f"{job_id}_0_log.out"
     wait_for_line(log, "epoch 2/15")
@@ -155,16 +156,16 @@ def test_the_requeue_limit_stops_the_run_with_a_clear_message(tmp_path: Path) ->
     text = log.read_text()
     assert "the limit is slurm.max_requeues=0: not requeueing it again" in text
     assert f"go on with: launch {run / 'recipe.yaml'} --slurm --resume {run}" in text
-    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["step"] == int(
-        re.search(r"stopped at step (\d+)", text).group(1)
-    )
+    assert final_checkpoint(run)["progress"]["step"] == int(re.search(r"stopped at step (\d+)", text).group(1))
 
 
 @pytest.mark.slow
 def test_cancel_stops_the_job_and_keeps_its_last_checkpoint(tmp_path: Path) -> None:
-    job_id, run = submitted(launch_cli(DIGITS, *TWO_NODES, "train.epochs=300", f"run.output={tmp_path}", cwd=tmp_path))
+    job_id, run = submitted(
+        launch_on_slurm(DIGITS, *TWO_NODES, "train.epochs=300", f"run.output={tmp_path}", cwd=tmp_path)
+    )
     wait_for_line(run / "slurm" / f"{job_id}_0_log.out", "epoch 6/300")
-    cancel = launch_cli("cancel", run, cwd=tmp_path)
+    cancel = launch_on_slurm("cancel", run, cwd=tmp_path)
     assert cancel.returncode == 0, cancel.stderr
     assert f"job {job_id}: CANCELLED" in cancel.stderr
     assert slurm_status.job_state(job_id)["State"] == "CANCELLED"
@@ -175,7 +176,9 @@ def test_cancel_stops_the_job_and_keeps_its_last_checkpoint(tmp_path: Path) -> N
     assert not list((run / "checkpoints").glob(".*.tmp"))  # no half-written file
     assert f"--slurm --resume {run}" in cancel.stderr
     # ... and the run goes on from it, as the message says, in a new job.
-    resumed = launch_cli(run / "recipe.yaml", *TWO_NODES, "--resume", run, "--wait", "train.epochs=20", cwd=tmp_path)
+    resumed = launch_on_slurm(
+        run / "recipe.yaml", *TWO_NODES, "--resume", run, "--wait", "train.epochs=20", cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resumed from {newest} at epoch" in resumed.stdout
     assert [job["job_id"] for job in json.loads((run / "slurm" / "job.json").read_text())["jobs"]][0] == job_id
@@ -205,7 +208,7 @@ def test_an_array_of_three_runs_each_in_its_own_folder(tmp_path: Path) -> None:
         spans.append((datetime.fromisoformat(state["Start"]), datetime.fromisoformat(state["End"])))
     assert max(sum(s <= start < e for s, e in spans) for start, _ in spans) <= 2
     for target in (runs[1].path, job_ids[1]):  # by run folder, or by the array task's id
-        status = launch_cli("status", target, cwd=tmp_path)
+        status = launch_on_slurm("status", target, cwd=tmp_path)
         assert f"job {job_ids[1]}: COMPLETED" in status.stdout and f"run folder: {runs[1].path}" in status.stdout, (
             status.stderr
         )
@@ -248,7 +251,7 @@ def test_a_job_slurm_refuses_leaves_no_run_folder_and_says_why(
 @pytest.mark.slow
 def test_a_time_limit_shorter_than_the_warning_delay_still_runs(tmp_path: Path) -> None:
     # signal_delay_s is 120 s by default: sent before the job starts, the warning would kill it.
-    result = launch_cli(
+    result = launch_on_slurm(
         DIGITS, *TWO_NODES[:-1], "1", "--wait", "train.epochs=2", f"run.output={tmp_path}", cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -285,39 +288,22 @@ def test_the_job_script_checkpoints_before_its_time_limit_without_a_warning(tmp_
     assert slurm_status.restarts(job_id) >= 1
     assert_no_duplicate_steps(run)
     # The job script's run is followed like any other.
-    status = launch_cli("status", job_id, cwd=tmp_path)
+    status = launch_on_slurm("status", job_id, cwd=tmp_path)
     assert f"job {job_id}: COMPLETED" in status.stdout and f"run folder: {run}" in status.stdout, status.stderr
-    assert "epoch 100/100" in launch_cli("logs", run, cwd=tmp_path).stdout
-
-
-FAILING = '''
-import os
-from torch import nn
-
-class FailsOnRank1(nn.Module):
-    """A linear model whose rank 1 raises at its 5th training forward."""
-    def __init__(self, in_features, num_classes):
-        super().__init__()
-        self.layer, self.calls = nn.Linear(in_features, num_classes), 0
-    def forward(self, x):
-        self.calls += self.training
-        if self.training and os.environ["RANK"] == "1" and self.calls == 5:
-            raise RuntimeError("boom in rank 1")
-        return self.layer(x.flatten(1))
-'''
+    assert "epoch 100/100" in launch_on_slurm("logs", run, cwd=tmp_path).stdout
 
 
 @pytest.mark.slow
 def test_a_failing_rank_fails_the_job_and_is_named_with_its_node_and_traceback(tmp_path: Path) -> None:
-    (tmp_path / "failing.py").write_text(FAILING)
+    shutil.copy(FIXTURES / "failing.py", tmp_path / "failing.py")
     recipe = tmp_path / "failing.yaml"
     recipe.write_text("data: {dataset: {name: digits}, num_workers: 0, transforms: {train: [ToTensor], val: [ToTensor]}}\n"
                       "model: {name: 'failing:FailsOnRank1'}\ntrain: {epochs: 3, batch_size: 16}\ndistributed: {timeout_s: 60}\n")  # fmt: skip
-    result = launch_cli(recipe, *TWO_NODES, "--wait", f"run.output={tmp_path}", cwd=tmp_path)
+    result = launch_on_slurm(recipe, *TWO_NODES, "--wait", f"run.output={tmp_path}", cwd=tmp_path)
     assert result.returncode != 0
     assert "ended: FAILED" in result.stderr
     assert re.search(r"failed: rank 1 on node2 \(.*_1_log.out\):\n  Traceback", result.stderr), result.stderr
     assert "RuntimeError: boom in rank 1" in result.stderr
     _, run = submitted(subprocess.CompletedProcess([], 0, result.stdout, ""))
-    status = launch_cli("status", run, cwd=tmp_path)
+    status = launch_on_slurm("status", run, cwd=tmp_path)
     assert "FAILED" in status.stdout and "RuntimeError: boom in rank 1" in status.stdout

@@ -8,13 +8,11 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import RECIPES, launch, scalars
+from conftest import RECIPES, launch, run_launch, scalars
 
 from launcher.config.loading import dump_recipe, load_recipe
 from launcher.config.problems import RecipeError
@@ -387,12 +385,9 @@ def test_each_run_of_a_sweep_can_have_several_workers(tmp_path: Path, capsys: py
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_cluster")
 def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "launcher", "sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.max_steps=3", f"run.output={tmp_path}",
+    command = ["sweep", DIGITS, "optimizer.lr=0.1,0.01", "train.max_steps=3", f"run.output={tmp_path}",
                "--slurm", "--nproc", "1", "--time", "10", "--parallel", "2"]  # fmt: skip
-    result = subprocess.run(
-        [*map(str, command), "--wait"], check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
-    )
+    result = run_launch(*command, "--wait", cwd=tmp_path, timeout=600, python_on_path=True)
     assert result.returncode == 0, result.stdout + result.stderr
     folder = sweep_folder(tmp_path)
     job_ids = re.findall(r"  job (\d+_[01]): ", result.stdout)
@@ -407,8 +402,6 @@ def test_a_sweep_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
         )
         assert f"run folder {folder / name}" in (folder / "slurm" / f"{job_id}_0_log.out").read_text()
     assert "best first:" in result.stdout
-    again = subprocess.run(
-        list(map(str, command)), check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
-    )
+    again = run_launch(*command, cwd=tmp_path, timeout=600, python_on_path=True)
     assert again.returncode == 0 and "nothing to submit: every run has finished or is in the queue" in again.stdout
     assert "lr=0.1: finished already: skipped" in again.stderr

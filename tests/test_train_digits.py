@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import RECIPES, launch, run_dirs, scalars
+from conftest import RECIPES, final_checkpoint, launch, run_dirs, scalars
 from PIL import Image
 
 from launcher import checkpoint
@@ -95,10 +95,6 @@ def test_predict_names_the_digit_in_image_files(
     assert right >= 18, lines
 
 
-def _final_weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint.latest(run / "checkpoints"), weights_only=True)
-
-
 # A schedule whose length does not depend on train.epochs, so a 2-epoch run is the start of a 4-epoch run.
 SAME_SCHEDULE = ("scheduler.T_max=88", "checkpoint.best=null", "checkpoint.keep_last=10")
 
@@ -113,7 +109,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert launch(DIGITS, "--cpu", f"run.output={pieces}", "train.epochs=4", "--resume", *SAME_SCHEDULE) == 0
     (one,), (resumed,) = run_dirs(straight, "digits"), run_dirs(pieces, "digits")
 
-    a, b = _final_weights(one), _final_weights(resumed)
+    a, b = final_checkpoint(one), final_checkpoint(resumed)
     assert a["progress"] == b["progress"] and b["progress"]["step"] == 88
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
@@ -137,9 +133,9 @@ def test_resume_from_a_mid_epoch_checkpoint(tmp_path: Path) -> None:
     # Stops at step 30: epoch 2, 8 batches in; the checkpoint records that position.
     assert launch(DIGITS, "--cpu", f"run.output={pieces}", "train.epochs=3", "train.max_steps=30", *SAME_SCHEDULE) == 0
     (stopped,) = run_dirs(pieces, "digits")
-    assert torch.load(checkpoint.latest(stopped / "checkpoints"), weights_only=True)["progress"]["batches_done"] == 8
+    assert final_checkpoint(stopped)["progress"]["batches_done"] == 8
     assert launch(DIGITS, "--cpu", f"run.output={pieces}", "train.epochs=3", "--resume", stopped, *SAME_SCHEDULE) == 0
-    a, b = _final_weights(run_dirs(straight, "digits")[0]), _final_weights(stopped)
+    a, b = final_checkpoint(run_dirs(straight, "digits")[0]), final_checkpoint(stopped)
     assert b["progress"]["step"] == 66
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name

@@ -1,7 +1,9 @@
-"""Training switches: gradient accumulation, clipping, mixed precision, histograms, image grids, hparams, memory reuse."""
+"""Training switches: gradient accumulation, clipping, mixed precision, histograms, image grids, hparams, memory reuse,
+determinism."""
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RECIPES, ROOT, launch, run_dirs
+from conftest import RECIPES, ROOT, final_checkpoint, final_weights, launch, run_dirs
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +22,6 @@ PLAIN_MLP = (
     f"data.dataset.path={ROOT / 'recipes' / 'data' / 'iris.csv'}",
     "optimizer={name: SGD, lr: 0.1}",
 )
-
-
-def _final_model(output: Path, name: str) -> dict[str, torch.Tensor]:
-    (run,) = run_dirs(output, name)
-    return torch.load(sorted((run / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)["model"]
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
@@ -42,7 +39,8 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
         )
         == 0
     )
-    a, b = _final_model(big, "tabular_csv"), _final_model(accumulated, "tabular_csv")
+    (big_run,), (accumulated_run,) = run_dirs(big, "tabular_csv"), run_dirs(accumulated, "tabular_csv")
+    a, b = final_weights(big_run), final_weights(accumulated_run)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
@@ -153,3 +151,23 @@ def test_setup_sets_the_process_wide_switches_both_ways(monkeypatch: pytest.Monk
         assert not torch.are_deterministic_algorithms_enabled() and calls == [True]
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.slow
+def test_two_runs_with_one_seed_are_bitwise_equal_with_or_without_loader_workers_and_deterministic_is_recorded(
+    tmp_path: Path,
+) -> None:
+    # The digits recipe augments at random (RandomAffine): each batch's augmentations are seeded,
+    # so two loader worker processes give the batches the main process would have made.
+    for name, workers in (("a", 0), ("b", 2)):
+        torch.set_num_threads(2)
+        assert launch(RECIPES / "digits.yaml", "--cpu", "train.epochs=2", "train.deterministic=true", f"data.num_workers={workers}",
+                      f"run.output={tmp_path / name}") == 0  # fmt: skip
+    (a,), (b,) = run_dirs(tmp_path / "a", "digits"), run_dirs(tmp_path / "b", "digits")
+    first, second = final_checkpoint(a), final_checkpoint(b)
+    for key in first["model"]:
+        assert torch.equal(first["model"][key], second["model"][key]), key
+    assert (
+        json.loads((a / "metrics.json").read_text())["final"] == json.loads((b / "metrics.json").read_text())["final"]
+    )
+    assert "deterministic: true" in (a / "recipe.yaml").read_text()

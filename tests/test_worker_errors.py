@@ -4,36 +4,14 @@ where the ranks found different problems."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, run_launch
 
 pytestmark = pytest.mark.slow
-
-DATASETS = '''
-import os
-
-import torch
-from torch.utils.data import TensorDataset
-
-from launcher.errors import UserError
-
-
-def unlabelled():
-    """A TensorDataset: it does not say its classes."""
-    return TensorDataset(torch.randn(200, 8), torch.randint(0, 3, (200,)))
-
-
-def per_rank():
-    """Fails differently on each rank (RANK is set in workers, not in one process), on all ranks
-    at once: the agent, which polls every 0.2 s, stops the others only after they have raised."""
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    raise UserError(f"shard {os.environ.get('RANK', 0)} of the table is missing")
-'''
 
 RECIPE = """
 data:
@@ -45,18 +23,11 @@ run: {output: runs}
 """
 
 
-def run_launch(tmp_path: Path, dataset: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "user_data.py").write_text(textwrap.dedent(DATASETS))
+def launch_with_user_data(tmp_path: Path, dataset: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    shutil.copy(FIXTURES / "user_data.py", tmp_path / "user_data.py")
     recipe = tmp_path / "user.yaml"
     recipe.write_text(RECIPE % dataset)
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", str(recipe), *flags],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    return run_launch(recipe, *flags, cwd=tmp_path)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -68,7 +39,7 @@ MESSAGE = "error: the dataset does not say its classes: set data.classes to the 
 
 @pytest.mark.parametrize("flags", [("--cpu",), ("--nproc", "2")], ids=["one process", "two workers"])
 def test_a_dataset_without_classes_is_one_error_line_exit_2_and_no_run_folder(tmp_path: Path, flags) -> None:
-    result = run_launch(tmp_path, "unlabelled", *flags)
+    result = launch_with_user_data(tmp_path, "unlabelled", *flags)
     assert result.returncode == 2, result.stderr
     assert error_lines(result.stderr) == [MESSAGE], result.stderr
     assert "Traceback" not in result.stderr
@@ -79,7 +50,7 @@ def test_a_dataset_without_classes_is_one_error_line_exit_2_and_no_run_folder(tm
 
 
 def test_ranks_that_find_different_problems_are_each_named(tmp_path: Path) -> None:
-    result = run_launch(tmp_path, "per_rank", "--nproc", "2")
+    result = launch_with_user_data(tmp_path, "per_rank", "--nproc", "2")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     text = result.stderr
@@ -89,6 +60,6 @@ def test_ranks_that_find_different_problems_are_each_named(tmp_path: Path) -> No
 
 
 def test_one_process_names_no_rank_for_the_same_problem(tmp_path: Path) -> None:
-    result = run_launch(tmp_path, "per_rank", "--cpu")
+    result = launch_with_user_data(tmp_path, "per_rank", "--cpu")
     assert result.returncode == 2
     assert error_lines(result.stderr) == ["error: shard 0 of the table is missing"]

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, launch, launch_process, run_dirs, session_members
+from conftest import FIXTURES, ROOT, final_checkpoint, launch, run_dirs, session_members, start_launch
 
-from launcher import checkpoint
 from launcher.tracking.tensorboard import RunLogger
 
 pytestmark = pytest.mark.slow
@@ -40,7 +39,7 @@ def test_resuming_a_complete_run_says_so_and_starts_no_worker(
     assert "train.max_steps=44" in capsys.readouterr().err  # twice the 22 steps done
     # Asked for more, the same run goes on.
     assert launch(*common[:1], "train.epochs=2", common[2], "--cpu", "--resume") == 0
-    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["progress"]["epoch"] == 2
+    assert final_checkpoint(run)["progress"]["epoch"] == 2
 
 
 def test_a_signal_after_the_last_step_of_one_process_says_the_run_completed(
@@ -61,27 +60,12 @@ def test_a_signal_after_the_last_step_of_one_process_says_the_run_completed(
     assert json.loads((run / "metrics.json").read_text())["final"]["epoch"] == 1
 
 
-# Workers only (the agent sets LOCAL_RANK): leaving the process group takes 5 s longer, so that
-# a signal sent once metrics.json is there surely lands while the workers are still tearing down.
-SLOW_TEARDOWN = """
-import os
-if "LOCAL_RANK" in os.environ:
-    import time
-    import launcher.distributed.process_group as distributed
-    leave = distributed.destroy_process_group
-    def slowly():
-        time.sleep(5)
-        leave()
-    distributed.destroy_process_group = slowly
-"""
-
-
 def test_a_signal_after_the_last_step_of_two_workers_says_the_run_completed(tmp_path: Path) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(textwrap.dedent(SLOW_TEARDOWN))
+    shutil.copy(FIXTURES / "slow_teardown.py", hook / "sitecustomize.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
-    process = launch_process(DIGITS, "--nproc", "2", "train.epochs=1", "run.output=out", cwd=tmp_path, env=env)
+    process = start_launch(DIGITS, "--nproc", "2", "train.epochs=1", "run.output=out", cwd=tmp_path, env=env)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "out" / "digits").glob("*/metrics.json")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[0]

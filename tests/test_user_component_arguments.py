@@ -7,11 +7,11 @@ is given under `kwargs:`.
 
 from __future__ import annotations
 
-import textwrap
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, launch
+from conftest import FIXTURES, ROOT, launch
 
 from launcher.cli.recipe_checks import problems_in
 from launcher.config.loading import load_recipe
@@ -21,68 +21,10 @@ from launcher.training.setup import setup
 
 DIGITS = ROOT / "recipes" / "digits.yaml"
 
-USER_MODULE = '''
-import torch
-from torch import nn
-
-
-def net(kind="cnn", factory=1, name="unnamed", in_features=64, num_classes=10):
-    """A factory whose arguments are named like the launcher's own parameters."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
-    model.given = {"kind": kind, "factory": factory, "name": name}
-    return model
-
-
-class Net(nn.Module):
-    """A class (no `self` in the recipe) with the same argument names."""
-
-    def __init__(self, kind, factory, name, num_classes, in_features=64):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
-        self.given = {"kind": kind, "factory": factory, "name": name}
-
-    def forward(self, x):
-        return self.body(x)
-
-
-def anything(**kwargs):
-    """Takes whatever it is given."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    model.given = dict(kwargs)
-    return model
-
-
-class Split(torch.utils.data.Dataset):
-    """Takes `train`, which the launcher passes itself (True, then False)."""
-
-    def __init__(self, train=True):
-        self.classes = ["a", "b"]
-
-    def __len__(self):
-        return 40
-
-    def __getitem__(self, index):
-        return torch.zeros(64), index % 2
-
-
-class Named(torch.utils.data.Dataset):
-    """A dataset with an argument called `name`, as Hugging Face's load_dataset has."""
-
-    def __init__(self, name, kind="rows", size=40):
-        self.name, self.kind, self.size = name, kind, size
-        self.classes = ["a", "b"]
-
-    def __len__(self):
-        return self.size
-
-    def __getitem__(self, index):
-        return torch.full((64,), float(index % 2)), index % 2
-'''
-
 
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "user_parts.py").write_text(textwrap.dedent(USER_MODULE))
+    shutil.copy(FIXTURES / "user_parts.py", tmp_path / "user_parts.py")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # as `launch` does for the working directory, caches cleared
     return tmp_path
