@@ -98,7 +98,7 @@ def test_histograms_image_grid_and_hparams_reach_tensorboard(tmp_path: Path) -> 
 # A few steps of a 10M-parameter MLP with AdamW (bench W2's model), counting page faults after warm-up.
 _FAULTS_PER_STEP = """
 import resource, sys, torch
-from launcher.runtime import reuse_freed_memory
+from launcher.distributed.runtime import reuse_freed_memory
 torch.set_num_threads(1)
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory(), "glibc's mallopt refused the settings"
