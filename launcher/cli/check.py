@@ -22,21 +22,32 @@ def check(recipe: Recipe) -> int:
     s = setup(
         recipe.model_copy(update={"data": recipe.data.model_copy(update={"num_workers": 0})}), single_process(True)
     )
-    inputs, targets = next(iter(s.train_batches))
-    outputs = s.model(inputs)
-    loss = s.task.loss(outputs, targets)
+    batch = next(iter(s.train_batches))
+    loss, outputs = s.task.step(s.model, batch)
     loss.backward()
     total, trainable = count_parameters(s.net)
     print(
         f"# data: {num_samples(s.data.train)} training / {num_samples(s.data.val)} validation samples, {s.data.info.num_classes} classes"
     )
     print(f"# model: {recipe.model.name}, {total:,} parameters ({trainable:,} trainable)")
-    print(f"# one batch: inputs {_shape(inputs)}, targets {_shape(targets)}, outputs {_shape(outputs)}")
+    print(f"# one batch: {_batch_shapes(batch)}, outputs {_shape(outputs)}")
     print(f"# one forward/backward step: loss {loss.item():.4f}, finite: {bool(torch.isfinite(loss))}")
     print(
         f"# {s.planned_epochs} epochs of {s.steps_per_epoch} steps, {s.planned_steps} steps in all; ok in {time.perf_counter() - started:.1f} s"
     )
     return 0
+
+
+def _batch_shapes(batch: object) -> str:
+    """`inputs [16, 1, 8, 8] float32, targets [16] int64` for an (inputs, targets) pair; each
+    key's or position's shape for another structure."""
+    if isinstance(batch, list | tuple) and len(batch) == 2:  # noqa: PLR2004 (a pair)
+        return f"inputs {_shape(batch[0])}, targets {_shape(batch[1])}"
+    if isinstance(batch, dict):
+        return ", ".join(f"{key} {_shape(value)}" for key, value in batch.items())
+    if isinstance(batch, list | tuple):
+        return ", ".join(f"[{i}] {_shape(value)}" for i, value in enumerate(batch))
+    return _shape(batch)
 
 
 def _shape(value: object) -> str:

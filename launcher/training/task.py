@@ -1,12 +1,13 @@
 """The task: what a batch's loss is and what an evaluation measures. Today classification (the
 loss named by the recipe, top-k accuracy); a regression, segmentation or language-model task
-plugs in here, behind the same three methods."""
+plugs in here, behind the same three methods. A batch is whatever the loader yields (tuples,
+dicts, nested), moved to the device by the loop (`training.batches`)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -17,9 +18,16 @@ from launcher.training.evaluate import evaluate
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
+class Step(NamedTuple):
+    """One batch through the model: the loss to go backward from, and what the model returned."""
+
+    loss: torch.Tensor
+    outputs: Any
+
+
 class Task(Protocol):
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The loss of one batch, for backward."""
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        """Run the model on one batch (already on the device) and compute its loss."""
         ...
 
     def evaluate(
@@ -39,8 +47,10 @@ class Classification:
     def __init__(self, loss_fn: nn.Module, topk: tuple[int, ...]) -> None:
         self.loss_fn, self.topk = loss_fn, topk
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(outputs, targets)
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        inputs, targets = batch
+        outputs = model(inputs)
+        return Step(self.loss_fn(outputs, targets), outputs)
 
     def evaluate(
         self, model: nn.Module, batches: Batches, device: torch.device, autocast: contextlib.AbstractContextManager

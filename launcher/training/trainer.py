@@ -26,6 +26,7 @@ from launcher.models.build import count_parameters
 from launcher.rundir import RunDir
 from launcher.tracking.loggers import Logger, NullLogger
 from launcher.tracking.tensorboard import RunLogger
+from launcher.training.batches import batch_size, first_tensor, to_device
 from launcher.training.checkpointing import Checkpoints
 from launcher.training.optim import LENGTH_ARGUMENTS, needs_metric
 from launcher.training.progress import Progress, due, is_complete, longer_run
@@ -34,9 +35,6 @@ from launcher.training.stopping import StopRequests, TrainingStopped
 from launcher.training.summary import BestResult, RunSummary
 
 log = logging.getLogger("launcher")
-
-
-IMAGE_BATCH_DIMS = 4  # N, C, H, W: what channels_last applies to
 
 
 @dataclass
@@ -210,19 +208,21 @@ class Trainer:
             done=progress.batches_done,
             description=f"epoch {progress.epoch + 1}/{s.planned_epochs}",
         )
-        for inputs, targets in batches:
-            if progress.step == 0 and progress.batches_done == 0 and self.recipe.logging.image_grid:
-                logger.image_grid("train/batch", inputs, step=0)
+        for batch in batches:
+            first = progress.step == 0 and progress.batches_done == 0
+            if first and self.recipe.logging.image_grid and (images := first_tensor(batch)) is not None:
+                logger.image_grid("train/batch", images, step=0)
             # Micro-batches of this optimizer step: grad_accum_steps, fewer at the end of an epoch.
             window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
             micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
             progress.batches_done += 1
-            progress.samples_done += len(targets) * self.runtime.world_size
+            samples = batch_size(batch)
+            progress.samples_done += samples * self.runtime.world_size
             steps_now = progress.batches_done == window_first + micro_batches
-            loss = self.forward_backward(inputs, targets, micro_batches, sync=steps_now)
+            loss = self.forward_backward(batch, micro_batches, sync=steps_now)
             window.loss += loss
             window.batches += 1
-            window.samples += len(targets)
+            window.samples += samples
             if not steps_now:
                 continue
             lr = self.optimizer_step(logger)
@@ -245,17 +245,13 @@ class Trainer:
         epoch_ends = progress.batches_done >= self.s.batches_per_epoch
         return is_complete(Progress(epoch=progress.epoch + epoch_ends, step=progress.step), self.recipe.train)
 
-    def forward_backward(
-        self, inputs: torch.Tensor, targets: torch.Tensor, micro_batches: int, sync: bool
-    ) -> torch.Tensor:
+    def forward_backward(self, batch: Any, micro_batches: int, sync: bool) -> torch.Tensor:
         """One micro-batch's loss and gradients; the loss, detached. DDP's gradient all-reduce
         happens only where `sync`: in the backward of an optimizer step's last micro-batch."""
         s, device = self.s, self.runtime.device
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if self.recipe.train.channels_last and inputs.dim() == IMAGE_BATCH_DIMS:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        batch = to_device(batch, device, channels_last=self.recipe.train.channels_last)
         with s.wrapper.accumulating(s.model, skip_sync=not sync), s.mixed_precision:
-            loss = s.task.loss(s.model(inputs), targets)
+            loss = s.task.step(s.model, batch).loss
             # Gradients add up over micro-batches: divide, so the step is that of one big batch.
             s.scaler.scale(loss / micro_batches).backward()
         return loss.detach()
