@@ -23,7 +23,8 @@ def check(recipe: Recipe) -> int:
         recipe.model_copy(update={"data": recipe.data.model_copy(update={"num_workers": 0})}), single_process(True)
     )
     batch = next(iter(s.train_batches))
-    loss, outputs = s.task.step(s.model, batch)
+    step = s.task.step(s.model, batch)
+    loss, outputs = step.loss, step.outputs
     loss.backward()
     total, trainable = count_parameters(s.net)
     print(

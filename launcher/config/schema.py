@@ -166,38 +166,77 @@ class Train(Section):
         return self
 
 
-def _both_accuracies() -> list[Literal["acc1", "acc5"]]:
-    return ["acc1", "acc5"]
+# The built-in tasks: the metrics they measure where eval.metrics is left out, and the metric
+# best.pt follows by default. A user's task (`module:attr`) gives its own at setup.
+BUILTIN_TASKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "classification": (("acc1", "acc5"), "val/acc1"),
+    "regression": (("mae", "rmse", "r2"), "val/loss"),
+    "language_model": (("perplexity",), "val/loss"),
+}
+# Metrics better when lower; every other metric is better when higher (a user's metric: its
+# torchmetrics `higher_is_better`, looked up at setup).
+LOWER_IS_BETTER = frozenset({"loss", "mae", "mse", "rmse", "perplexity"})
+METRIC_NAME = re.compile(r"[A-Za-z_]\w*|[\w.]+:[\w.]+")
 
 
 def metric_names(metrics: typing.Iterable[str]) -> list[str]:
-    """What an evaluation measuring `eval.metrics` logs: val/loss, then val/<metric> for each."""
-    return ["val/loss", *(f"val/{m}" for m in metrics)]
+    """What an evaluation measuring `eval.metrics` logs: val/loss, then val/<metric> for each
+    (a `module:attr` metric is logged under its attribute's name)."""
+    return ["val/loss", *(f"val/{m.rpartition(':')[2]}" for m in metrics)]
+
+
+def default_mode(metric: str) -> Literal["max", "min"]:
+    """min for a loss, an error or a perplexity (val/loss, val/mae, ...), max for the rest."""
+    return "min" if metric.rpartition("/")[2] in LOWER_IS_BETTER else "max"
+
+
+class TaskSpec(Component):
+    """What a batch's loss and the evaluation's metrics are: `classification` (the default),
+    `regression`, `language_model`, or `module:attr` (a class or factory of the user's, with its
+    keyword arguments beside `name`)."""
+
+    name: str = Field("classification", description="classification, regression, language_model or 'module:attribute'.")
 
 
 class Eval(Section):
     every_n_epochs: int = Field(1, ge=1)
     batch_size: int | None = Field(None, ge=1, description="Default: train.batch_size.")
-    metrics: list[Literal["acc1", "acc5"]] = Field(
-        default_factory=_both_accuracies,
-        description="Besides the loss; acc5 only where there are more than 5 classes.",
+    metrics: list[str] | None = Field(
+        None,
+        description="Besides the loss: acc1, acc5, f1_macro, auroc (classification); mae, mse, rmse, r2 (regression); "
+        "perplexity (language models); or 'module:attribute' (a torchmetrics Metric). Default: the task's own "
+        "(acc1, acc5; mae, rmse, r2; perplexity). acc5 only where there are more than 5 classes.",
     )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names_are_names(cls, metrics: list[str] | None) -> list[str] | None:
+        bad = [m for m in metrics or [] if not METRIC_NAME.fullmatch(m)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(map(repr, bad))}: a metric is a name such as acc1 or mae, or 'module:attribute'"
+            )
+        return metrics
 
 
 class Best(Section):
-    metric: Literal["val/loss", "val/acc1", "val/acc5"] = "val/acc1"
-    mode: Literal["max", "min"] | None = Field(None, description="Default: min for val/loss, max for accuracies.")
+    metric: str | None = Field(
+        None,
+        description="A measured metric as logged: val/loss, val/acc1, val/mae... Default: val/acc1 for classification, else val/loss.",
+    )
+    mode: Literal["max", "min"] | None = Field(
+        None, description="Default: min for losses, errors and perplexity, max for the rest."
+    )
 
-    @model_validator(mode="after")
-    def _mode_follows_metric(self) -> Best:
-        if self.mode is None:
-            self.mode = self.resolved_mode
-        return self
+    @property
+    def resolved_metric(self) -> str:
+        """`metric`, which the recipe's validator always sets (from the task where the recipe leaves it out)."""
+        return self.metric or "val/loss"
 
     @property
     def resolved_mode(self) -> Literal["max", "min"]:
-        """`mode`, which the validator always sets (from the metric where the recipe leaves it out)."""
-        return self.mode or ("min" if self.metric == "val/loss" else "max")
+        """`mode`, which the recipe's validator always sets (from the metric where the recipe leaves it out)."""
+        return self.mode or default_mode(self.resolved_metric)
 
 
 class Checkpoint(Section):
@@ -318,6 +357,7 @@ SweepGrid = dict[str, typing.Annotated[list[JsonValue], Field(min_length=1)]]
 class Recipe(Section):
     """The whole recipe. Each component gets only its own section."""
 
+    task: TaskSpec = Field(default_factory=TaskSpec)
     data: Data
     model: Model
     loss: Loss = Field(default_factory=Loss)
@@ -336,6 +376,24 @@ class Recipe(Section):
         "one run per combination. A plain `launch` ignores it.",
         json_schema_extra={"propertyNames": {"pattern": f"^{DOTTED_KEY.pattern}$"}},
     )
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_by_name(cls, value: Any) -> Any:
+        return _component_shorthand(value)  # `task: regression`
+
+    @model_validator(mode="after")
+    def _defaults_follow_the_task(self) -> Recipe:
+        defaults = BUILTIN_TASKS.get(self.task.name)
+        if self.eval.metrics is None and defaults is not None:
+            self.eval.metrics = list(defaults[0])
+        best = self.checkpoint.best
+        if best is not None:
+            if best.metric is None:
+                best.metric = defaults[1] if defaults is not None else "val/loss"
+            if best.mode is None:
+                best.mode = default_mode(best.metric)
+        return self
 
     @field_validator("sweep")
     @classmethod

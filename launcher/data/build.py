@@ -119,16 +119,17 @@ def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
     return components.expect(made, DATASET, spec.name)
 
 
-def build_datasets(section: Data, seed: int) -> Datasets:
-    """Train and validation datasets with their transforms, and what the model needs to know."""
+def build_datasets(section: Data, seed: int, classes: bool = True) -> Datasets:
+    """Train and validation datasets with their transforms, and what the model needs to know.
+    `classes`: the targets are class indices (else values: their count sizes the model's output)."""
     train, val = open_splits(section)
     if val is None:
         if num_samples(train) < MIN_SAMPLES_TO_HOLD_OUT:
             raise DataError(f"data.dataset: {num_samples(train)} sample(s): too few to hold out a validation set")
         train, val = held_out_split(train, section.val_fraction, seed)
     raw_input = train[0][0]
-    classes = section.classes or _classes_of(train) or _classes_of(val)
-    if classes is None:
+    names = (section.classes or _classes_of(train) or _classes_of(val)) if classes else []
+    if names is None:
         raise DataError("the dataset does not say its classes: set data.classes to the list of class names")
     train = Transformed(train, build_transform(section.transforms.train), seed)
     val = Transformed(val, build_transform(section.transforms.val), seed)
@@ -141,10 +142,11 @@ def build_datasets(section: Data, seed: int) -> Datasets:
                 "end the transforms with ToTensor (image datasets give PIL images)"
             )
     info = DataInfo(
-        classes=[str(c) for c in classes],
+        classes=[str(c) for c in names],
         input_shape=list(x.shape) if hasattr(x, "shape") else [],
         image_mode=raw_input.mode if isinstance(raw_input, Image.Image) else None,
         image_size=list(raw_input.size) if isinstance(raw_input, Image.Image) else None,
+        num_outputs=None if classes else torch.as_tensor(train[0][1]).numel(),
     )
     return Datasets(train, val, info)
 

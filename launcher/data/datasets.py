@@ -140,9 +140,34 @@ def digits_splits() -> tuple[Dataset, None]:
     return Digits(), None
 
 
+class Diabetes(Dataset):
+    """scikit-learn's bundled diabetes data (442 patients, 10 standardized features; the target
+    is a measure of disease progression a year later, 25 to 346): real regression data, offline."""
+
+    def __init__(self) -> None:
+        # scikit-learn (about 1 s) only for the diabetes dataset
+        from sklearn.datasets import load_diabetes
+
+        bunch = load_diabetes()
+        self.features = torch.as_tensor(bunch.data, dtype=torch.float32)
+        self.targets = torch.as_tensor(bunch.target, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features[index], self.targets[index]
+
+
+def diabetes_splits() -> tuple[Dataset, None]:
+    """`diabetes`: no split of its own; validation is a seeded held-out fraction."""
+    return Diabetes(), None
+
+
 # Built-in names map to functions returning (train, validation or None).
 BUILTIN_DATASETS: dict[str, Callable[..., tuple[Dataset, Dataset | None]]] = {
     "digits": digits_splits,
+    "diabetes": diabetes_splits,
     "csv": csv_splits,
     "ImageFolder": image_folder_splits,
 }
@@ -156,10 +181,16 @@ class DataInfo:
     input_shape: list[int]
     image_mode: str | None  # 'L', 'RGB'... for image datasets, None for tables and tensors
     image_size: list[int] | None  # [width, height] of the raw images, for `launch predict`
+    num_outputs: int | None = None  # values per target where the targets are not classes (regression)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def outputs(self) -> int:
+        """What the model's last layer gives: a score per class, or a value per target value."""
+        return self.num_outputs if self.num_outputs is not None else self.num_classes
 
 
 def num_samples(dataset: Dataset) -> int:

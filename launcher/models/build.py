@@ -31,7 +31,7 @@ def build_model(section: Model, info: DataInfo) -> nn.Module:
     kwargs = dict(section.kwargs)
     pretrained = section.weights is not None
     if not pretrained and components.accepts(factory, "num_classes"):
-        kwargs.setdefault("num_classes", info.num_classes)
+        kwargs.setdefault("num_classes", info.outputs)
     for name, value in _input_arguments(info).items():
         if components.accepts(factory, name, by_name=True):
             kwargs.setdefault(name, value)
@@ -39,7 +39,7 @@ def build_model(section: Model, info: DataInfo) -> nn.Module:
     components.expect(model, MODEL, section.name)
     freeze(model, section.freeze)
     if section.replace_head if section.replace_head is not None else pretrained:
-        replace_head(model, info.num_classes)
+        replace_head(model, info.outputs)
     return model
 
 

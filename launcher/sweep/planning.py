@@ -112,7 +112,7 @@ def plan(
     runs = [Run(name=run_name, params=params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
     recipes = _validated_recipes(recipe_path, fixed, runs, check)
     first = recipes[runs[0].name]
-    measured = metric_names(first.eval.metrics)
+    measured = metric_names(first.eval.metrics or [])
     metric = metric or ("val/acc1" if "val/acc1" in measured else "val/loss")
     if metric not in measured:
         raise UserError(

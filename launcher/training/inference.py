@@ -18,8 +18,9 @@ from launcher.distributed.runtime import autocast
 from launcher.errors import UserError
 from launcher.models.build import build_model
 from launcher.rundir import find_resume
-from launcher.training.evaluate import evaluate, measured_topk
 from launcher.training.optim import build_loss
+from launcher.training.setup import build_task
+from launcher.training.task import evaluate
 
 
 def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.nn.Module, DataInfo, dict]:
@@ -42,11 +43,10 @@ def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.
 def evaluate_checkpoint(recipe: Recipe, path: Path, device: torch.device) -> dict[str, float]:
     model, info, trained_with = load_model(recipe, path, device)
     # The held-out split depends on the seed: use the one the checkpoint was trained with.
-    data = build_datasets(recipe.data, seed=trained_with["train"]["seed"])
+    data = build_datasets(recipe.data, seed=trained_with["train"]["seed"], classes=recipe.task.name == "classification")
     loader = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or recipe.train.batch_size, pin=False)
-    topk = measured_topk(recipe.eval.metrics, info.num_classes)
-    loss_fn = build_loss(recipe.loss).to(device)
-    return evaluate(model, loader, loss_fn, device, autocast=autocast(recipe.train.precision, device), topk=topk)
+    task = build_task(recipe, build_loss(recipe.loss).to(device), info)
+    return evaluate(task, model, loader, device, autocast(recipe.train.precision, device))
 
 
 def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) -> Iterator[tuple[str, str, float]]:

@@ -14,15 +14,15 @@ from torch.utils.data import DataLoader
 
 from launcher.config.schema import Recipe
 from launcher.data.build import Datasets, build_datasets
-from launcher.data.datasets import num_samples
+from launcher.data.datasets import DataInfo, num_samples
 from launcher.data.loaders import eval_loader, train_loader
 from launcher.distributed.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
 from launcher.distributed.wrapper import DataParallel, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.build import build_model
-from launcher.training.evaluate import measured_topk
+from launcher.training.metrics import classification_metrics, regression_metrics
 from launcher.training.optim import build_loss, build_optimizer, build_scheduler
-from launcher.training.task import Classification, Task
+from launcher.training.task import Classification, Regression, Task, metric_tags
 
 
 @dataclass
@@ -75,7 +75,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     if cfg.reuse_freed_memory:
         reuse_freed_memory()
     seed_everything(cfg.seed + runtime.rank)
-    data = build_datasets(recipe.data, seed=cfg.seed)
+    data = build_datasets(recipe.data, seed=cfg.seed, classes=recipe.task.name == "classification")
     pin = recipe.data.pin_memory if recipe.data.pin_memory is not None else device.type == "cuda"
     train_batches = train_loader(
         data.train, recipe.data, batch_size=cfg.batch_size, drop_last=cfg.drop_last,
@@ -96,12 +96,12 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches_per_epoch} batches of an epoch "
             "(per process): an optimizer step cannot span epochs"
         )
+    task = build_task(recipe, build_loss(recipe.loss).to(device), data.info)
     best = recipe.checkpoint.best
-    task = Classification(build_loss(recipe.loss).to(device), measured_topk(recipe.eval.metrics, data.info.num_classes))
-    if best is not None and best.metric not in task.metric_names():
+    if best is not None and best.resolved_metric not in (measured := metric_tags(task)):
         raise UserError(
-            f"checkpoint.best.metric={best.metric} is not measured here ({data.info.num_classes} classes, "
-            f"eval.metrics={recipe.eval.metrics}); choose val/loss or a measured accuracy"
+            f"checkpoint.best.metric={best.metric} is not measured here ({describe_targets(recipe, data.info)}, "
+            f"eval.metrics={recipe.eval.metrics}); choose one of {', '.join(measured)}"
         )
 
     net = build_model(recipe.model, data.info).to(device)
@@ -125,6 +125,20 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         mixed_precision=autocast(cfg.precision, device), batches_per_epoch=batches_per_epoch,
         steps_per_epoch=steps_per_epoch, planned_epochs=epochs, planned_steps=max_steps, schedule_per_step=schedule_per_step,
     )  # fmt: skip
+
+
+def build_task(recipe: Recipe, loss_fn: torch.nn.Module, info: DataInfo) -> Task:
+    """The recipe's task with its metrics (eval.metrics, or the task's defaults)."""
+    names = recipe.eval.metrics or []
+    if recipe.task.name == "classification":
+        return Classification(loss_fn, classification_metrics(names, info.num_classes))
+    if recipe.task.name == "regression":
+        return Regression(loss_fn, regression_metrics(names))
+    raise UserError(f"task: {recipe.task.name!r} is not a task this version trains (classification, regression)")
+
+
+def describe_targets(recipe: Recipe, info: DataInfo) -> str:
+    return f"{info.num_classes} classes" if recipe.task.name == "classification" else f"task {recipe.task.name}"
 
 
 def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> int:

@@ -1,7 +1,8 @@
-"""The task: what a batch's loss is and what an evaluation measures. Today classification (the
-loss named by the recipe, top-k accuracy); a regression, segmentation or language-model task
-plugs in here, behind the same three methods. A batch is whatever the loader yields (tuples,
-dicts, nested), moved to the device by the loop (`training.batches`)."""
+"""The task: what a batch's loss is and what an evaluation measures. Built in: classification
+(the recipe's loss on class scores; accuracy, F1, AUROC) and regression (MAE, RMSE, R2); the
+metrics are torchmetrics'. Another task plugs in here, behind the same Protocol. A batch is
+whatever the loader yields (tuples, dicts, nested), moved to the device by the caller
+(`training.batches`)."""
 
 from __future__ import annotations
 
@@ -10,52 +11,107 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple, Protocol
 
 import torch
+import torchmetrics
 from torch import nn
 
-from launcher.config.schema import metric_names
-from launcher.training.evaluate import evaluate
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+from launcher.distributed.process_group import all_reduce_sum
+from launcher.errors import UserError
+from launcher.training.batches import to_device
 
 
 class Step(NamedTuple):
-    """One batch through the model: the loss to go backward from, and what the model returned."""
+    """One batch through the model: the loss to go backward from (a mean over `items`: samples or
+    tokens), what the model returned, and the targets the metrics compare it with."""
 
     loss: torch.Tensor
     outputs: Any
+    targets: Any
+    items: int
 
 
 class Task(Protocol):
+    metrics: dict[str, torchmetrics.Metric]  # by the tag they are logged under: val/acc1, val/mae...
+
     def step(self, model: nn.Module, batch: Any) -> Step:
         """Run the model on one batch (already on the device) and compute its loss."""
         ...
 
-    def evaluate(
-        self, model: nn.Module, batches: Batches, device: torch.device, autocast: contextlib.AbstractContextManager
-    ) -> dict[str, float]:
-        """Each metric over the whole validation set (every rank's shard), as logged: val/loss, ..."""
+    def update(self, step: Step) -> None:
+        """Add one validation batch's outputs and targets to the metrics."""
         ...
 
-    def metric_names(self) -> list[str]:
-        """What `evaluate` returns: the names checkpoint.best.metric and a sweep's --metric may take."""
-        ...
+
+def metric_tags(task: Task) -> list[str]:
+    """What `evaluate` returns: the values checkpoint.best.metric and a sweep's --metric may take."""
+    return ["val/loss", *task.metrics]
+
+
+@torch.no_grad()
+def evaluate(
+    task: Task,
+    model: nn.Module,
+    batches: Iterable[Any],
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager,
+) -> dict[str, float]:
+    """val/loss and each of the task's metrics over the whole validation set: each rank evaluates
+    its own shard; the loss sums are added up across ranks and the metrics gather their states.
+
+    Sums, not means: a mean of batch means would overweight a short last batch.
+    """
+    was_training = model.training
+    model.eval()
+    for metric in task.metrics.values():
+        metric.to(device).reset()
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # [loss x items, items]
+    for batch in batches:
+        with autocast:
+            step = task.step(model, to_device(batch, device))
+        sums += torch.stack(
+            [step.loss.double() * step.items, torch.tensor(step.items, dtype=torch.float64, device=device)]
+        )
+        task.update(step)
+    model.train(was_training)
+    loss_sum, count = all_reduce_sum(sums).tolist()
+    return {"val/loss": loss_sum / max(count, 1), **{tag: float(m.compute()) for tag, m in task.metrics.items()}}
 
 
 class Classification:
-    """The recipe's loss on class scores; val/loss and top-k accuracy for each k asked for."""
+    """The recipe's loss on class scores; the named metrics on them (acc1, acc5, f1_macro, auroc)."""
 
-    def __init__(self, loss_fn: nn.Module, topk: tuple[int, ...]) -> None:
-        self.loss_fn, self.topk = loss_fn, topk
+    def __init__(self, loss_fn: nn.Module, metrics: dict[str, torchmetrics.Metric]) -> None:
+        self.loss_fn, self.metrics = loss_fn, metrics
 
     def step(self, model: nn.Module, batch: Any) -> Step:
         inputs, targets = batch
         outputs = model(inputs)
-        return Step(self.loss_fn(outputs, targets), outputs)
+        return Step(self.loss_fn(outputs, targets), outputs, targets, len(targets))
 
-    def evaluate(
-        self, model: nn.Module, batches: Batches, device: torch.device, autocast: contextlib.AbstractContextManager
-    ) -> dict[str, float]:
-        return evaluate(model, batches, self.loss_fn, device, autocast=autocast, topk=self.topk)
+    def update(self, step: Step) -> None:
+        for metric in self.metrics.values():
+            metric.update(step.outputs.float(), step.targets)
 
-    def metric_names(self) -> list[str]:
-        return metric_names(f"acc{k}" for k in self.topk)
+
+class Regression:
+    """The recipe's loss (MSELoss, L1Loss, ...) on the model's values; a model with one output
+    gives (N, 1), compared with targets of shape (N,)."""
+
+    def __init__(self, loss_fn: nn.Module, metrics: dict[str, torchmetrics.Metric]) -> None:
+        self.loss_fn, self.metrics = loss_fn, metrics
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        inputs, targets = batch
+        outputs = model(inputs)
+        if outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
+            outputs = outputs.squeeze(-1)
+        if outputs.shape != targets.shape:
+            raise UserError(
+                f"task regression: the model gives {list(outputs.shape)} for targets of {list(targets.shape)}; "
+                "they must match (one output per target value)"
+            )
+        targets = targets.to(outputs.dtype)
+        return Step(self.loss_fn(outputs, targets), outputs, targets, len(targets))
+
+    def update(self, step: Step) -> None:
+        for metric in self.metrics.values():
+            metric.update(step.outputs.float(), step.targets.float())

@@ -33,6 +33,7 @@ from launcher.training.progress import Progress, due, is_complete, longer_run
 from launcher.training.setup import setup
 from launcher.training.stopping import StopRequests, TrainingStopped
 from launcher.training.summary import BestResult, RunSummary
+from launcher.training.task import evaluate
 
 log = logging.getLogger("launcher")
 
@@ -298,13 +299,13 @@ class Trainer:
         if finished and s.scheduler is not None and not s.schedule_per_step and not needs_metric(s.scheduler):
             s.scheduler.step()
         if (finished and due(self.recipe.eval.every_n_epochs, progress.epoch)) or last:
-            self.metrics = s.task.evaluate(s.model, s.val_batches, self.runtime.device, s.mixed_precision)
+            self.metrics = evaluate(s.task, s.model, s.val_batches, self.runtime.device, s.mixed_precision)
             logger.scalars(self.metrics, progress.step)
             if finished and needs_metric(s.scheduler):
                 s.scheduler.step(self.metrics["val/loss"])
             log.info("epoch %d/%d  step %d  %s", epoch + 1, s.planned_epochs, progress.step, _fmt(self.metrics))
-            if best is not None and _improves(self.metrics[best.metric], progress.best, best.resolved_mode):
-                progress.best, progress.best_step = self.metrics[best.metric], progress.step
+            if best is not None and _improves(self.metrics[best.resolved_metric], progress.best, best.resolved_mode):
+                progress.best, progress.best_step = self.metrics[best.resolved_metric], progress.step
                 self.checkpoints.save(s, progress, best=True)
         if self.checkpoints.due_at_epoch_end(progress, finished, last):
             self.checkpoints.save(s, progress)
@@ -314,7 +315,9 @@ class Trainer:
         best, progress = self.recipe.checkpoint.best, self.progress
         summary = RunSummary(
             final={**self.metrics, "epoch": progress.epoch, "step": progress.step},
-            best=None if best is None else BestResult(metric=best.metric, value=progress.best, step=progress.best_step),
+            best=None
+            if best is None
+            else BestResult(metric=best.resolved_metric, value=progress.best, step=progress.best_step),
             wall_time_s=round(time.perf_counter() - self.started, 3),
         )
         if self.runtime.is_main:

@@ -1,0 +1,98 @@
+"""task: regression on scikit-learn's bundled diabetes data: the metrics (torchmetrics) equal
+scikit-learn's on the same predictions, on 2 ranks as in 1 process, and a mid-epoch resume is
+bitwise, as for classification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, final_checkpoint, launch, run_dirs, run_launch, scalars
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from launcher import checkpoint
+from launcher.config.loading import load_recipe
+from launcher.data.build import build_datasets
+from launcher.training.inference import load_model
+
+pytestmark = pytest.mark.slow
+
+DIABETES = ROOT / "recipes" / "diabetes.yaml"
+SHORT = ("train.epochs=4", "eval.metrics=[mae, mse, rmse, r2]", "logging.every_n_steps=2")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("regression")
+    result = run_launch(DIABETES, "--nproc", "2", f"run.output={output}", *SHORT, cwd=output, timeout=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = run_dirs(output, "diabetes")
+    return run
+
+
+def _predictions(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The final checkpoint's predictions on the run's validation split, and the targets, in one process."""
+    recipe = load_recipe(run / "recipe.yaml")
+    model, _, trained_with = load_model(recipe, checkpoint.latest(run / "checkpoints"), torch.device("cpu"))
+    val = build_datasets(recipe.data, seed=trained_with["train"]["seed"], classes=False).val
+    inputs = torch.stack([val[i][0] for i in range(len(val))])
+    targets = torch.stack([val[i][1] for i in range(len(val))])
+    with torch.no_grad():
+        return model(inputs).squeeze(-1), targets
+
+
+def test_metrics_on_two_ranks_equal_scikit_learn_on_the_same_predictions(two_ranks: Path) -> None:
+    final = json.loads((two_ranks / "metrics.json").read_text())["final"]
+    predictions, targets = _predictions(two_ranks)
+    assert len(targets) == 88  # 442 x 0.2, split over 2 ranks: 44 each (the odd case is below)
+    y, p = targets.double().numpy(), predictions.double().numpy()
+    assert final["val/mae"] == pytest.approx(mean_absolute_error(y, p), rel=1e-5)
+    assert final["val/mse"] == pytest.approx(mean_squared_error(y, p), rel=1e-5)
+    assert final["val/rmse"] == pytest.approx(mean_squared_error(y, p) ** 0.5, rel=1e-5)
+    assert final["val/r2"] == pytest.approx(r2_score(y, p), rel=1e-5)
+    assert final["val/loss"] == pytest.approx(mean_squared_error(y, p), rel=1e-5)  # MSELoss
+
+
+def test_one_process_evaluates_the_checkpoint_as_two_ranks_did(
+    two_ranks: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    final = json.loads((two_ranks / "metrics.json").read_text())["final"]
+    capsys.readouterr()
+    assert launch("eval", two_ranks / "recipe.yaml", "--checkpoint", checkpoint.latest(two_ranks / "checkpoints")) == 0
+    single = {name: float(value) for name, value in (line.split() for line in capsys.readouterr().out.splitlines())}
+    for name in ("val/loss", "val/mae", "val/mse", "val/rmse", "val/r2"):
+        assert single[name] == pytest.approx(final[name], rel=1e-5), name
+
+
+def test_an_odd_validation_set_is_counted_once_on_two_ranks(tmp_path: Path) -> None:
+    # 442 x 0.25 = 110 validation rows over... make it odd: 0.2015 -> 89 rows, 45 and 44 per rank.
+    result = run_launch(
+        DIABETES, "--nproc", "2", f"run.output={tmp_path}", "data.val_fraction=0.2015", *SHORT, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = run_dirs(tmp_path, "diabetes")
+    predictions, targets = _predictions(run)
+    assert len(targets) == 89
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    y, p = targets.double().numpy(), predictions.double().numpy()
+    assert final["val/mae"] == pytest.approx(mean_absolute_error(y, p), rel=1e-5)
+    assert final["val/r2"] == pytest.approx(r2_score(y, p), rel=1e-5)
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_bitwise(tmp_path: Path) -> None:
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    assert launch(DIABETES, "--cpu", f"run.output={straight}", *SHORT) == 0
+    # 354 training rows, batch 32, the last partial batch dropped: 11 steps an epoch; step 17 is mid-epoch 2.
+    assert launch(DIABETES, "--cpu", f"run.output={pieces}", *SHORT, "train.max_steps=17") == 0
+    (stopped,) = run_dirs(pieces, "diabetes")
+    assert final_checkpoint(stopped)["progress"]["batches_done"] == 6
+    assert launch(DIABETES, "--cpu", f"run.output={pieces}", *SHORT, "--resume", stopped) == 0
+    a, b = final_checkpoint(run_dirs(straight, "diabetes")[0]), final_checkpoint(stopped)
+    assert a["progress"] == b["progress"]
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    resumed, uninterrupted = scalars(stopped), scalars(run_dirs(straight, "diabetes")[0])
+    for tag in ("val/mae", "val/r2"):  # the stopped run also evaluated where it stopped, at step 17
+        assert [(s, v) for s, v in resumed[tag] if s != 17] == uninterrupted[tag], tag
