@@ -1,39 +1,30 @@
-"""Evaluation metrics by name, from torchmetrics (the field's library, distributed-aware).
+"""Evaluation metrics by name.
 
-Each rank updates its metrics on its own exact shard of the validation set (no padded
-duplicates: data.loaders.ShardSampler), and `compute()` gathers the states of every rank over
-the default process group, so a metric is that of the whole validation set on any number of
-ranks. A name is a built-in one below or `module:attr`, a torchmetrics Metric class of the user's.
+acc1 and acc5 are counted here, as float64 sums added up across ranks in one all-reduce (exact,
+and no import). The others come from torchmetrics (the field's library, distributed-aware):
+each rank updates them on its own exact shard of the validation set (no padded duplicates:
+data.loaders.ShardSampler), and `compute()` gathers every rank's states over the default process
+group, so a metric is that of the whole validation set on any number of ranks. Sums are kept in
+float64 (torchmetrics' float32 drifts by about 2e-6 over a few million values). A name is a
+built-in one below or `module:attr`, a torchmetrics Metric class of the user's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torchmetrics
-from torchmetrics import classification, regression
+import torch
 
 from launcher.config import components
 from launcher.config.components import Kind
-from launcher.config.schema import LOWER_IS_BETTER
 
-METRIC = Kind("metric", "torchmetrics", torchmetrics.Metric, lambda: {})
+if TYPE_CHECKING:
+    from torchmetrics import Metric
 
-# name -> factory(num_classes); the classification metrics need the class count.
-CLASSIFICATION: dict[str, Callable[[int], torchmetrics.Metric]] = {
-    "acc1": lambda n: classification.MulticlassAccuracy(num_classes=n, top_k=1, average="micro"),
-    "acc5": lambda n: classification.MulticlassAccuracy(num_classes=n, top_k=5, average="micro"),
-    "f1_macro": lambda n: classification.MulticlassF1Score(num_classes=n, average="macro"),
-    "auroc": lambda n: classification.MulticlassAUROC(num_classes=n, average="macro"),
-}
-REGRESSION: dict[str, Callable[[], torchmetrics.Metric]] = {
-    "mae": regression.MeanAbsoluteError,
-    "mse": regression.MeanSquaredError,
-    "rmse": lambda: regression.MeanSquaredError(squared=False),
-    "r2": regression.R2Score,
-}
-TOP_K = {"acc1": 1, "acc5": 5}
+TOP_K = {"acc1": 1, "acc5": 5}  # counted by the task itself
+CLASSIFICATION = ("f1_macro", "auroc")
+REGRESSION = ("mae", "mse", "rmse", "r2")
 
 
 def tag(name: str) -> str:
@@ -41,32 +32,44 @@ def tag(name: str) -> str:
     return f"val/{name.rpartition(':')[2]}"
 
 
-def user_metric(name: str) -> torchmetrics.Metric:
+def _torchmetrics() -> Any:
+    # start-up: torchmetrics' import takes 1.3 to 3 s (it imports torchvision, matplotlib, scipy):
+    # only where a recipe names a metric it computes.
+    import torchmetrics
+
+    return torchmetrics
+
+
+def _builtin(name: str, num_classes: int) -> Metric:
+    tm = _torchmetrics()
+    factories: dict[str, Callable[[], Metric]] = {
+        "f1_macro": lambda: tm.classification.MulticlassF1Score(num_classes=num_classes, average="macro"),
+        "auroc": lambda: tm.classification.MulticlassAUROC(num_classes=num_classes, average="macro"),
+        "mae": tm.regression.MeanAbsoluteError,
+        "mse": tm.regression.MeanSquaredError,
+        "rmse": lambda: tm.regression.MeanSquaredError(squared=False),
+        "r2": tm.regression.R2Score,
+    }
+    return factories[name]().set_dtype(torch.float64)
+
+
+def user_metric(name: str) -> Metric:
     """A `module:attr` metric: a torchmetrics Metric class (or factory) of the user's, built with no argument."""
-    factory = components.resolve(name, METRIC)
-    return components.expect(components.call(factory, name, METRIC), METRIC, name)
+    kind = Kind("metric", "torchmetrics", _torchmetrics().Metric, dict)
+    factory = components.resolve(name, kind)
+    return components.expect(components.call(factory, name, kind), kind, name)
 
 
-def classification_metrics(names: Sequence[str], num_classes: int) -> dict[str, torchmetrics.Metric]:
-    """The metrics `names` asks for, by their logged tag; acc<k> only where k <= the class count."""
-    built = {}
-    for name in names:
-        if name in CLASSIFICATION:
-            if TOP_K.get(name, 0) <= num_classes:
-                built[tag(name)] = CLASSIFICATION[name](num_classes)
-        else:
-            built[tag(name)] = user_metric(name)
-    return built
+def build_metrics(names: Sequence[str], builtin: Sequence[str], num_classes: int = 0) -> dict[str, Metric]:
+    """The torchmetrics metrics among `names` (built-in ones from `builtin`, or `module:attr`),
+    by the tag they are logged under; top-k accuracies are left to the task."""
+    return {
+        tag(name): _builtin(name, num_classes) if name in builtin else user_metric(name)
+        for name in names
+        if name not in TOP_K
+    }
 
 
-def regression_metrics(names: Sequence[str]) -> dict[str, torchmetrics.Metric]:
-    return {tag(name): REGRESSION[name]() if name in REGRESSION else user_metric(name) for name in names}
-
-
-def lower_is_better(metric_tag: str, metrics: dict[str, Any]) -> bool:
-    """The direction of a logged metric: the table's for built-in names, else the Metric's own."""
-    name = metric_tag.rpartition("/")[2]
-    made = metrics.get(metric_tag)
-    if name in LOWER_IS_BETTER or made is None:
-        return name in LOWER_IS_BETTER
-    return getattr(made, "higher_is_better", True) is False
+def measured_topk(names: Sequence[str], num_classes: int) -> tuple[int, ...]:
+    """The k of each top-k accuracy asked for that makes sense for the class count."""
+    return tuple(k for name, k in TOP_K.items() if name in names and k <= num_classes)

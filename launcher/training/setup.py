@@ -20,7 +20,7 @@ from launcher.distributed.runtime import Runtime, autocast, make_deterministic, 
 from launcher.distributed.wrapper import DataParallel, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.build import build_model
-from launcher.training.metrics import classification_metrics, regression_metrics
+from launcher.training.metrics import CLASSIFICATION, REGRESSION, build_metrics, measured_topk
 from launcher.training.optim import build_loss, build_optimizer, build_scheduler
 from launcher.training.task import Classification, Regression, Task, metric_tags
 
@@ -131,9 +131,11 @@ def build_task(recipe: Recipe, loss_fn: torch.nn.Module, info: DataInfo) -> Task
     """The recipe's task with its metrics (eval.metrics, or the task's defaults)."""
     names = recipe.eval.metrics or []
     if recipe.task.name == "classification":
-        return Classification(loss_fn, classification_metrics(names, info.num_classes))
+        return Classification(
+            loss_fn, measured_topk(names, info.num_classes), build_metrics(names, CLASSIFICATION, info.num_classes)
+        )
     if recipe.task.name == "regression":
-        return Regression(loss_fn, regression_metrics(names))
+        return Regression(loss_fn, build_metrics(names, REGRESSION))
     raise UserError(f"task: {recipe.task.name!r} is not a task this version trains (classification, regression)")
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
-import torchmetrics
 from torch import nn
 
 from launcher.distributed.process_group import all_reduce_sum
 from launcher.errors import UserError
 from launcher.training.batches import to_device
+
+if TYPE_CHECKING:
+    from torchmetrics import Metric
 
 
 class Step(NamedTuple):
@@ -30,7 +32,8 @@ class Step(NamedTuple):
 
 
 class Task(Protocol):
-    metrics: dict[str, torchmetrics.Metric]  # by the tag they are logged under: val/acc1, val/mae...
+    counted: tuple[str, ...]  # the tags of the metrics `counts` gives (val/acc1, ...)
+    metrics: dict[str, Metric]  # torchmetrics', by the tag they are logged under (val/f1_macro, val/mae, ...)
 
     def step(self, model: nn.Module, batch: Any) -> Step:
         """Run the model on one batch (already on the device) and compute its loss."""
@@ -40,10 +43,15 @@ class Task(Protocol):
         """Add one validation batch's outputs and targets to the metrics."""
         ...
 
+    def counts(self, step: Step) -> dict[str, torch.Tensor]:
+        """Metrics the task counts itself, as a count of items per tag (val/acc1: the correct
+        ones): added up across ranks with the loss, divided by the items at the end."""
+        ...
+
 
 def metric_tags(task: Task) -> list[str]:
     """What `evaluate` returns: the values checkpoint.best.metric and a sweep's --metric may take."""
-    return ["val/loss", *task.metrics]
+    return ["val/loss", *task.counted, *task.metrics]
 
 
 @torch.no_grad()
@@ -63,29 +71,42 @@ def evaluate(
     model.eval()
     for metric in task.metrics.values():
         metric.to(device).reset()
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # [loss x items, items]
+    totals: dict[str, torch.Tensor] = {}
     for batch in batches:
         with autocast:
             step = task.step(model, to_device(batch, device))
-        sums += torch.stack(
-            [step.loss.double() * step.items, torch.tensor(step.items, dtype=torch.float64, device=device)]
-        )
+        counted = {"val/loss": step.loss.double() * step.items, **task.counts(step)}
+        counted["items"] = torch.tensor(step.items, dtype=torch.float64, device=device)
+        for key, value in counted.items():
+            totals[key] = totals.get(key, 0) + value.double()
         task.update(step)
     model.train(was_training)
-    loss_sum, count = all_reduce_sum(sums).tolist()
-    return {"val/loss": loss_sum / max(count, 1), **{tag: float(m.compute()) for tag, m in task.metrics.items()}}
+    keys = ["val/loss", *task.counted, "items"]  # the same on every rank, one with no batch too
+    summed = all_reduce_sum(
+        torch.stack([totals.get(k, torch.zeros((), dtype=torch.float64, device=device)) for k in keys])
+    )
+    by_key = dict(zip(keys, summed.tolist(), strict=True))
+    items = max(by_key.pop("items"), 1)
+    return {**{k: v / items for k, v in by_key.items()}, **{tag: float(m.compute()) for tag, m in task.metrics.items()}}
 
 
 class Classification:
     """The recipe's loss on class scores; the named metrics on them (acc1, acc5, f1_macro, auroc)."""
 
-    def __init__(self, loss_fn: nn.Module, metrics: dict[str, torchmetrics.Metric]) -> None:
-        self.loss_fn, self.metrics = loss_fn, metrics
+    def __init__(self, loss_fn: nn.Module, topk: tuple[int, ...], metrics: dict[str, Metric]) -> None:
+        self.loss_fn, self.topk, self.metrics = loss_fn, topk, metrics
+        self.counted = tuple(f"val/acc{k}" for k in topk)
 
     def step(self, model: nn.Module, batch: Any) -> Step:
         inputs, targets = batch
         outputs = model(inputs)
         return Step(self.loss_fn(outputs, targets), outputs, targets, len(targets))
+
+    def counts(self, step: Step) -> dict[str, torch.Tensor]:
+        if not self.topk:
+            return {}
+        hits = step.outputs.topk(max(self.topk), dim=1).indices == step.targets.unsqueeze(1)
+        return {f"val/acc{k}": hits[:, :k].any(dim=1).sum() for k in self.topk}
 
     def update(self, step: Step) -> None:
         for metric in self.metrics.values():
@@ -96,7 +117,9 @@ class Regression:
     """The recipe's loss (MSELoss, L1Loss, ...) on the model's values; a model with one output
     gives (N, 1), compared with targets of shape (N,)."""
 
-    def __init__(self, loss_fn: nn.Module, metrics: dict[str, torchmetrics.Metric]) -> None:
+    counted: tuple[str, ...] = ()
+
+    def __init__(self, loss_fn: nn.Module, metrics: dict[str, Metric]) -> None:
         self.loss_fn, self.metrics = loss_fn, metrics
 
     def step(self, model: nn.Module, batch: Any) -> Step:
@@ -112,6 +135,9 @@ class Regression:
         targets = targets.to(outputs.dtype)
         return Step(self.loss_fn(outputs, targets), outputs, targets, len(targets))
 
+    def counts(self, step: Step) -> dict[str, torch.Tensor]:
+        return {}
+
     def update(self, step: Step) -> None:
         for metric in self.metrics.values():
-            metric.update(step.outputs.float(), step.targets.float())
+            metric.update(step.outputs.double(), step.targets.double())
