@@ -196,3 +196,26 @@ def test_shipped_schema_file_matches_launch_schema(capsys: pytest.CaptureFixture
         "regenerate: launch schema > recipes/recipe.schema.json"
     )
     assert {"data", "model", "optimizer", "train", "checkpoint", "logging", "run"} <= set(printed["properties"])
+
+
+def test_task_metric_and_best_problems_are_reported_together_before_anything_runs(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL, "tiny.yaml")
+    with pytest.raises(RecipeError) as caught:
+        load(path, "task={name: regresion}", "eval.metrics=[mae]")
+    assert "task: 'regresion' is not a task this version trains" in str(caught.value)
+    assert "(did you mean 'regression'?)" in str(caught.value)
+    with pytest.raises(RecipeError) as caught:
+        load(path, "task={name: regression, scale: 2}", "eval.metrics=[mea, r2]", "checkpoint.best.metric=val/acc1")
+    found = {p.path: p.message for p in caught.value.problems}
+    assert found["eval.metrics.0"].startswith("'mea': regression measures mae, mse, rmse, r2")
+    assert found["checkpoint.best.metric"].startswith(
+        "val/acc1 is not measured: choose one of val/loss, val/mea, val/r2"
+    )
+    assert found["task.scale"] == "regression takes no argument 'scale'"
+    recipe = load(path, "task=regression")
+    assert recipe.eval.metrics == ["mae", "rmse", "r2"]
+    assert recipe.checkpoint.best is not None and (recipe.checkpoint.best.metric, recipe.checkpoint.best.mode) == (
+        "val/loss",
+        "min",
+    )
+    assert load(path, "task=regression", "checkpoint.best.metric=val/r2").checkpoint.best.mode == "max"

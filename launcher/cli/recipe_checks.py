@@ -9,9 +9,10 @@ from typing import Any
 
 from launcher.config.components import check_one, use_import_paths
 from launcher.config.problems import Problem, did_you_mean
-from launcher.config.schema import Loss, Model, Optimizer, Scheduler
+from launcher.config.schema import BUILTIN_TASKS, Loss, Model, Optimizer, Scheduler, metric_names
 from launcher.data.build import DATASET, TRANSFORM
 from launcher.models.build import MODEL
+from launcher.training.metrics import CLASSIFICATION, REGRESSION, TOP_K
 from launcher.training.optim import LOSS, OPTIMIZER, SCHEDULER
 
 
@@ -37,6 +38,47 @@ def problems_in(tree: dict[str, Any]) -> list[Problem]:
     problems += check_one("scheduler", section("scheduler"), SCHEDULER, Scheduler)
     problems += _weights_problems(section("model"))
     problems += _data_path_problems(section("data", "dataset"))
+    problems += _task_and_metric_problems(section("task"), section("eval", "metrics"), section("checkpoint", "best"))
+    return problems
+
+
+# The metrics each task this version trains knows by name (besides `module:attr` ones).
+TASK_METRICS = {"classification": (*TOP_K, *CLASSIFICATION), "regression": REGRESSION}
+
+
+def _task_and_metric_problems(task: Any, metrics: Any, best: Any) -> list[Problem]:
+    """A task this version trains, metrics it measures, and a best.metric among them."""
+    name = task.get("name", "classification") if isinstance(task, dict) else task if isinstance(task, str) else None
+    if name is None:
+        return []  # the schema reports what it is
+    if name not in TASK_METRICS:
+        return [
+            Problem(
+                "task",
+                f"{name!r} is not a task this version trains: choose one of {', '.join(TASK_METRICS)}{did_you_mean(name, TASK_METRICS)}",
+            )
+        ]
+    extra = sorted(set(task) - {"name"}) if isinstance(task, dict) else []
+    problems = [Problem(f"task.{key}", f"{name} takes no argument {key!r}") for key in extra]
+    known = TASK_METRICS[name]
+    names = metrics if isinstance(metrics, list) else list(BUILTIN_TASKS[name][0])
+    problems += [
+        Problem(
+            f"eval.metrics.{i}",
+            f"{m!r}: {name} measures {', '.join(known)}, or a module:attr torchmetrics Metric{did_you_mean(m, known)}",
+        )
+        for i, m in enumerate(names)
+        if isinstance(m, str) and m not in known and ":" not in m
+    ]
+    measured = metric_names(n for n in names if isinstance(n, str))
+    chosen = best.get("metric") if isinstance(best, dict) else None
+    if isinstance(chosen, str) and chosen not in measured:
+        problems.append(
+            Problem(
+                "checkpoint.best.metric",
+                f"{chosen} is not measured: choose one of {', '.join(measured)}{did_you_mean(chosen, measured)}",
+            )
+        )
     return problems
 
 

@@ -171,7 +171,6 @@ class Train(Section):
 BUILTIN_TASKS: dict[str, tuple[tuple[str, ...], str]] = {
     "classification": (("acc1", "acc5"), "val/acc1"),
     "regression": (("mae", "rmse", "r2"), "val/loss"),
-    "language_model": (("perplexity",), "val/loss"),
 }
 # Metrics better when lower; every other metric is better when higher (a user's metric: its
 # torchmetrics `higher_is_better`, looked up at setup).
@@ -192,10 +191,9 @@ def default_mode(metric: str) -> Literal["max", "min"]:
 
 class TaskSpec(Component):
     """What a batch's loss and the evaluation's metrics are: `classification` (the default),
-    `regression`, `language_model`, or `module:attr` (a class or factory of the user's, with its
-    keyword arguments beside `name`)."""
+    or `regression`."""
 
-    name: str = Field("classification", description="classification, regression, language_model or 'module:attribute'.")
+    name: str = Field("classification", description="classification or regression.")
 
 
 class Eval(Section):
@@ -204,8 +202,8 @@ class Eval(Section):
     metrics: list[str] | None = Field(
         None,
         description="Besides the loss: acc1, acc5, f1_macro, auroc (classification); mae, mse, rmse, r2 (regression); "
-        "perplexity (language models); or 'module:attribute' (a torchmetrics Metric). Default: the task's own "
-        "(acc1, acc5; mae, rmse, r2; perplexity). acc5 only where there are more than 5 classes.",
+        "or 'module:attribute' (a torchmetrics Metric). Default: the task's own (acc1, acc5; mae, rmse, r2). "
+        "acc5 only where there are more than 5 classes.",
     )
 
     @field_validator("metrics")
