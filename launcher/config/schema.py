@@ -178,15 +178,21 @@ LOWER_IS_BETTER = frozenset({"loss", "mae", "mse", "rmse", "perplexity"})
 METRIC_NAME = re.compile(r"[A-Za-z_]\w*|[\w.]+:[\w.]+")
 
 
+def metric_tag(name: str) -> str:
+    """How a metric is logged: val/<name>, a `module:attr` one under its attribute's name."""
+    return f"val/{name.rpartition(':')[2]}"
+
+
 def metric_names(metrics: typing.Iterable[str]) -> list[str]:
-    """What an evaluation measuring `eval.metrics` logs: val/loss, then val/<metric> for each
-    (a `module:attr` metric is logged under its attribute's name)."""
-    return ["val/loss", *(f"val/{m.rpartition(':')[2]}" for m in metrics)]
+    """What an evaluation measuring `eval.metrics` logs: val/loss, then each metric's tag."""
+    return ["val/loss", *map(metric_tag, metrics)]
 
 
 def default_mode(metric: str) -> Literal["max", "min"]:
-    """min for a loss, an error or a perplexity (val/loss, val/mae, ...), max for the rest."""
-    return "min" if metric.rpartition("/")[2] in LOWER_IS_BETTER else "max"
+    """min for a loss (any metric named with "loss"), an error or a perplexity (val/mae, ...),
+    max for the rest."""
+    name = metric.rpartition("/")[2]
+    return "min" if name in LOWER_IS_BETTER or "loss" in name else "max"
 
 
 class TaskSpec(Component):

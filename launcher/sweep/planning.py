@@ -38,7 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 from launcher.config.loading import in_recipe_order, load_recipe, problems_from
 from launcher.config.overrides import apply_override, parse_override
 from launcher.config.problems import Problem, RecipeError, did_you_mean
-from launcher.config.schema import Recipe, SweepGrid, metric_names, sweep_key_problem
+from launcher.config.schema import Recipe, SweepGrid, default_mode, metric_names, sweep_key_problem
 from launcher.config.yaml_io import read_yaml
 from launcher.errors import UserError
 from launcher.rundir import RunDir
@@ -164,10 +164,6 @@ def _grouped(found: dict[str, list[Problem]], total: int) -> list[Problem]:
         else:
             listed.append(problem)
     return in_recipe_order(listed)  # section by section, as for one recipe
-
-
-def default_mode(metric: str) -> Mode:
-    return "min" if "loss" in metric else "max"
 
 
 def _refuse_another_sweep_in(sweep: Sweep) -> None:

@@ -18,6 +18,7 @@ import torch
 
 from launcher.config import components
 from launcher.config.components import Kind
+from launcher.config.schema import metric_tag
 
 if TYPE_CHECKING:
     from torchmetrics import Metric
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
 TOP_K = {"acc1": 1, "acc5": 5}  # counted by the task itself
 CLASSIFICATION = ("f1_macro", "auroc")
 REGRESSION = ("mae", "mse", "rmse", "r2")
-
-
-def tag(name: str) -> str:
-    """How a metric is logged: val/<name>, a `module:attr` one under its attribute's name."""
-    return f"val/{name.rpartition(':')[2]}"
 
 
 def _torchmetrics() -> Any:
@@ -64,7 +60,7 @@ def build_metrics(names: Sequence[str], builtin: Sequence[str], num_classes: int
     """The torchmetrics metrics among `names` (built-in ones from `builtin`, or `module:attr`),
     by the tag they are logged under; top-k accuracies are left to the task."""
     return {
-        tag(name): _builtin(name, num_classes) if name in builtin else user_metric(name)
+        metric_tag(name): _builtin(name, num_classes) if name in builtin else user_metric(name)
         for name in names
         if name not in TOP_K
     }
