@@ -11,7 +11,7 @@ from launcher.config.schema import Recipe
 from launcher.data.datasets import num_samples
 from launcher.distributed.runtime import single_process
 from launcher.models.build import count_parameters
-from launcher.training.setup import setup
+from launcher.training.setup import describe_targets, setup
 
 
 def check(recipe: Recipe) -> int:
@@ -28,7 +28,7 @@ def check(recipe: Recipe) -> int:
     loss.backward()
     total, trainable = count_parameters(s.net)
     print(
-        f"# data: {num_samples(s.data.train)} training / {num_samples(s.data.val)} validation samples, {s.data.info.num_classes} classes"
+        f"# data: {num_samples(s.data.train)} training / {num_samples(s.data.val)} validation samples, {describe_targets(recipe, s.data.info)}"
     )
     print(f"# model: {recipe.model.name}, {total:,} parameters ({trainable:,} trainable)")
     print(f"# one batch: {_batch_shapes(batch)}, outputs {_shape(outputs)}")

@@ -18,8 +18,10 @@ def evaluate(recipe: Recipe, checkpoint_path: Path, force_cpu: bool) -> int:
     return 0
 
 
-def predict(recipe: Recipe, checkpoint_path: Path, files: list[str], force_cpu: bool) -> int:
-
-    for what, name, probability in run_predict(recipe, checkpoint_path, files, single_process(force_cpu).device):
-        print(f"{what}\t{name}\t{probability:.3f}")
+def predict(recipe: Recipe, checkpoint_path: Path, files: list[str], force_cpu: bool, prompts: list[str]) -> int:
+    """One line per input: what, a tab, the answer (the class and its probability, the value...);
+    an answer of several lines (generated text) under a `==> what <==` header instead."""
+    device = single_process(force_cpu).device
+    for what, answer in run_predict(recipe, checkpoint_path, files, device, prompts):
+        print(f"==> {what} <==\n{answer}" if "\n" in answer else f"{what}\t{answer}", flush=True)
     return 0

@@ -60,8 +60,8 @@ def _run(command: str, args: argparse.Namespace) -> int:
     if command in ("report", "sweep"):
         return report(args) if command == "report" else sweep.sweep(args)
     files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
-    if command == "predict" and not files:
-        raise UserError("launch predict: name at least one image or CSV file to predict")
+    if command == "predict" and not files and not args.prompt:
+        raise UserError("launch predict: name at least one image, CSV or text file to predict, or give --prompt TEXT")
     recipe = load_recipe(args.recipe, [o for o in args.overrides if o not in files], check=problems_in)
     if command == "check" or getattr(args, "dry_run", False):
         return check.check(recipe)
@@ -69,7 +69,7 @@ def _run(command: str, args: argparse.Namespace) -> int:
         return (
             inference.evaluate(recipe, args.checkpoint, args.cpu)
             if command == "eval"
-            else inference.predict(recipe, args.checkpoint, files, args.cpu)
+            else inference.predict(recipe, args.checkpoint, files, args.cpu, args.prompt)
         )
     if args.slurm or args.srun:
         return slurm.submit(recipe, args) if args.slurm else slurm.srun_task(recipe, args)

@@ -17,7 +17,7 @@ USAGE = """The `launch` command: what runs, and where.
     launch report RUN_OR_SWEEP_FOLDER [--out DIR]
     launch check RECIPE [key.sub=value ...]
     launch eval RECIPE --checkpoint PATH [key.sub=value ...]
-    launch predict RECIPE --checkpoint PATH FILE... [key.sub=value ...]
+    launch predict RECIPE --checkpoint PATH FILE... | --prompt TEXT ... [key.sub=value ...]
     launch schema
 
 Flags say where and how a run goes; what it trains is in the recipe, and any recipe key can be
@@ -52,6 +52,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument(
             "--checkpoint", required=True, type=Path,
             help="a checkpoint file (.pt), or a run folder (its newest checkpoint)",
+        )  # fmt: skip
+    if command == "predict":
+        parser.add_argument(
+            "--prompt", action="append", default=[], metavar="TEXT",
+            help="a language model's prompt (repeatable); text FILEs are prompts too",
         )  # fmt: skip
     return parser
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from launcher.config.components import check_one, use_import_paths
 from launcher.config.problems import Problem, did_you_mean
-from launcher.config.schema import BUILTIN_TASKS, Loss, Model, Optimizer, Scheduler, metric_names
+from launcher.config.schema import BUILTIN_TASKS, Loss, Model, Optimizer, Scheduler, TaskSpec, metric_names
 from launcher.data.build import DATASET, TRANSFORM
 from launcher.models.build import MODEL
-from launcher.training.metrics import CLASSIFICATION, REGRESSION, TOP_K
 from launcher.training.optim import LOSS, OPTIMIZER, SCHEDULER
+from launcher.training.tasks import TASK, TASK_METRICS
 
 
 def problems_in(tree: dict[str, Any]) -> list[Problem]:
@@ -42,24 +42,24 @@ def problems_in(tree: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-# The metrics each task this version trains knows by name (besides `module:attr` ones).
-TASK_METRICS = {"classification": (*TOP_K, *CLASSIFICATION), "regression": REGRESSION}
-
-
 def _task_and_metric_problems(task: Any, metrics: Any, best: Any) -> list[Problem]:
     """A task this version trains, metrics it measures, and a best.metric among them."""
+    task = "classification" if task is None else task
     name = task.get("name", "classification") if isinstance(task, dict) else task if isinstance(task, str) else None
     if name is None:
         return []  # the schema reports what it is
-    if name not in TASK_METRICS:
+    if name not in TASK_METRICS and ":" not in name:
+        choices = ", ".join(TASK_METRICS)
         return [
             Problem(
                 "task",
-                f"{name!r} is not a task this version trains: choose one of {', '.join(TASK_METRICS)}{did_you_mean(name, TASK_METRICS)}",
+                f"{name!r} is not a task this version trains: choose one of {choices}, or 'module:attr' (your own "
+                f"Task){did_you_mean(name, TASK_METRICS)}",
             )
         ]
-    extra = sorted(set(task) - {"name"}) if isinstance(task, dict) else []
-    problems = [Problem(f"task.{key}", f"{name} takes no argument {key!r}") for key in extra]
+    problems = check_one("task", task, TASK, TaskSpec)
+    if name not in TASK_METRICS:
+        return problems  # a user's task says what it measures when it is built
     known = TASK_METRICS[name]
     names = metrics if isinstance(metrics, list) else list(BUILTIN_TASKS[name][0])
     problems += [

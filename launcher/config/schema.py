@@ -171,6 +171,7 @@ class Train(Section):
 BUILTIN_TASKS: dict[str, tuple[tuple[str, ...], str]] = {
     "classification": (("acc1", "acc5"), "val/acc1"),
     "regression": (("mae", "rmse", "r2"), "val/loss"),
+    "language_model": (("perplexity",), "val/loss"),
 }
 # Metrics better when lower; every other metric is better when higher (a user's metric: its
 # torchmetrics `higher_is_better`, looked up at setup).
@@ -197,9 +198,11 @@ def default_mode(metric: str) -> Literal["max", "min"]:
 
 class TaskSpec(Component):
     """What a batch's loss and the evaluation's metrics are: `classification` (the default),
-    or `regression`."""
+    `regression`, `language_model`, or the user's own (`module:attr`, a launcher Task)."""
 
-    name: str = Field("classification", description="classification or regression.")
+    name: str = Field(
+        "classification", description="classification, regression, language_model, or 'module:attribute' (your Task)."
+    )
 
 
 class Eval(Section):
@@ -208,7 +211,8 @@ class Eval(Section):
     metrics: list[str] | None = Field(
         None,
         description="Besides the loss: acc1, acc5, f1_macro, auroc (classification); mae, mse, rmse, r2 (regression); "
-        "or 'module:attribute' (a torchmetrics Metric). Default: the task's own (acc1, acc5; mae, rmse, r2). "
+        "perplexity (language_model); or 'module:attribute' (a torchmetrics Metric). Default: the task's own "
+        "(acc1, acc5; mae, rmse, r2; perplexity). "
         "acc5 only where there are more than 5 classes.",
     )
 

@@ -17,7 +17,17 @@ from torch.utils.data import Dataset, Subset
 from launcher.config import components
 from launcher.config.components import Kind, classes_in
 from launcher.config.schema import Data
-from launcher.data.datasets import BUILTIN_DATASETS, DataError, DataInfo, num_samples
+from launcher.data import text
+from launcher.data.datasets import (
+    DataError,
+    DataInfo,
+    csv_splits,
+    diabetes_splits,
+    digits_splits,
+    image_folder_splits,
+    num_samples,
+)
+from launcher.training.batches import first_tensor
 
 
 class Transformed(Dataset):
@@ -37,11 +47,14 @@ class Transformed(Dataset):
     def __len__(self) -> int:
         return num_samples(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        x, y = self.dataset[index]
-        return (self.transform(x) if self.transform else x), y
+    def __getitem__(self, index: int) -> Any:
+        sample = self.dataset[index]
+        if self.transform is None:
+            return sample  # any structure: a pair, a dict, ...
+        x, y = sample
+        return self.transform(x), y
 
-    def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any]]:
+    def __getitems__(self, indices: list[int]) -> list[Any]:
         if not indices:
             return []
         with _seeded_randomness((self.seed * 1_000_003 + self.epoch) * 1_000_033 + indices[0]):
@@ -119,34 +132,39 @@ def _dataset(factory: Any, spec: Any, **split: Any) -> Dataset:
     return components.expect(made, DATASET, spec.name)
 
 
-def build_datasets(section: Data, seed: int, classes: bool = True) -> Datasets:
+def build_datasets(section: Data, seed: int, classes: bool | None = True) -> Datasets:
     """Train and validation datasets with their transforms, and what the model needs to know.
-    `classes`: the targets are class indices (else values: their count sizes the model's output)."""
+    `classes`: the targets are class indices (else values: their count sizes the model's output);
+    None: the classes where the data says them (a user's task decides what its targets are)."""
     train, val = open_splits(section)
     if val is None:
         if num_samples(train) < MIN_SAMPLES_TO_HOLD_OUT:
             raise DataError(f"data.dataset: {num_samples(train)} sample(s): too few to hold out a validation set")
         train, val = held_out_split(train, section.val_fraction, seed)
-    raw_input = train[0][0]
-    names = (section.classes or _classes_of(train) or _classes_of(val)) if classes else []
+    raw_input = inputs_of(train[0])
+    names = (section.classes or _classes_of(train) or _classes_of(val)) if classes is not False else []
+    if names is None and classes is None:
+        names = []
     if names is None:
         raise DataError("the dataset does not say its classes: set data.classes to the list of class names")
     train = Transformed(train, build_transform(section.transforms.train), seed)
     val = Transformed(val, build_transform(section.transforms.val), seed)
-    x = train[0][0]
     for split, dataset in (("train", train), ("val", val)):
-        sample = dataset[0][0]
+        sample = inputs_of(dataset[0])
         if not isinstance(sample, torch.Tensor):
             raise DataError(
                 f"data.transforms.{split}: the samples come out as {type(sample).__name__}, not tensors; "
                 "end the transforms with ToTensor (image datasets give PIL images)"
             )
+    x, vocab_size = inputs_of(train[0]), _attribute_of(train, "vocab_size")
     info = DataInfo(
         classes=[str(c) for c in names],
         input_shape=list(x.shape) if hasattr(x, "shape") else [],
         image_mode=raw_input.mode if isinstance(raw_input, Image.Image) else None,
         image_size=list(raw_input.size) if isinstance(raw_input, Image.Image) else None,
-        num_outputs=None if classes else torch.as_tensor(train[0][1]).numel(),
+        num_outputs=None if names else vocab_size or _target_size(train[0]),
+        vocab_size=vocab_size,
+        tokenizer=_attribute_of(train, "tokenizer"),
     )
     return Datasets(train, val, info)
 
@@ -159,9 +177,30 @@ def held_out_split(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset
     return Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
 
 
-def _classes_of(dataset: Dataset) -> list[str] | None:
-    while isinstance(dataset, Subset):
+def inputs_of(sample: Any) -> Any:
+    """A sample's input: the first of an (input, target) pair, else its first tensor (a dict's, ...)."""
+    if isinstance(sample, tuple | list) and sample:
+        return sample[0]
+    return first_tensor(sample)
+
+
+def _target_size(sample: Any) -> int:
+    """Values per target, where a sample is an (input, target) pair; 1 otherwise (a user's task decides)."""
+    return torch.as_tensor(sample[1]).numel() if isinstance(sample, tuple | list) and len(sample) > 1 else 1
+
+
+def _unwrapped(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset | Transformed):
         dataset = dataset.dataset
+    return dataset
+
+
+def _attribute_of(dataset: Dataset, name: str) -> Any:
+    return getattr(_unwrapped(dataset), name, None)
+
+
+def _classes_of(dataset: Dataset) -> list[str] | None:
+    dataset = _unwrapped(dataset)
     classes = getattr(dataset, "classes", None)
     if classes:
         return [str(c) for c in classes]
@@ -189,6 +228,17 @@ def _transforms() -> dict[str, Any]:
     from torchvision import transforms
 
     return {name: value for name, value in vars(transforms).items() if isinstance(value, type) and name[0].isupper()}
+
+
+# Built-in names map to functions returning (train, validation or None).
+BUILTIN_DATASETS: dict[str, Callable[..., tuple[Dataset, Dataset | None]]] = {
+    "digits": digits_splits,
+    "diabetes": diabetes_splits,
+    "csv": csv_splits,
+    "ImageFolder": image_folder_splits,
+    "python_source": text.python_source,
+    "text": text.text,
+}
 
 
 DATASET = Kind(

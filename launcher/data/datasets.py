@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -164,15 +164,6 @@ def diabetes_splits() -> tuple[Dataset, None]:
     return Diabetes(), None
 
 
-# Built-in names map to functions returning (train, validation or None).
-BUILTIN_DATASETS: dict[str, Callable[..., tuple[Dataset, Dataset | None]]] = {
-    "digits": digits_splits,
-    "diabetes": diabetes_splits,
-    "csv": csv_splits,
-    "ImageFolder": image_folder_splits,
-}
-
-
 @dataclass
 class DataInfo:
     """What the model and `launch predict` need to know about the data; plain, so it goes into checkpoints."""
@@ -182,6 +173,8 @@ class DataInfo:
     image_mode: str | None  # 'L', 'RGB'... for image datasets, None for tables and tensors
     image_size: list[int] | None  # [width, height] of the raw images, for `launch predict`
     num_outputs: int | None = None  # values per target where the targets are not classes (regression)
+    vocab_size: int | None = None  # token datasets: the ids run from 0 to vocab_size - 1
+    tokenizer: str | None = None  # how `launch predict` turns a prompt into tokens: "bytes" (UTF-8), or none
 
     @property
     def num_classes(self) -> int:

@@ -48,6 +48,10 @@ def _input_arguments(info: DataInfo) -> dict[str, int]:
     values = {"in_features": math.prod(shape)} if shape else {}
     if len(shape) == IMAGE_DIMS:
         values["in_channels"] = shape[0]
+    if info.vocab_size is not None:  # token sequences: the vocabulary, and the longest sequence (the block)
+        values["vocab_size"] = info.vocab_size
+        if shape:
+            values["block_size"] = shape[-1]
     return values
 
 
@@ -113,6 +117,6 @@ MODEL = Kind(
     "torchvision.models",
     torch.nn.Module,
     _models,
-    frozenset({"num_classes", "in_features", "in_channels"}),
+    frozenset({"num_classes", "in_features", "in_channels", "vocab_size", "block_size"}),
     lambda: BUILTIN_MODELS,
 )

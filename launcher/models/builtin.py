@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from launcher.models.gpt import GPT
+
 
 class MLP(nn.Module):
     """A multi-layer perceptron for tables and tiny images (inputs are flattened)."""
@@ -72,4 +74,4 @@ def resnet_cifar(num_classes: int, arch: str = "resnet18") -> nn.Module:
     return model
 
 
-BUILTIN_MODELS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet_cifar": resnet_cifar}
+BUILTIN_MODELS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet_cifar": resnet_cifar, "gpt": GPT}

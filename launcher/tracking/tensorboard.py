@@ -47,7 +47,10 @@ class RunLogger:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
         if self.bar is not None and "train/loss" in values:
-            self.bar.set_postfix(loss=f"{values['train/loss']:.4f}", lr=f"{values['train/lr']:.3g}", refresh=False)
+            shown = {"loss": f"{values['train/loss']:.4f}", "lr": f"{values['train/lr']:.3g}"}
+            if "train/tokens_per_s" in values:
+                shown["tok/s"] = f"{values['train/tokens_per_s']:,.0f}"
+            self.bar.set_postfix(shown, refresh=False)
 
     def histograms(self, model: torch.nn.Module, step: int) -> None:
         for name, parameter in model.named_parameters():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from launcher import checkpoint
 from launcher.config.schema import Recipe
+from launcher.data import text
 from launcher.data.build import build_datasets, build_transform
 from launcher.data.datasets import DataInfo
 from launcher.data.loaders import eval_loader
@@ -19,8 +20,8 @@ from launcher.errors import UserError
 from launcher.models.build import build_model
 from launcher.rundir import find_resume
 from launcher.training.optim import build_loss
-from launcher.training.setup import build_task
 from launcher.training.task import evaluate
+from launcher.training.tasks import build_task, wants_classes
 
 
 def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.nn.Module, DataInfo, dict]:
@@ -43,15 +44,35 @@ def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.
 def evaluate_checkpoint(recipe: Recipe, path: Path, device: torch.device) -> dict[str, float]:
     model, info, trained_with = load_model(recipe, path, device)
     # The held-out split depends on the seed: use the one the checkpoint was trained with.
-    data = build_datasets(recipe.data, seed=trained_with["train"]["seed"], classes=recipe.task.name == "classification")
+    data = build_datasets(recipe.data, seed=trained_with["train"]["seed"], classes=wants_classes(recipe.task))
     loader = eval_loader(data.val, recipe.data, batch_size=recipe.eval.batch_size or recipe.train.batch_size, pin=False)
-    task = build_task(recipe, build_loss(recipe.loss).to(device), info)
+    task = build_task(recipe.task, recipe.eval.metrics, build_loss(recipe.loss).to(device), info)
     return evaluate(task, model, loader, device, autocast(recipe.train.precision, device))
 
 
-def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) -> Iterator[tuple[str, str, float]]:
-    """(what, class name, probability) for each image file, or each row of each CSV file."""
+def predict(
+    recipe: Recipe, path: Path, files: list[str], device: torch.device, prompts: Sequence[str] = ()
+) -> Iterator[tuple[str, str]]:
+    """(what, the task's answer) for each image file, each row of each CSV file, or each prompt
+    (a text file's content, or given as it is) of a language model."""
     model, info, _ = load_model(recipe, path, device)
+    task = build_task(recipe.task, [], build_loss(recipe.loss).to(device), info)
+    for label, x in _prediction_inputs(recipe, info, files, prompts):
+        with torch.no_grad():
+            yield label, task.answer(model, x.unsqueeze(0).to(device), info)
+
+
+def _prediction_inputs(
+    recipe: Recipe, info: DataInfo, files: list[str], prompts: Sequence[str]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    if info.tokenizer == "bytes":
+        for name in files:
+            yield name, _prompt(Path(name).read_text(errors="replace"), name)
+        for number, prompt in enumerate(prompts, start=1):
+            yield f"prompt {number}", _prompt(prompt, f"--prompt {prompt!r}")
+        return
+    if prompts:
+        raise UserError("launch predict: --prompt is for language models trained on text; this model takes files")
     transform = build_transform(recipe.data.transforms.val)
     resizes = any("Resize" in t.name or "Crop" in t.name for t in recipe.data.transforms.val)
     for name in files:
@@ -61,10 +82,14 @@ def predict(recipe: Recipe, path: Path, files: list[str], device: torch.device) 
                 raise UserError(
                     f"{label}: data.transforms.val gives {type(x).__name__}, not a tensor: end it with ToTensor"
                 )
-            with torch.no_grad():
-                probabilities = model(x.unsqueeze(0).to(device)).softmax(dim=1)[0]
-            index = int(probabilities.argmax())
-            yield label, info.classes[index], float(probabilities[index])
+            yield label, x
+
+
+def _prompt(prompt: str, where: str) -> torch.Tensor:
+    tokens = text.encode(prompt)
+    if len(tokens) == 0:
+        raise UserError(f"launch predict: {where} is empty; a language model continues a prompt")
+    return tokens
 
 
 def _inputs(path: Path, info: DataInfo, resizes: bool) -> Iterator[tuple[str, Image.Image | torch.Tensor]]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 TOP_K = {"acc1": 1, "acc5": 5}  # counted by the task itself
 CLASSIFICATION = ("f1_macro", "auroc")
 REGRESSION = ("mae", "mse", "rmse", "r2")
+LANGUAGE_MODEL = ("perplexity",)  # exp(val/loss), from the exact mean loss: no torchmetrics
 
 
 def _torchmetrics() -> Any:

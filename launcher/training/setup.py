@@ -20,9 +20,9 @@ from launcher.distributed.runtime import Runtime, autocast, make_deterministic, 
 from launcher.distributed.wrapper import DataParallel, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.build import build_model
-from launcher.training.metrics import CLASSIFICATION, REGRESSION, build_metrics, measured_topk
 from launcher.training.optim import build_loss, build_optimizer, build_scheduler
-from launcher.training.task import Classification, Regression, Task, metric_tags
+from launcher.training.task import Task, metric_tags
+from launcher.training.tasks import build_task, wants_classes
 
 
 @dataclass
@@ -75,7 +75,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     if cfg.reuse_freed_memory:
         reuse_freed_memory()
     seed_everything(cfg.seed + runtime.rank)
-    data = build_datasets(recipe.data, seed=cfg.seed, classes=recipe.task.name == "classification")
+    data = build_datasets(recipe.data, seed=cfg.seed, classes=wants_classes(recipe.task))
     pin = recipe.data.pin_memory if recipe.data.pin_memory is not None else device.type == "cuda"
     train_batches = train_loader(
         data.train, recipe.data, batch_size=cfg.batch_size, drop_last=cfg.drop_last,
@@ -96,7 +96,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
             f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches_per_epoch} batches of an epoch "
             "(per process): an optimizer step cannot span epochs"
         )
-    task = build_task(recipe, build_loss(recipe.loss).to(device), data.info)
+    task = build_task(recipe.task, recipe.eval.metrics, build_loss(recipe.loss).to(device), data.info)
     best = recipe.checkpoint.best
     if best is not None and best.resolved_metric not in (measured := metric_tags(task)):
         raise UserError(
@@ -127,20 +127,12 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     )  # fmt: skip
 
 
-def build_task(recipe: Recipe, loss_fn: torch.nn.Module, info: DataInfo) -> Task:
-    """The recipe's task with its metrics (eval.metrics, or the task's defaults)."""
-    names = recipe.eval.metrics or []
-    if recipe.task.name == "classification":
-        return Classification(
-            loss_fn, measured_topk(names, info.num_classes), build_metrics(names, CLASSIFICATION, info.num_classes)
-        )
-    if recipe.task.name == "regression":
-        return Regression(loss_fn, build_metrics(names, REGRESSION))
-    raise UserError(f"task: {recipe.task.name!r} is not a task this version trains (classification, regression)")
-
-
 def describe_targets(recipe: Recipe, info: DataInfo) -> str:
-    return f"{info.num_classes} classes" if recipe.task.name == "classification" else f"task {recipe.task.name}"
+    if recipe.task.name == "classification":
+        return f"{info.num_classes} classes"
+    if info.vocab_size is not None:
+        return f"a vocabulary of {info.vocab_size} tokens, blocks of {info.input_shape[-1]}"
+    return f"task {recipe.task.name}"
 
 
 def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import torch
 from torch import nn
 
+from launcher.data.datasets import DataInfo
 from launcher.distributed.process_group import all_reduce_sum
 from launcher.errors import UserError
 from launcher.training.batches import to_device
@@ -32,8 +33,12 @@ class Step(NamedTuple):
 
 
 class Task(Protocol):
+    """What the loop and `launch predict` ask of a task. A user's task (`task: {name: module:attr}`)
+    implements it, most simply by subclassing `TaskBase`, which gives every part but `step`."""
+
     counted: tuple[str, ...]  # the tags of the metrics `counts` gives (val/acc1, ...)
     metrics: dict[str, Metric]  # torchmetrics', by the tag they are logged under (val/f1_macro, val/mae, ...)
+    unit: str  # what Step.items counts: "samples" or "tokens" (logged as train/<unit>_per_s)
 
     def step(self, model: nn.Module, batch: Any) -> Step:
         """Run the model on one batch (already on the device) and compute its loss."""
@@ -48,10 +53,42 @@ class Task(Protocol):
         ones): added up across ranks with the loss, divided by the items at the end."""
         ...
 
+    def derived(self, results: dict[str, float]) -> dict[str, float]:
+        """Metrics that follow from the whole evaluation's others (val/perplexity from val/loss)."""
+        ...
+
+    def answer(self, model: nn.Module, inputs: torch.Tensor, info: DataInfo) -> str:
+        """`launch predict`: the model's answer for one input (a batch of one, on the device), as printed."""
+        ...
+
+
+class TaskBase:
+    """Defaults for every part of Task but `step`: no metric of its own beyond the loss (the
+    recipe's eval.metrics are added as `metrics`), items counted as samples, no answer."""
+
+    counted: tuple[str, ...] = ()
+    unit = "samples"
+
+    def __init__(self, metrics: dict[str, Metric] | None = None) -> None:
+        self.metrics = dict(metrics or {})
+
+    def update(self, step: Step) -> None:
+        for metric in self.metrics.values():
+            metric.update(step.outputs, step.targets)
+
+    def counts(self, step: Step) -> dict[str, torch.Tensor]:
+        return {}
+
+    def derived(self, results: dict[str, float]) -> dict[str, float]:
+        return {}
+
+    def answer(self, model: nn.Module, inputs: torch.Tensor, info: DataInfo) -> str:
+        raise UserError(f"launch predict: the task {type(self).__name__} does not say how to answer (Task.answer)")
+
 
 def metric_tags(task: Task) -> list[str]:
     """What `evaluate` returns: the values checkpoint.best.metric and a sweep's --metric may take."""
-    return ["val/loss", *task.counted, *task.metrics]
+    return ["val/loss", *task.counted, *task.metrics, *task.derived({"val/loss": 0.0})]
 
 
 @torch.no_grad()
@@ -87,14 +124,19 @@ def evaluate(
     )
     by_key = dict(zip(keys, summed.tolist(), strict=True))
     items = max(by_key.pop("items"), 1)
-    return {**{k: v / items for k, v in by_key.items()}, **{tag: float(m.compute()) for tag, m in task.metrics.items()}}
+    results = {
+        **{k: v / items for k, v in by_key.items()},
+        **{tag: float(m.compute()) for tag, m in task.metrics.items()},
+    }
+    return {**results, **task.derived(results)}
 
 
-class Classification:
+class Classification(TaskBase):
     """The recipe's loss on class scores; the named metrics on them (acc1, acc5, f1_macro, auroc)."""
 
     def __init__(self, loss_fn: nn.Module, topk: tuple[int, ...], metrics: dict[str, Metric]) -> None:
-        self.loss_fn, self.topk, self.metrics = loss_fn, topk, metrics
+        super().__init__(metrics)
+        self.loss_fn, self.topk = loss_fn, topk
         self.counted = tuple(f"val/acc{k}" for k in topk)
 
     def step(self, model: nn.Module, batch: Any) -> Step:
@@ -112,15 +154,20 @@ class Classification:
         for metric in self.metrics.values():
             metric.update(step.outputs.float(), step.targets)
 
+    def answer(self, model: nn.Module, inputs: torch.Tensor, info: DataInfo) -> str:
+        """The likeliest class and its probability."""
+        probabilities = model(inputs).float().softmax(dim=1)[0]
+        index = int(probabilities.argmax())
+        return f"{info.classes[index]}\t{float(probabilities[index]):.3f}"
 
-class Regression:
+
+class Regression(TaskBase):
     """The recipe's loss (MSELoss, L1Loss, ...) on the model's values; a model with one output
     gives (N, 1), compared with targets of shape (N,)."""
 
-    counted: tuple[str, ...] = ()
-
     def __init__(self, loss_fn: nn.Module, metrics: dict[str, Metric]) -> None:
-        self.loss_fn, self.metrics = loss_fn, metrics
+        super().__init__(metrics)
+        self.loss_fn = loss_fn
 
     def step(self, model: nn.Module, batch: Any) -> Step:
         inputs, targets = batch
@@ -135,9 +182,10 @@ class Regression:
         targets = targets.to(outputs.dtype)
         return Step(self.loss_fn(outputs, targets), outputs, targets, len(targets))
 
-    def counts(self, step: Step) -> dict[str, torch.Tensor]:
-        return {}
-
     def update(self, step: Step) -> None:
         for metric in self.metrics.values():
             metric.update(step.outputs.double(), step.targets.double())
+
+    def answer(self, model: nn.Module, inputs: torch.Tensor, info: DataInfo) -> str:
+        """The predicted value (values, tab-separated, for several outputs)."""
+        return "\t".join(f"{v:.6g}" for v in model(inputs).float().flatten().tolist())

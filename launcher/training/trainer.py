@@ -30,7 +30,7 @@ from launcher.training.batches import batch_size, first_tensor, to_device
 from launcher.training.checkpointing import Checkpoints
 from launcher.training.optim import LENGTH_ARGUMENTS, needs_metric
 from launcher.training.progress import Progress, due, is_complete, longer_run
-from launcher.training.setup import setup
+from launcher.training.setup import describe_targets, setup
 from launcher.training.stopping import StopRequests, TrainingStopped
 from launcher.training.summary import BestResult, RunSummary
 from launcher.training.task import evaluate
@@ -45,6 +45,7 @@ class Window:
     loss: torch.Tensor
     batches: int = 0
     samples: int = 0
+    items: int = 0  # what the task counts (tokens for a language model)
     started: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -63,6 +64,7 @@ class Trainer:
         self.progress = Progress()
         self.checkpoints = Checkpoints(recipe, run, runtime)
         self.metrics: dict[str, float] = {}
+        self.throughput: dict[str, float] = {}  # a language model's tokens/s in the last logged window
         self.resumed = False
 
     def done(self) -> bool:
@@ -188,8 +190,8 @@ class Trainer:
         s, cfg, world_size = self.s, self.recipe.train, self.runtime.world_size
         total, trainable = count_parameters(s.net)
         log.info(
-            "%d training / %d validation samples, %d classes; %s: %s parameters (%s trainable) on %s",
-            num_samples(s.data.train), num_samples(s.data.val), s.data.info.num_classes, self.recipe.model.name,
+            "%d training / %d validation samples, %s; %s: %s parameters (%s trainable) on %s",
+            num_samples(s.data.train), num_samples(s.data.val), describe_targets(self.recipe, s.data.info), self.recipe.model.name,
             f"{total:,}", f"{trainable:,}", self.runtime.device,
         )  # fmt: skip
         log.info(
@@ -220,10 +222,11 @@ class Trainer:
             samples = batch_size(batch)
             progress.samples_done += samples * self.runtime.world_size
             steps_now = progress.batches_done == window_first + micro_batches
-            loss = self.forward_backward(batch, micro_batches, sync=steps_now)
+            loss, items = self.forward_backward(batch, micro_batches, sync=steps_now)
             window.loss += loss
             window.batches += 1
             window.samples += samples
+            window.items += items
             if not steps_now:
                 continue
             lr = self.optimizer_step(logger)
@@ -246,16 +249,17 @@ class Trainer:
         epoch_ends = progress.batches_done >= self.s.batches_per_epoch
         return is_complete(Progress(epoch=progress.epoch + epoch_ends, step=progress.step), self.recipe.train)
 
-    def forward_backward(self, batch: Any, micro_batches: int, sync: bool) -> torch.Tensor:
-        """One micro-batch's loss and gradients; the loss, detached. DDP's gradient all-reduce
-        happens only where `sync`: in the backward of an optimizer step's last micro-batch."""
+    def forward_backward(self, batch: Any, micro_batches: int, sync: bool) -> tuple[torch.Tensor, int]:
+        """One micro-batch's loss and gradients; the loss, detached, and the items the task counted
+        (samples, tokens). DDP's gradient all-reduce happens only where `sync`: in the backward of
+        an optimizer step's last micro-batch."""
         s, device = self.s, self.runtime.device
         batch = to_device(batch, device, channels_last=self.recipe.train.channels_last)
         with s.wrapper.accumulating(s.model, skip_sync=not sync), s.mixed_precision:
-            loss = s.task.step(s.model, batch).loss
+            step = s.task.step(s.model, batch)
             # Gradients add up over micro-batches: divide, so the step is that of one big batch.
-            s.scaler.scale(loss / micro_batches).backward()
-        return loss.detach()
+            s.scaler.scale(step.loss / micro_batches).backward()
+        return step.loss.detach(), step.items
 
     def optimizer_step(self, logger: Logger) -> float:
         """Clip, step the optimizer (and a per-step schedule), clear the gradients; the learning
@@ -286,6 +290,9 @@ class Trainer:
             "train/lr": lr,
             "train/samples_per_s": window.samples * world_size / max(seconds, 1e-9),
         }
+        if (unit := self.s.task.unit) != "samples":  # tokens/s for a language model
+            values[f"train/{unit}_per_s"] = window.items * world_size / max(seconds, 1e-9)
+            self.throughput = {f"train/{unit}_per_s": values[f"train/{unit}_per_s"]}  # for the epoch's log line
         logger.scalars(values, self.progress.step)
 
     def end_of_epoch(self, logger: Logger) -> None:
@@ -303,7 +310,10 @@ class Trainer:
             logger.scalars(self.metrics, progress.step)
             if finished and needs_metric(s.scheduler):
                 s.scheduler.step(self.metrics["val/loss"])
-            log.info("epoch %d/%d  step %d  %s", epoch + 1, s.planned_epochs, progress.step, _fmt(self.metrics))
+            log.info(
+                "epoch %d/%d  step %d  %s", epoch + 1, s.planned_epochs, progress.step,
+                _fmt({**self.metrics, **self.throughput}),
+            )  # fmt: skip
             if best is not None and _improves(self.metrics[best.resolved_metric], progress.best, best.resolved_mode):
                 progress.best, progress.best_step = self.metrics[best.resolved_metric], progress.step
                 self.checkpoints.save(s, progress, best=True)
@@ -378,8 +388,11 @@ def _improves(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+WHOLE_NUMBERS_FROM = 1e4  # throughputs: no decimals
+
+
 def _fmt(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    return "  ".join(f"{k} {v:.4f}" if abs(v) < WHOLE_NUMBERS_FROM else f"{k} {v:.0f}" for k, v in metrics.items())
 
 
 def _flat_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
