@@ -219,3 +219,48 @@ def test_task_metric_and_best_problems_are_reported_together_before_anything_run
         "min",
     )
     assert load(path, "task=regression", "checkpoint.best.metric=val/r2").checkpoint.best.mode == "max"
+
+
+WARMUP_COSINE = """
+scheduler:
+  name: SequentialLR
+  interval: step
+  schedulers:
+    - {name: LinearLR, start_factor: 0.01, total_iters: 40}
+    - {name: CosineAnnealingLR, eta_min: 3.0e-4}
+  milestones: [40]
+"""
+
+
+def test_schedules_inside_a_schedule_load_and_override(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + WARMUP_COSINE)
+    recipe = load(path, "scheduler.milestones=[50]", "scheduler.schedulers.0.total_iters=50")
+    assert recipe.scheduler is not None and recipe.scheduler.kwargs["milestones"] == [50]
+    assert recipe.scheduler.kwargs["schedulers"] == [
+        {"name": "LinearLR", "start_factor": 0.01, "total_iters": 50},
+        {"name": "CosineAnnealingLR", "eta_min": 3.0e-4},
+    ]
+    assert "scheduler.schedulers.2" in problems(path, "scheduler.schedulers.2.gamma=0.5")  # no appending
+
+
+def test_schedules_inside_a_schedule_are_checked_with_their_dotted_paths(tmp_path: Path) -> None:
+    text = """
+    scheduler:
+      name: SequentialLR
+      schedulers:
+        - {name: LinearRL}
+        - {name: CosineAnnealingLR, eta_mn: 3.0e-4}
+        - {name: StepLR, kwargs: {step_sise: 3}}
+      milestones: [40, 50]
+    """
+    found = problems(write(tmp_path, MINIMAL + textwrap.dedent(text)))
+    assert found == {
+        "scheduler.schedulers.0.name": "no scheduler named 'LinearRL' among the built-ins or in torch.optim.lr_scheduler (did you mean 'LinearLR'?)",
+        "scheduler.schedulers.1.eta_mn": "CosineAnnealingLR takes no argument 'eta_mn' (did you mean 'eta_min'?)",
+        "scheduler.schedulers.2.kwargs.step_sise": "StepLR takes no argument 'step_sise' (did you mean 'step_size'?)",
+        "scheduler.schedulers.2.step_size": "StepLR needs 'step_size', which the recipe does not give",
+    }
+    mixed = problems(
+        write(tmp_path, MINIMAL + WARMUP_COSINE), "scheduler.schedulers=[LinearLR, {name: CosineAnnealingLR}]"
+    )
+    assert mixed == {"scheduler.schedulers.0": "'LinearLR': write each scheduler of the list as {name: ...}"}

@@ -118,6 +118,10 @@ class Optimizer(Component):
 
 
 class Scheduler(Component):
+    """A torch.optim.lr_scheduler schedule (or `module:attr`). An argument given as {name: ...}, or
+    a list of them (SequentialLR's and ChainedScheduler's `schedulers`), is a schedule itself,
+    built on the same optimizer."""
+
     interval: Literal["step", "epoch"] = Field(
         "epoch", description="Step the schedule after every optimizer step or after every epoch."
     )
