@@ -264,3 +264,46 @@ def test_schedules_inside_a_schedule_are_checked_with_their_dotted_paths(tmp_pat
         write(tmp_path, MINIMAL + WARMUP_COSINE), "scheduler.schedulers=[LinearLR, {name: CosineAnnealingLR}]"
     )
     assert mixed == {"scheduler.schedulers.0": "'LinearLR': write each scheduler of the list as {name: ...}"}
+
+
+DECAY_ON_MATRICES = """
+optimizer:
+  name: AdamW
+  weight_decay: 0.1
+  param_groups:
+    - {params: ["*.bias", "*norm*"], weight_decay: 0.0}
+    - {ndim: 1, weight_decay: 0.0}
+"""
+
+
+def test_parameter_groups_load_and_override(tmp_path: Path) -> None:
+    recipe = load(write(tmp_path, MINIMAL + DECAY_ON_MATRICES), "optimizer.param_groups.1.ndim=[0, 1]")
+    assert [(g.params, g.dims, g.options) for g in recipe.optimizer.param_groups or []] == [
+        (["*.bias", "*norm*"], None, {"weight_decay": 0.0}),
+        ([], {0, 1}, {"weight_decay": 0.0}),
+    ]
+    assert recipe.optimizer.kwargs == {"weight_decay": 0.1}  # the groups are not an argument of AdamW
+    assert load(write(tmp_path, MINIMAL)).optimizer.param_groups is None
+
+
+def test_parameter_group_arguments_are_checked_with_their_dotted_paths_and_the_rest(tmp_path: Path) -> None:
+    text = """
+    optimizer:
+      name: AdamW
+      param_groups:
+        - {params: ["*.bias"], weight_dcay: 0.0}
+        - {ndim: 1, lr: fast}
+        - {lr: 0.1}
+        - {ndim: -1}
+    """
+    # Reported with the rest of the recipe's problems, an inner schedule's among them.
+    found = problems(
+        write(tmp_path, MINIMAL + WARMUP_COSINE + textwrap.dedent(text)), "scheduler.schedulers.1.eta_mn=0"
+    )
+    assert found == {
+        "optimizer.param_groups.0.weight_dcay": "AdamW takes no argument 'weight_dcay' (did you mean 'weight_decay'?)",
+        "optimizer.param_groups.1.lr": "AdamW wants a number for 'lr', got the text 'fast'",
+        "optimizer.param_groups.2": "a parameter group chooses its parameters: give params (name patterns), ndim, or both",
+        "optimizer.param_groups.3.ndim.0": "input should be greater than or equal to 0, got -1",
+        "scheduler.schedulers.1.eta_mn": "CosineAnnealingLR takes no argument 'eta_mn' (did you mean 'eta_min'?)",
+    }

@@ -277,3 +277,12 @@ def _nested_problems(arguments: dict[str, Any], kind: Kind) -> list[Problem]:
             else:
                 problems.append(Problem(item_path, f"{item!r}: write each {kind.noun} of the list as {{name: ...}}"))
     return problems
+
+
+def option_problems(path: str, factory: Any, options: dict[str, Any]) -> list[Problem]:
+    """The problems of arguments that a component takes by name but that are given apart from it
+    (a parameter group's `weight_decay`): ones it does not take, or takes as a number but got as text."""
+    return [
+        Problem(f"{path}.{arg}", message)
+        for arg, message in _argument_problems(factory, options, provided=frozenset(parameters_of(factory) or ()))
+    ]

@@ -1,9 +1,11 @@
-"""Loss, optimizer and learning-rate schedule from their recipe sections."""
+"""Loss, optimizer (with the recipe's parameter groups) and learning-rate schedule from their recipe sections."""
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import itertools
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,7 +15,9 @@ from torch import nn
 
 from launcher.config import components
 from launcher.config.components import Kind, classes_in
-from launcher.config.schema import Component, Loss, Optimizer, Scheduler
+from launcher.config.schema import Component, Loss, Optimizer, ParamGroup, Scheduler
+
+log = logging.getLogger("launcher")
 
 # Arguments that say how long a schedule lasts; filled in from the run's length when left out.
 LENGTH_ARGUMENTS = ("T_max", "total_steps")
@@ -23,11 +27,90 @@ def build_loss(section: Loss) -> nn.Module:
     return components.build(section, LOSS)
 
 
-def build_optimizer(section: Optimizer, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    trainable = [p for p in parameters if p.requires_grad]
+def build_optimizer(section: Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer over the model's trainable parameters, in the recipe's parameter groups if it
+    gives any (then logged, with their sizes)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise components.ComponentError("optimizer: the model has no trainable parameter (model.freeze froze them all)")
-    return components.build(section, OPTIMIZER, params=trainable)
+    if not section.param_groups:
+        return components.build(section, OPTIMIZER, params=trainable)
+    groups = param_groups(section.param_groups, model)
+    for label, names, group in groups:
+        if not names:
+            log.info("optimizer group %s: no trainable parameter left (frozen, or in an earlier group): dropped", label)
+            continue
+        options = {key: value for key, value in group.items() if key != "params"} or "the optimizer's own arguments"
+        size = sum(p.numel() for p in group["params"])
+        log.info(
+            "optimizer group %s: %d tensors, %s parameters with %s: %s",
+            label,
+            len(names),
+            f"{size:,}",
+            options,
+            _some(names),
+        )
+    # Empty groups are left out: torch would keep them, and their options would say nothing.
+    return components.build(section, OPTIMIZER, params=[group for _, names, group in groups if names])
+
+
+def param_groups(groups: list[ParamGroup], model: nn.Module) -> list[tuple[str, list[str], dict[str, Any]]]:
+    """Torch's parameter groups for the recipe's: (label, trainable parameter names, group), the
+    names empty where none is left. Each trainable parameter joins the first group that chooses it;
+    the rest come first, with the optimizer's own arguments, so that group 0 (the logged train/lr)
+    is the optimizer's. A ComponentError where a pattern, or a whole group, chooses no parameter of
+    the model at all (a typo, as model.freeze reports one)."""
+    named = list(model.named_parameters())
+    if problems := _choice_problems(groups, named):
+        raise components.ComponentError("\n".join(problems))
+    members: list[list[tuple[str, nn.Parameter]]] = [[] for _ in range(len(groups) + 1)]
+    for name, parameter in named:
+        if parameter.requires_grad:  # frozen parameters join no group: the optimizer never sees them
+            index = next((i for i, group in enumerate(groups) if _chooses(group, name, parameter)), -1)
+            members[index + 1].append((name, parameter))
+    labelled = [("the rest", {}), *((f"optimizer.param_groups.{i}", g.options) for i, g in enumerate(groups))]
+    return [
+        (label, [name for name, _ in chosen], {"params": [p for _, p in chosen], **options})
+        for (label, options), chosen in zip(labelled, members, strict=True)
+    ]
+
+
+def _choice_problems(groups: list[ParamGroup], named: list[tuple[str, nn.Parameter]]) -> list[str]:
+    """A pattern that matches no parameter of the model, or a group that chooses none."""
+    problems = []
+    for index, group in enumerate(groups):
+        path = f"optimizer.param_groups.{index}"
+        problems += [
+            f"{path}.params: {pattern!r} matches no parameter; names look like {_some(n for n, _ in named)}"
+            for pattern in group.params
+            if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named)
+        ]
+        if not any(_chooses(group, name, parameter) for name, parameter in named) and group.ndim is not None:
+            problems.append(
+                f"{path}: no parameter is {_choice(group)}"
+                if group.params
+                else f"{path}.ndim: no parameter has {_choice(group)}"
+            )
+    return problems
+
+
+def _chooses(group: ParamGroup, name: str, parameter: nn.Parameter) -> bool:
+    dims = group.dims
+    return (not group.params or any(fnmatch.fnmatchcase(name, pattern) for pattern in group.params)) and (
+        dims is None or parameter.ndim in dims
+    )
+
+
+def _choice(group: ParamGroup) -> str:
+    words = [f"named {' or '.join(map(repr, group.params))}"] if group.params else []
+    dims = sorted(group.dims or ())
+    words += [f"{' or '.join(map(str, dims))} dimension(s)"] if dims else []
+    return " with ".join(words)
+
+
+def _some(names: Iterable[str], shown: int = 6) -> str:
+    names = list(names)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         net = net.to(memory_format=torch.channels_last)
     wrapper = DataParallel(runtime, recipe.distributed.sync_batchnorm)
     model = wrapper.wrap(net)
-    optimizer = build_optimizer(recipe.optimizer, net.parameters())
+    optimizer = build_optimizer(recipe.optimizer, net)
     if recipe.distributed.scale_lr and runtime.world_size > 1:
         for group in optimizer.param_groups:  # the linear scaling rule: the recipe's lr is for one worker
             group["lr"] *= runtime.world_size

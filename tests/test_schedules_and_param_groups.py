@@ -1,4 +1,5 @@
-"""Schedules made of schedules, from the recipe: warmup then cosine through SequentialLR.
+"""Schedules made of schedules (warmup then cosine through SequentialLR) and optimizer parameter
+groups (weight decay on matrices only), both from the recipe.
 
 The built schedules are compared with torch's own classes built by hand for the same steps; the
 trained runs' learning rates are read back from TensorBoard; a run stopped mid-epoch and resumed
@@ -39,6 +40,8 @@ optimizer:
   lr: {LR}
   betas: [0.9, 0.95]
   weight_decay: 0.1
+  param_groups:
+    - {{ndim: 1, weight_decay: 0.0}}
 scheduler:
   name: SequentialLR
   interval: step
@@ -129,6 +132,65 @@ def test_milestones_past_the_run_leave_no_room_for_a_filled_in_length(tmp_path: 
         built(tmp_path, "scheduler.milestones=[30]", "scheduler.schedulers.0.total_iters=30")
 
 
+# --- parameter groups --------------------------------------------------------------------------
+
+
+def groups_of(s: Setup) -> dict[str, dict]:
+    """Each trainable parameter's name -> its optimizer group's options."""
+    by_id = {id(p): name for name, p in s.net.named_parameters()}
+    found: dict[str, dict] = {}
+    for group in s.optimizer.param_groups:
+        for parameter in group["params"]:
+            assert by_id[id(parameter)] not in found  # each parameter in one group only
+            found[by_id[id(parameter)]] = {k: v for k, v in group.items() if k != "params"}
+    return found
+
+
+def test_weight_decay_on_matrices_only(tmp_path: Path) -> None:
+    s = built(tmp_path)
+    groups = groups_of(s)
+    assert set(groups) == {name for name, _ in s.net.named_parameters()}  # every trainable parameter
+    for name, parameter in s.net.named_parameters():
+        assert groups[name]["weight_decay"] == (0.0 if parameter.ndim == 1 else 0.1), name
+    assert [len(g["params"]) for g in s.optimizer.param_groups] == [2, 4]  # the rest (matrices) first
+    # The optimizer's own arguments in each (lr as the schedule started it: initial_lr).
+    assert all(g["initial_lr"] == LR and list(g["betas"]) == [0.9, 0.95] for g in s.optimizer.param_groups)
+
+
+def test_the_first_group_that_chooses_a_parameter_wins_and_frozen_ones_join_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    groups = (
+        "[{params: ['net.1.*'], lr: 0.5}, {params: ['*.bias'], weight_decay: 0.0}, {params: ['net.5.bias'], lr: 9.0}]"
+    )
+    with caplog.at_level("INFO", logger="launcher"):
+        s = built(tmp_path, f"optimizer.param_groups={groups}", "model.freeze=['net.2.*']", "scheduler=null")
+    found = groups_of(s)
+    assert "net.2.weight" not in found and "net.2.bias" not in found  # frozen
+    assert found["net.1.bias"]["lr"] == 0.5 and found["net.1.bias"]["weight_decay"] == 0.1  # the first group's
+    assert (found["net.5.bias"]["lr"], found["net.5.bias"]["weight_decay"]) == (
+        LR,
+        0.0,
+    )  # the second's, not the third's
+    assert found["net.5.weight"]["weight_decay"] == 0.1
+    assert len(s.optimizer.param_groups) == 3  # the third chose only net.5.bias, taken: dropped
+    assert "optimizer group optimizer.param_groups.2: no trainable parameter left" in caplog.text
+    assert (
+        "optimizer group optimizer.param_groups.1: 1 tensors, 10 parameters with {'weight_decay': 0.0}: net.5.bias"
+        in caplog.text
+    )
+
+
+def test_a_group_that_chooses_no_parameter_is_an_error(tmp_path: Path) -> None:
+    groups = "[{params: ['*.bais', '*.bias']}, {ndim: 3}, {params: ['net.1.*'], ndim: 2}]"
+    with pytest.raises(ComponentError) as caught:
+        built(tmp_path, f"optimizer.param_groups={groups}")
+    message = str(caught.value)
+    assert "optimizer.param_groups.0.params: '*.bais' matches no parameter; names look like net.1.weight" in message
+    assert "optimizer.param_groups.1.ndim: no parameter has 3 dimension(s)" in message
+    assert "optimizer.param_groups.2: no parameter is named 'net.1.*' with 2 dimension(s)" in message
+
+
 # --- trained end to end ------------------------------------------------------------------------
 
 
@@ -145,6 +207,7 @@ def test_warmup_then_cosine_as_logged_and_a_mid_epoch_resume_is_bitwise(tmp_path
     assert uninterrupted["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
         ETA_MIN
     )  # the bottom, after the last step
+    assert [g["weight_decay"] for g in uninterrupted["optimizer"]["param_groups"]] == [0.1, 0.0]
 
     # Step 13 is mid-epoch 1 (22 steps an epoch) and mid-cosine. TensorBoard's reader orders event
     # files by the second their writer started: the resumed one must start in a later second.
@@ -161,18 +224,18 @@ def test_warmup_then_cosine_as_logged_and_a_mid_epoch_resume_is_bitwise(tmp_path
 
 
 @pytest.mark.slow
-def test_a_nested_cosine_stretches_to_the_run_resumed_on_another_world_size(tmp_path: Path) -> None:
+def test_two_ranks_scale_every_groups_rate_and_a_nested_cosine_stretches_to_one_rank(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path)
     common = (
         f"run.output={tmp_path}", "train.max_steps=null", "train.epochs=3", "checkpoint.every_n_steps=5",
-        "distributed.scale_lr=true",
+        "optimizer.param_groups=[{ndim: 1, weight_decay: 0.0, lr: 0.001}]", "distributed.scale_lr=true",
     )  # fmt: skip
     result = run_launch(recipe, "--nproc", "2", *common, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(tmp_path, "tiny")
     two_ranks = checkpoint.load(checkpoint.step_path(run / "checkpoints", 15))
     # 11 steps an epoch on 2 ranks: 33 in all, the cosine's 25 after the warmup.
-    assert [g["initial_lr"] for g in two_ranks["optimizer"]["param_groups"]] == [2 * LR]
+    assert [g["initial_lr"] for g in two_ranks["optimizer"]["param_groups"]] == [2 * LR, 2 * 0.001]
 
     stop_at, first_total = 15, 33
     assert launch(recipe, "--cpu", *common, "--resume", checkpoint.step_path(run / "checkpoints", stop_at)) == 0
