@@ -253,7 +253,8 @@ def test_schedules_inside_a_schedule_are_checked_with_their_dotted_paths(tmp_pat
         - {name: StepLR, kwargs: {step_sise: 3}}
       milestones: [40, 50]
     """
-    found = problems(write(tmp_path, MINIMAL + textwrap.dedent(text)))
+    path = write(tmp_path, MINIMAL + textwrap.dedent(text), "inner.yaml")
+    found = problems(path)
     assert found == {
         "scheduler.schedulers.0.name": "no scheduler named 'LinearRL' among the built-ins or in torch.optim.lr_scheduler (did you mean 'LinearLR'?)",
         "scheduler.schedulers.1.eta_mn": "CosineAnnealingLR takes no argument 'eta_mn' (did you mean 'eta_min'?)",
@@ -264,6 +265,8 @@ def test_schedules_inside_a_schedule_are_checked_with_their_dotted_paths(tmp_pat
         write(tmp_path, MINIMAL + WARMUP_COSINE), "scheduler.schedulers=[LinearLR, {name: CosineAnnealingLR}]"
     )
     assert mixed == {"scheduler.schedulers.0": "'LinearLR': write each scheduler of the list as {name: ...}"}
+    # The inner ones are checked even where the outer name is wrong.
+    assert set(problems(path, "scheduler.name=SequentialRL")) == {"scheduler.name", *found}
 
 
 DECAY_ON_MATRICES = """

@@ -249,21 +249,22 @@ def check_one(path: str, spec: Any, kind: Kind, schema: type[Component] = Compon
         spec = {**spec, "name": default}
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         return []  # the schema reports a missing or mistyped name
-    name = spec["name"]
-    try:
-        factory = resolve(name, kind)
-    except ComponentError as error:
-        return [Problem(f"{path}.name", str(error))]
     arguments = component_arguments(spec, schema.model_fields)
     explicit = spec.get(EXPLICIT_KWARGS)
 
     def where(arg: str) -> str:
         return f"{path}.{EXPLICIT_KWARGS}.{arg}" if isinstance(explicit, dict) and arg in explicit else f"{path}.{arg}"
 
-    problems = [Problem(where(arg), message) for arg, message in _argument_problems(factory, arguments, kind.provided)]
-    if kind.composes:
-        problems += _nested_problems({where(arg): value for arg, value in arguments.items()}, kind)
-    return problems
+    # Inner components are checked whether or not the outer name resolves: every problem at once.
+    inner = _nested_problems({where(arg): value for arg, value in arguments.items()}, kind) if kind.composes else []
+    try:
+        factory = resolve(spec["name"], kind)
+    except ComponentError as error:
+        return [Problem(f"{path}.name", str(error)), *inner]
+    return [
+        *(Problem(where(arg), message) for arg, message in _argument_problems(factory, arguments, kind.provided)),
+        *inner,
+    ]
 
 
 def _nested_problems(arguments: dict[str, Any], kind: Kind) -> list[Problem]:
