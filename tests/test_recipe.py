@@ -219,3 +219,94 @@ def test_task_metric_and_best_problems_are_reported_together_before_anything_run
         "min",
     )
     assert load(path, "task=regression", "checkpoint.best.metric=val/r2").checkpoint.best.mode == "max"
+
+
+WARMUP_COSINE = """
+scheduler:
+  name: SequentialLR
+  interval: step
+  schedulers:
+    - {name: LinearLR, start_factor: 0.01, total_iters: 40}
+    - {name: CosineAnnealingLR, eta_min: 3.0e-4}
+  milestones: [40]
+"""
+
+
+def test_schedules_inside_a_schedule_load_and_override(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + WARMUP_COSINE)
+    recipe = load(path, "scheduler.milestones=[50]", "scheduler.schedulers.0.total_iters=50")
+    assert recipe.scheduler is not None and recipe.scheduler.kwargs["milestones"] == [50]
+    assert recipe.scheduler.kwargs["schedulers"] == [
+        {"name": "LinearLR", "start_factor": 0.01, "total_iters": 50},
+        {"name": "CosineAnnealingLR", "eta_min": 3.0e-4},
+    ]
+    assert "scheduler.schedulers.2" in problems(path, "scheduler.schedulers.2.gamma=0.5")  # no appending
+
+
+def test_schedules_inside_a_schedule_are_checked_with_their_dotted_paths(tmp_path: Path) -> None:
+    text = """
+    scheduler:
+      name: SequentialLR
+      schedulers:
+        - {name: LinearRL}
+        - {name: CosineAnnealingLR, eta_mn: 3.0e-4}
+        - {name: StepLR, kwargs: {step_sise: 3}}
+      milestones: [40, 50]
+    """
+    path = write(tmp_path, MINIMAL + textwrap.dedent(text), "inner.yaml")
+    found = problems(path)
+    assert found == {
+        "scheduler.schedulers.0.name": "no scheduler named 'LinearRL' among the built-ins or in torch.optim.lr_scheduler (did you mean 'LinearLR'?)",
+        "scheduler.schedulers.1.eta_mn": "CosineAnnealingLR takes no argument 'eta_mn' (did you mean 'eta_min'?)",
+        "scheduler.schedulers.2.kwargs.step_sise": "StepLR takes no argument 'step_sise' (did you mean 'step_size'?)",
+        "scheduler.schedulers.2.step_size": "StepLR needs 'step_size', which the recipe does not give",
+    }
+    mixed = problems(
+        write(tmp_path, MINIMAL + WARMUP_COSINE), "scheduler.schedulers=[LinearLR, {name: CosineAnnealingLR}]"
+    )
+    assert mixed == {"scheduler.schedulers.0": "'LinearLR': write each scheduler of the list as {name: ...}"}
+    # The inner ones are checked even where the outer name is wrong.
+    assert set(problems(path, "scheduler.name=SequentialRL")) == {"scheduler.name", *found}
+
+
+DECAY_ON_MATRICES = """
+optimizer:
+  name: AdamW
+  weight_decay: 0.1
+  param_groups:
+    - {params: ["*.bias", "*norm*"], weight_decay: 0.0}
+    - {ndim: 1, weight_decay: 0.0}
+"""
+
+
+def test_parameter_groups_load_and_override(tmp_path: Path) -> None:
+    recipe = load(write(tmp_path, MINIMAL + DECAY_ON_MATRICES), "optimizer.param_groups.1.ndim=[0, 1]")
+    assert [(g.params, g.dims, g.options) for g in recipe.optimizer.param_groups or []] == [
+        (["*.bias", "*norm*"], None, {"weight_decay": 0.0}),
+        ([], {0, 1}, {"weight_decay": 0.0}),
+    ]
+    assert recipe.optimizer.kwargs == {"weight_decay": 0.1}  # the groups are not an argument of AdamW
+    assert load(write(tmp_path, MINIMAL)).optimizer.param_groups is None
+
+
+def test_parameter_group_arguments_are_checked_with_their_dotted_paths_and_the_rest(tmp_path: Path) -> None:
+    text = """
+    optimizer:
+      name: AdamW
+      param_groups:
+        - {params: ["*.bias"], weight_dcay: 0.0}
+        - {ndim: 1, lr: fast}
+        - {lr: 0.1}
+        - {ndim: -1}
+    """
+    # Reported with the rest of the recipe's problems, an inner schedule's among them.
+    found = problems(
+        write(tmp_path, MINIMAL + WARMUP_COSINE + textwrap.dedent(text)), "scheduler.schedulers.1.eta_mn=0"
+    )
+    assert found == {
+        "optimizer.param_groups.0.weight_dcay": "AdamW takes no argument 'weight_dcay' (did you mean 'weight_decay'?)",
+        "optimizer.param_groups.1.lr": "AdamW wants a number for 'lr', got the text 'fast'",
+        "optimizer.param_groups.2": "a parameter group chooses its parameters: give params (name patterns), ndim, or both",
+        "optimizer.param_groups.3.ndim.0": "input should be greater than or equal to 0, got -1",
+        "scheduler.schedulers.1.eta_mn": "CosineAnnealingLR takes no argument 'eta_mn' (did you mean 'eta_min'?)",
+    }

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from launcher.config.components import check_one, use_import_paths
+from launcher.config.components import ComponentError, check_one, option_problems, resolve, use_import_paths
 from launcher.config.problems import Problem, did_you_mean
-from launcher.config.schema import BUILTIN_TASKS, Loss, Model, Optimizer, Scheduler, TaskSpec, metric_names
+from launcher.config.schema import BUILTIN_TASKS, Loss, Model, Optimizer, ParamGroup, Scheduler, TaskSpec, metric_names
 from launcher.data.build import DATASET, TRANSFORM
 from launcher.models.build import MODEL
 from launcher.training.optim import LOSS, OPTIMIZER, SCHEDULER
@@ -35,11 +35,34 @@ def problems_in(tree: dict[str, Any]) -> list[Problem]:
     problems += check_one("model", section("model"), MODEL, Model)
     problems += check_one("loss", section("loss"), LOSS, Loss)
     problems += check_one("optimizer", section("optimizer"), OPTIMIZER, Optimizer)
+    problems += _param_group_problems(section("optimizer"))
     problems += check_one("scheduler", section("scheduler"), SCHEDULER, Scheduler)
     problems += _weights_problems(section("model"))
     problems += _data_path_problems(section("data", "dataset"))
     problems += _task_and_metric_problems(section("task"), section("eval", "metrics"), section("checkpoint", "best"))
     return problems
+
+
+def _param_group_problems(optimizer: Any) -> list[Problem]:
+    """Each parameter group's own optimizer arguments are ones the optimizer takes. (Whether its
+    patterns match a parameter is known once the model is built: at setup, as for model.freeze.)"""
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    name = optimizer.get("name", Optimizer.model_fields["name"].default) if isinstance(optimizer, dict) else None
+    if not isinstance(groups, list) or not isinstance(name, str):
+        return []  # none, or the schema reports what it is
+    try:
+        factory = resolve(name, OPTIMIZER)
+    except ComponentError:
+        return []  # check_one reports the name
+    own = set(ParamGroup.model_fields)
+    return [
+        problem
+        for index, group in enumerate(groups)
+        if isinstance(group, dict)
+        for problem in option_problems(
+            f"optimizer.param_groups.{index}", factory, {k: v for k, v in group.items() if k not in own}
+        )
+    ]
 
 
 def _task_and_metric_problems(task: Any, metrics: Any, best: Any) -> list[Problem]:

@@ -32,6 +32,10 @@ class Kind:
     # The launcher's own names, looked up first: a recipe naming only these never imports
     # torchvision, whose import (torch._dynamo through torchvision.ops) takes seconds.
     builtins: Callable[[], dict[str, Any]] = dict
+    # Whether an argument given as {name: ...}, or a list of them, is a component of this kind
+    # too (SequentialLR's `schedulers`). Only where no component of the kind takes such a mapping
+    # as plain data: a dataset's or a model's may (a Hugging Face config), a schedule's does not.
+    composes: bool = False
 
 
 def classes_in(module: Any, base: type) -> dict[str, Any]:
@@ -108,12 +112,44 @@ def _import(reference: str, kind: Kind) -> Any:
 def build(spec: Component, kind: Kind, /, **extra: Any) -> Any:
     """Call the named component with the recipe's keyword arguments plus `extra` (what the
     launcher passes itself: `params`, `optimizer`...); check the result."""
-    arguments = spec.kwargs
+    return make(spec.name, kind, spec.kwargs, extra)
+
+
+def make(name: str, kind: Kind, arguments: dict[str, Any], extra: dict[str, Any], label: str | None = None) -> Any:
+    """`build` with the arguments given apart from their spec (components built from nested specs
+    in place of those); `label` names it in errors (default: `name`)."""
+    label = label or name
     if given_twice := sorted(set(arguments) & set(extra)):
         raise ComponentError(
-            f"{kind.noun} {spec.name}: {', '.join(given_twice)} is passed by the launcher; leave it out of the recipe"
+            f"{kind.noun} {label}: {', '.join(given_twice)} is passed by the launcher; leave it out of the recipe"
         )
-    return expect(call(resolve(spec.name, kind), spec.name, kind, **arguments, **extra), kind, spec.name)
+    return expect(call(resolve(name, kind), label, kind, **arguments, **extra), kind, label)
+
+
+def is_spec(value: Any) -> bool:
+    """Whether `value` is a component written as a mapping with a `name`."""
+    return isinstance(value, dict) and isinstance(value.get("name"), str)
+
+
+def nested(value: Any) -> list[Any] | None:
+    """For a kind that composes: the components an argument's value holds, in order (a `{name: ...}`
+    mapping, or a list with any; other items of such a list are reported by check_one), or None
+    where the value is plain data."""
+    if is_spec(value):
+        return [value]
+    if isinstance(value, list) and any(map(is_spec, value)):
+        return value
+    return None
+
+
+def spec_of(raw: Any, path: str) -> Component:
+    """A nested component's raw recipe data as a Component (check_one has checked it)."""
+    if not is_spec(raw):
+        raise ComponentError(f"{path}: {raw!r} is not a component; write it as {{name: ..., <arguments>}}")
+    try:
+        return Component.model_validate(raw)
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        raise ComponentError(f"{path}: {error}") from None
 
 
 def call(factory: Any, name: str, kind: Kind, /, **kwargs: Any) -> Any:
@@ -213,17 +249,41 @@ def check_one(path: str, spec: Any, kind: Kind, schema: type[Component] = Compon
         spec = {**spec, "name": default}
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         return []  # the schema reports a missing or mistyped name
-    name = spec["name"]
-    try:
-        factory = resolve(name, kind)
-    except ComponentError as error:
-        return [Problem(f"{path}.name", str(error))]
     arguments = component_arguments(spec, schema.model_fields)
     explicit = spec.get(EXPLICIT_KWARGS)
+
+    def where(arg: str) -> str:
+        return f"{path}.{EXPLICIT_KWARGS}.{arg}" if isinstance(explicit, dict) and arg in explicit else f"{path}.{arg}"
+
+    # Inner components are checked whether or not the outer name resolves: every problem at once.
+    inner = _nested_problems({where(arg): value for arg, value in arguments.items()}, kind) if kind.composes else []
+    try:
+        factory = resolve(spec["name"], kind)
+    except ComponentError as error:
+        return [Problem(f"{path}.name", str(error)), *inner]
     return [
-        Problem(
-            f"{path}.{EXPLICIT_KWARGS}.{arg}" if isinstance(explicit, dict) and arg in explicit else f"{path}.{arg}",
-            message,
-        )
-        for arg, message in _argument_problems(factory, arguments, kind.provided)
+        *(Problem(where(arg), message) for arg, message in _argument_problems(factory, arguments, kind.provided)),
+        *inner,
+    ]
+
+
+def _nested_problems(arguments: dict[str, Any], kind: Kind) -> list[Problem]:
+    """The problems of the components inside arguments (by their dotted paths) of a kind that composes."""
+    problems = []
+    for path, value in arguments.items():
+        for index, item in enumerate(nested(value) or []):
+            item_path = f"{path}.{index}" if isinstance(value, list) else path
+            if is_spec(item):
+                problems += check_one(item_path, item, kind)
+            else:
+                problems.append(Problem(item_path, f"{item!r}: write each {kind.noun} of the list as {{name: ...}}"))
+    return problems
+
+
+def option_problems(path: str, factory: Any, options: dict[str, Any]) -> list[Problem]:
+    """The problems of arguments that a component takes by name but that are given apart from it
+    (a parameter group's `weight_decay`): ones it does not take, or takes as a number but got as text."""
+    return [
+        Problem(f"{path}.{arg}", message)
+        for arg, message in _argument_problems(factory, options, provided=frozenset(parameters_of(factory) or ()))
     ]

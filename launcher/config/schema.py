@@ -14,7 +14,16 @@ import re
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    NonNegativeInt,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from launcher.config.durations import time_limit_minutes
 
@@ -113,11 +122,67 @@ class Loss(Component):
     name: str = "CrossEntropyLoss"
 
 
+_NDIM = {"type": "integer", "minimum": 0}
+
+
+class ParamGroup(BaseModel):
+    """Parameters chosen by name and/or by dimension, with optimizer arguments of their own
+    (`weight_decay: 0.0`, `lr: ...`) beside the choosers, as torch's own parameter groups hold them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    params: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of parameter names ('*.bias', '*norm*'), as model.freeze takes them.",
+    )
+    # A list inside, `ndim: 1` read as [1]: one type, so that a wrong value gets one message at
+    # one path (a union reports one per member); the JSON Schema still offers editors both forms.
+    ndim: typing.Annotated[
+        list[NonNegativeInt] | None,
+        WithJsonSchema({"anyOf": [_NDIM, {"type": "array", "items": _NDIM}, {"type": "null"}]}),
+    ] = Field(
+        None,
+        description="The parameters' number of dimensions: 1 for vectors (biases, norm weights), [0, 1] with scalars.",
+    )
+
+    @field_validator("ndim", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _chooses_something(self) -> ParamGroup:
+        if not self.params and self.ndim is None:
+            raise ValueError("a parameter group chooses its parameters: give params (name patterns), ndim, or both")
+        return self
+
+    @property
+    def dims(self) -> set[int] | None:
+        """The dimensions chosen, or None where any will do."""
+        return None if self.ndim is None else set(self.ndim)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The optimizer arguments of this group's own."""
+        return dict(self.model_extra or {})
+
+
 class Optimizer(Component):
     name: str = "AdamW"
+    # None rather than []: a run folder's recipe.yaml from before parameter groups (no such key)
+    # then reads as the same optimizer, and resumes without --force.
+    param_groups: list[ParamGroup] | None = Field(
+        None,
+        description="Parameter groups with arguments of their own (weight_decay: 0.0 ...): each parameter joins the first "
+        "group that chooses it; the rest take the optimizer's own arguments. Frozen parameters join none.",
+    )
 
 
 class Scheduler(Component):
+    """A torch.optim.lr_scheduler schedule (or `module:attr`). An argument given as {name: ...}, or
+    a list of them (SequentialLR's and ChainedScheduler's `schedulers`), is a schedule itself,
+    built on the same optimizer."""
+
     interval: Literal["step", "epoch"] = Field(
         "epoch", description="Step the schedule after every optimizer step or after every epoch."
     )

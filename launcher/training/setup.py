@@ -20,7 +20,7 @@ from launcher.distributed.runtime import Runtime, autocast, make_deterministic, 
 from launcher.distributed.wrapper import DataParallel, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.build import build_model
-from launcher.training.optim import build_loss, build_optimizer, build_scheduler
+from launcher.training.optim import EndsWithRun, build_loss, build_optimizer, build_scheduler
 from launcher.training.task import Task, metric_tags
 from launcher.training.tasks import build_task, wants_classes
 
@@ -38,6 +38,7 @@ class Setup:
     wrapper: ModelWrapper  # how `model` spreads `net` over the ranks
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    schedule_ends: list[EndsWithRun]  # those in it that end with the run (stretched for another world size)
     scaler: torch.amp.GradScaler
     mixed_precision: contextlib.AbstractContextManager
     batches_per_epoch: int  # a whole epoch's, per rank; a resumed epoch yields fewer
@@ -109,7 +110,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         net = net.to(memory_format=torch.channels_last)
     wrapper = DataParallel(runtime, recipe.distributed.sync_batchnorm)
     model = wrapper.wrap(net)
-    optimizer = build_optimizer(recipe.optimizer, net.parameters())
+    optimizer = build_optimizer(recipe.optimizer, net)
     if recipe.distributed.scale_lr and runtime.world_size > 1:
         for group in optimizer.param_groups:  # the linear scaling rule: the recipe's lr is for one worker
             group["lr"] *= runtime.world_size
@@ -117,10 +118,10 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     epochs = _epochs(cfg.epochs, cfg.max_steps, steps_per_epoch)
     max_steps = min(cfg.max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch)
     schedule_per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
-    scheduler = build_scheduler(recipe.scheduler, optimizer, length=max_steps if schedule_per_step else epochs)
+    scheduler, ends = build_scheduler(recipe.scheduler, optimizer, length=max_steps if schedule_per_step else epochs)
     return Setup(
         data=data, train_batches=train_batches, val_batches=val_batches, net=net, model=model, task=task, wrapper=wrapper,
-        optimizer=optimizer, scheduler=scheduler,
+        optimizer=optimizer, scheduler=scheduler, schedule_ends=ends,
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda"),
         mixed_precision=autocast(cfg.precision, device), batches_per_epoch=batches_per_epoch,
         steps_per_epoch=steps_per_epoch, planned_epochs=epochs, planned_steps=max_steps, schedule_per_step=schedule_per_step,

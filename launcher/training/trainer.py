@@ -28,7 +28,7 @@ from launcher.tracking.loggers import Logger, NullLogger
 from launcher.tracking.tensorboard import RunLogger
 from launcher.training.batches import batch_size, first_tensor, to_device
 from launcher.training.checkpointing import Checkpoints
-from launcher.training.optim import LENGTH_ARGUMENTS, needs_metric
+from launcher.training.optim import needs_metric, stretch_cosine
 from launcher.training.progress import Progress, due, is_complete, longer_run
 from launcher.training.setup import describe_targets, setup
 from launcher.training.stopping import StopRequests, TrainingStopped
@@ -122,28 +122,28 @@ class Trainer:
         """A per-step schedule whose length the launcher filled in (T_max, total_steps) was built
         for the steps of the old world size; this run takes another number. A cosine goes on from
         the same fraction of its curve and ends with the run (the learning rate does not jump,
-        nor climb back after the old length); other schedules keep their length, with a warning."""
-        s, section = self.s, self.recipe.scheduler
-        if not s.schedule_per_step or section is None:
+        nor climb back after the old length); other schedules keep their length, with a warning.
+        Inside a SequentialLR that is its last schedule, from its milestone on (the milestones
+        are the recipe's own numbers, and stay)."""
+        s = self.s
+        if not s.schedule_per_step:
             return
-        argument = next((a for a in LENGTH_ARGUMENTS if hasattr(s.scheduler, a) and a not in section.kwargs), None)
-        if argument is None:
-            return  # no length, or the recipe's own
-        length, done, total = getattr(s.scheduler, argument), s.scheduler.last_epoch, self._steps_at_end()
-        if total == length or done >= length:
-            return
-        if isinstance(s.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            fraction, left = done / length, total - self.progress.step
-            s.scheduler.T_max = left / (1 - fraction)
-            s.scheduler.last_epoch = s.scheduler.T_max - left
+        total = self._steps_at_end()
+        for end in s.schedule_ends:
+            length, name = getattr(end.scheduler, end.argument), type(end.scheduler).__name__
+            done = self.progress.step - end.start  # negative: it has not started yet
+            if total - end.start == length or done >= length:
+                continue
+            if not isinstance(end.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                log.warning(
+                    "%s keeps its %s=%d, built for %d rank(s), though this run has %d steps in all; resume on %d "
+                    "rank(s) to follow it as built", name, end.argument, length, ranks, total, ranks,
+                )  # fmt: skip
+                continue
+            fraction = stretch_cosine(end.scheduler, done, total - end.start)
             log.warning(
-                "the schedule was %d steps long, for %d rank(s); this run has %d steps in all: the cosine goes on "
-                "from %.1f%% of its curve and ends with the run", length, ranks, total, 100 * fraction,
-            )  # fmt: skip
-        else:
-            log.warning(
-                "%s keeps its %s=%d, built for %d rank(s), though this run has %d steps in all; resume on %d rank(s) "
-                "to follow it as built", section.name, argument, length, ranks, total, ranks,
+                "%s was %d steps long, for %d rank(s); this run has %d steps in all: the cosine goes on from "
+                "%.1f%% of its curve and ends with the run", name, length, ranks, total, 100 * fraction,
             )  # fmt: skip
 
     def _steps_at_end(self) -> int:
