@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_dirs, run_launch
+from conftest import ROOT, launch, run_dirs, run_launch, scalars
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from launcher import checkpoint
 from launcher.config.loading import load_recipe
 from launcher.data.build import build_datasets
+from launcher.sweep.planning import metric_mode
 from launcher.training.inference import load_model
 
 pytestmark = pytest.mark.slow
@@ -79,3 +80,54 @@ def test_a_rank_with_no_validation_sample_measures_what_one_process_does(tmp_pat
     assert final["val/acc1"] == pytest.approx(accuracy_score(targets, scores.argmax(1)), rel=1e-9)
     assert final["val/f1_macro"] == pytest.approx(f1_score(targets, scores.argmax(1), average="macro"), rel=1e-6)
     assert final["val/auroc"] == pytest.approx(roc_auc_score(targets, scores[:, 1]), rel=1e-6)
+
+
+ERROR_RATE = '''
+import torch
+from torchmetrics import Metric
+
+
+class ErrorRate(Metric):
+    """The share of misclassified samples: better lower, though its name does not say so."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("wrong", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        self.wrong += (scores.argmax(dim=1) != targets).sum()
+        self.total += targets.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.wrong / self.total
+'''
+
+
+def test_best_follows_a_user_metrics_own_direction(tmp_path: Path) -> None:
+    (tmp_path / "error_rate_metric.py").write_text(ERROR_RATE)
+    recipe = tmp_path / "iris_errors.yaml"
+    recipe.write_text(
+        f"data: {{dataset: {{name: csv, path: {ROOT / 'recipes' / 'data' / 'iris.csv'}}}, num_workers: 0}}\n"
+        "model: {name: mlp, hidden: [16], normalize_input: true}\n"
+        "optimizer: {name: AdamW, lr: 0.01}\n"
+        "train: {epochs: 6, batch_size: 16}\n"
+        'eval: {metrics: [acc1, "error_rate_metric:ErrorRate"]}\n'
+        "checkpoint: {every_n_epochs: 6, best: {metric: val/ErrorRate}}\n"
+        f"run: {{output: {tmp_path / 'runs'}}}\n"
+    )
+    assert launch(recipe, "--cpu") == 0
+    (run,) = run_dirs(tmp_path / "runs", "iris_errors")
+    assert load_recipe(run / "recipe.yaml").checkpoint.best.mode is None  # resolved at setup, from the metric
+    best = json.loads((run / "metrics.json").read_text())["best"]
+    series = scalars(run)["val/ErrorRate"]
+    lowest = min(series, key=lambda point: point[1])
+    assert lowest[1] < max(value for _, value in series)  # the two directions pick different steps
+    assert best["mode"] == "min" and (best["step"], best["value"]) == (lowest[0], pytest.approx(lowest[1]))
+    assert checkpoint.load(run / "checkpoints" / "best.pt")["progress"]["step"] == lowest[0]
+    # A sweep ranked by it (no --mode) goes the same way; by its name alone it would be max.
+    assert metric_mode("val/ErrorRate", ["acc1", "error_rate_metric:ErrorRate"]) == "min"
+    assert metric_mode("val/ErrorRate", ["acc1"]) == "max"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
+from launcher.config.schema import Best
 from launcher.distributed.process_group import all_reduce_sum
 from launcher.distributed.wrapper import for_evaluation
 from launcher.errors import UserError
@@ -54,6 +55,13 @@ class Task(Protocol):
 def metric_tags(task: Task) -> list[str]:
     """What `evaluate` returns: the values checkpoint.best.metric and a sweep's --metric may take."""
     return ["val/loss", *task.counted, *task.metrics]
+
+
+def best_mode(task: Task, best: Best) -> Literal["max", "min"]:
+    """Whether best.pt follows the maximum or the minimum of checkpoint.best.metric: the recipe's
+    mode, else the metric's own `higher_is_better` (torchmetrics'; a user's metric may say min
+    for any name), else by its name."""
+    return best.mode_for(getattr(task.metrics.get(best.resolved_metric), "higher_is_better", None))
 
 
 @torch.no_grad()
