@@ -1,10 +1,12 @@
 """task: regression on scikit-learn's bundled diabetes data (built in, and as the shipped CSV
 recipe): the metrics (torchmetrics) equal scikit-learn's on the same predictions, on 2 ranks as in
-1 process, and a mid-epoch resume is bitwise, as for classification."""
+1 process, and a mid-epoch resume is bitwise, as for classification, and goes on to the end on
+another number of ranks."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -128,3 +130,40 @@ def test_a_csv_target_that_is_not_a_number_names_the_file_and_line(
     (tmp_path / "bad.csv").write_text("a,b,y\n1,2,3.5\n1,2,high\n")
     assert launch("check", CSV_REGRESSION, f"data.dataset.path={tmp_path / 'bad.csv'}") == 2
     assert f"{tmp_path / 'bad.csv'}: line 3: the target 'high' is not a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "stop_at", "last_step"),
+    [
+        # 354 training rows, batch 32, the last partial batch dropped. 2 ranks: 5 steps an epoch;
+        # step 7 is 2 steps (128 rows) into epoch 2, which 1 process goes on after its 4th batch of
+        # 11: 7 + 7 + 2 x 11 = 36. 1 process: 11 steps an epoch; step 15 is 4 batches (128 rows)
+        # into epoch 2, which 2 ranks go on after their 2nd step of 5: 15 + 3 + 2 x 5 = 28.
+        ("2", "1", 7, 36),
+        ("1", "2", 15, 28),
+    ],
+)
+def test_resume_mid_epoch_on_another_world_size(
+    first: str, then: str, stop_at: int, last_step: int, tmp_path: Path
+) -> None:
+    common = (*SHORT, "logging.every_n_steps=1", f"run.output={tmp_path}")
+    result = run_launch(DIABETES, "--nproc", first, *common, f"train.max_steps={stop_at}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = run_dirs(tmp_path, "diabetes")
+    assert final_checkpoint(run)["progress"]["step"] == stop_at
+    time.sleep(1.1)  # a later second for the resumed TensorBoard writer: see the bitwise test above
+    result = run_launch(DIABETES, "--nproc", then, *common, "--resume", run, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        f"the checkpoint is from {first} rank(s), this run has {then}" in result.stderr + (run / "log.txt").read_text()
+    )
+
+    progress = final_checkpoint(run)["progress"]
+    assert (progress["epoch"], progress["step"]) == (4, last_step)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert (summary["final"]["epoch"], summary["final"]["step"]) == (4, last_step)
+    for tag in ("val/loss", "val/mae", "val/mse", "val/rmse", "val/r2"):
+        assert math.isfinite(summary["final"][tag]), tag
+    logged = scalars(run)
+    assert [step for step, _ in logged["train/loss"]] == list(range(1, last_step + 1))  # each step once, no gap
+    assert all(math.isfinite(value) for _, value in logged["train/loss"])
