@@ -134,9 +134,14 @@ def test_component_arguments_are_checked_against_the_signature(tmp_path: Path) -
 
 def test_best_checkpoint_mode_follows_the_metric(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL)
-    assert load(path, "checkpoint.best.metric=val/loss").checkpoint.best.mode == "min"
-    assert load(path).checkpoint.best.mode == "max"
-    assert load(path, "checkpoint.best={metric: val/loss, mode: max}").checkpoint.best.mode == "max"
+    assert load(path, "checkpoint.best.metric=val/loss").checkpoint.best.mode_for(None) == "min"
+    assert load(path).checkpoint.best.mode_for(None) == "max"
+    assert load(path, "checkpoint.best={metric: val/loss, mode: max}").checkpoint.best.mode_for(None) == "max"
+    # Left unset, not filled in: a metric's own higher_is_better (known once it is built) comes first,
+    # and a recipe.yaml written with it still follows a checkpoint.best.metric given later.
+    assert load(path).checkpoint.best.mode is None
+    assert load(path, "checkpoint.best.metric=val/score").checkpoint.best.mode_for(False) == "min"
+    assert load(path, "checkpoint.best={metric: val/score, mode: max}").checkpoint.best.mode_for(False) == "max"
 
 
 def test_plateau_schedule_must_be_per_epoch(tmp_path: Path) -> None:
@@ -214,11 +219,11 @@ def test_task_metric_and_best_problems_are_reported_together_before_anything_run
     assert found["task.scale"] == "regression takes no argument 'scale'"
     recipe = load(path, "task=regression")
     assert recipe.eval.metrics == ["mae", "rmse", "r2"]
-    assert recipe.checkpoint.best is not None and (recipe.checkpoint.best.metric, recipe.checkpoint.best.mode) == (
-        "val/loss",
-        "min",
-    )
-    assert load(path, "task=regression", "checkpoint.best.metric=val/r2").checkpoint.best.mode == "max"
+    assert recipe.checkpoint.best is not None and (
+        recipe.checkpoint.best.metric,
+        recipe.checkpoint.best.mode_for(None),
+    ) == ("val/loss", "min")
+    assert load(path, "task=regression", "checkpoint.best.metric=val/r2").checkpoint.best.mode_for(None) == "max"
 
 
 WARMUP_COSINE = """

@@ -175,7 +175,7 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--mode",
         choices=("max", "min"),
-        help="max: higher is better (default for accuracies), min (default for losses)",
+        help="max: higher is better, min: lower is (default: the metric's own direction where it says one, a module:attr metric's higher_is_better; else min for losses, errors and perplexity, max for the rest)",
     )
     options.add_argument(
         "--name", metavar="ID",

@@ -238,8 +238,9 @@ BUILTIN_TASKS: dict[str, tuple[tuple[str, ...], str]] = {
     "regression": (("mae", "rmse", "r2"), "val/loss"),
     "language_model": (("perplexity",), "val/loss"),
 }
-# Metrics better when lower; every other metric is better when higher (a user's metric: its
-# torchmetrics `higher_is_better`, looked up at setup).
+# Metrics better when lower; every other metric is better when higher, unless it says otherwise
+# itself (a torchmetrics metric's `higher_is_better`: a user's `module:attr` one, looked up where
+# it is built).
 LOWER_IS_BETTER = frozenset({"loss", "mae", "mse", "rmse", "perplexity"})
 METRIC_NAME = re.compile(r"[A-Za-z_]\w*|[\w.]+:[\w.]+")
 
@@ -254,9 +255,12 @@ def metric_names(metrics: typing.Iterable[str]) -> list[str]:
     return ["val/loss", *map(metric_tag, metrics)]
 
 
-def default_mode(metric: str) -> Literal["max", "min"]:
-    """min for a loss (any metric named with "loss"), an error or a perplexity (val/mae, ...),
-    max for the rest."""
+def default_mode(metric: str, higher_is_better: bool | None = None) -> Literal["max", "min"]:
+    """The direction of a metric no `mode` is given for: the metric's own word where it has one
+    (`higher_is_better`, a torchmetrics metric's attribute); else min for a loss (any metric
+    named with "loss"), an error or a perplexity (val/mae, ...), max for the rest."""
+    if higher_is_better is not None:
+        return "max" if higher_is_better else "min"
     name = metric.rpartition("/")[2]
     return "min" if name in LOWER_IS_BETTER or "loss" in name else "max"
 
@@ -298,7 +302,9 @@ class Best(Section):
         description="A measured metric as logged: val/loss, val/acc1, val/mae... Default: val/acc1 for classification, else val/loss.",
     )
     mode: Literal["max", "min"] | None = Field(
-        None, description="Default: min for losses, errors and perplexity, max for the rest."
+        None,
+        description="Default: the metric's own direction where it says one (a module:attribute torchmetrics metric's "
+        "higher_is_better), else min for losses, errors and perplexity, max for the rest.",
     )
 
     @property
@@ -306,10 +312,10 @@ class Best(Section):
         """`metric`, which the recipe's validator always sets (from the task where the recipe leaves it out)."""
         return self.metric or "val/loss"
 
-    @property
-    def resolved_mode(self) -> Literal["max", "min"]:
-        """`mode`, which the recipe's validator always sets (from the metric where the recipe leaves it out)."""
-        return self.mode or default_mode(self.resolved_metric)
+    def mode_for(self, higher_is_better: bool | None) -> Literal["max", "min"]:
+        """`mode` where the recipe gives one, else the metric's direction (`default_mode`): left
+        unset by the validator, since only the metric built at setup knows its `higher_is_better`."""
+        return self.mode or default_mode(self.resolved_metric, higher_is_better)
 
 
 class Checkpoint(Section):
@@ -461,11 +467,8 @@ class Recipe(Section):
         if self.eval.metrics is None and defaults is not None:
             self.eval.metrics = list(defaults[0])
         best = self.checkpoint.best
-        if best is not None:
-            if best.metric is None:
-                best.metric = defaults[1] if defaults is not None else "val/loss"
-            if best.mode is None:
-                best.mode = default_mode(best.metric)
+        if best is not None and best.metric is None:
+            best.metric = defaults[1] if defaults is not None else "val/loss"
         return self
 
     @field_validator("sweep")

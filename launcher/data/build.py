@@ -92,12 +92,21 @@ def build_transform(specs: Sequence[Any]) -> Callable[[Any], Any] | None:
     return torchvision.transforms.Compose([components.build(spec, TRANSFORM) for spec in specs])
 
 
-def open_splits(section: Data) -> tuple[Dataset, Dataset | None]:
-    """The dataset's own train and validation splits, or (train, None) where it has none."""
+def open_splits(section: Data, classes: bool | None = True) -> tuple[Dataset, Dataset | None]:
+    """The dataset's own train and validation splits, or (train, None) where it has none.
+    `classes`: the task wants class targets (else values), for a built-in dataset that reads
+    either (`csv`: its last column; values for a user's task, None)."""
     spec = section.dataset
     factory = components.resolve(spec.name, DATASET)
     if spec.name in BUILTIN_DATASETS:
-        return components.call(factory, spec.name, DATASET, **spec.kwargs)
+        reads_both = components.accepts(factory, "targets", by_name=True)
+        told = {"targets": "classes" if classes else "values"} if reads_both else {}
+        if given := sorted(set(spec.kwargs) & set(told)):
+            raise DataError(
+                f"data.dataset.{given[0]}: the launcher passes {given[0]}= itself, from the task (task: regression "
+                "reads values, classification classes); leave it out of the recipe"
+            )
+        return components.call(factory, spec.name, DATASET, **spec.kwargs, **told)
     if components.accepts(factory, "train"):
         return _dataset(factory, spec, train=True), _dataset(factory, spec, train=False)
     if components.accepts(factory, "split"):
@@ -136,7 +145,7 @@ def build_datasets(section: Data, seed: int, classes: bool | None = True) -> Dat
     """Train and validation datasets with their transforms, and what the model needs to know.
     `classes`: the targets are class indices (else values: their count sizes the model's output);
     None: the classes where the data says them (a user's task decides what its targets are)."""
-    train, val = open_splits(section)
+    train, val = open_splits(section, classes)
     if val is None:
         if num_samples(train) < MIN_SAMPLES_TO_HOLD_OUT:
             raise DataError(f"data.dataset: {num_samples(train)} sample(s): too few to hold out a validation set")

@@ -6,7 +6,7 @@ import csv
 from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -47,24 +47,39 @@ class Digits(Dataset):
 class CsvTable(Dataset):
     """A CSV table of numbers whose last column is the target. A header row is detected and skipped.
 
-    Targets may be words or integers; `classes` lists them sorted, and the target is the index.
-    Give `classes` to keep one numbering across several files (the validation file uses the
-    training file's).
+    `targets="classes"` (classification): targets may be words or integers; `classes` lists them
+    sorted, and the target is the index. Give `classes` to keep one numbering across several
+    files (the validation file uses the training file's). `targets="values"` (regression): the
+    target is a number, a float32 tensor of shape () per row.
     """
 
-    def __init__(self, path: str, classes: Sequence[str] | None = None) -> None:
-        rows = self._read(Path(path))
-        labels = [row[-1] for row in rows]
+    def __init__(
+        self, path: str, classes: Sequence[str] | None = None, targets: Literal["classes", "values"] = "classes"
+    ) -> None:
+        numbered = self._read(Path(path))
+        self.features = torch.tensor([[float(v) for v in row[:-1]] for _, row in numbered], dtype=torch.float32)
+        self.targets: list[int] | torch.Tensor
+        if targets == "values":
+            for line, row in numbered:
+                if not _is_number(row[-1]):
+                    raise DataError(
+                        f"{path}: line {line}: the target {row[-1]!r} is not a number (task regression reads the "
+                        "last column as a value; for classes, leave the task out or set task: classification)"
+                    )
+            self.classes: list[str] = []
+            self.targets = torch.tensor([float(row[-1]) for _, row in numbered], dtype=torch.float32)
+            return
+        labels = [row[-1] for _, row in numbered]
         self.classes = list(classes) if classes is not None else sorted(set(labels), key=_number_first)
         index = {name: i for i, name in enumerate(self.classes)}
         unknown = sorted(set(labels) - set(index))
         if unknown:
             raise DataError(f"{path}: targets {unknown[:5]} are not among the classes {self.classes[:10]}")
-        self.features = torch.tensor([[float(v) for v in row[:-1]] for row in rows], dtype=torch.float32)
         self.targets = [index[label] for label in labels]
 
     @staticmethod
-    def _read(path: Path) -> list[list[str]]:
+    def _read(path: Path) -> list[tuple[int, list[str]]]:
+        """The data rows, each with its line number in the file."""
         try:
             with path.open(newline="") as file:
                 numbered = [
@@ -80,12 +95,12 @@ class CsvTable(Dataset):
         for line, row in numbered:
             if len(row) != width or not all(_is_number(v) for v in row[:-1]):
                 raise DataError(f"{path}: line {line} is not {width - 1} numbers and a target: {row}")
-        return [row for _, row in numbered]
+        return numbered
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         return self.features[index], self.targets[index]
 
 
@@ -101,10 +116,13 @@ def _number_first(label: str) -> tuple[int, float, str]:
     return (0, float(label), "") if _is_number(label) else (1, 0.0, label)
 
 
-def csv_splits(path: str, val_path: str | None = None) -> tuple[Dataset, Dataset | None]:
-    """`csv`: `path` to train on; `val_path` (optional) to validate on, else a held-out fraction."""
-    train = CsvTable(path)
-    return train, CsvTable(val_path, classes=train.classes) if val_path else None
+def csv_splits(
+    path: str, val_path: str | None = None, targets: Literal["classes", "values"] = "classes"
+) -> tuple[Dataset, Dataset | None]:
+    """`csv`: `path` to train on; `val_path` (optional) to validate on, else a held-out fraction.
+    `targets`: what the last column is, which the launcher passes from the task (CsvTable)."""
+    train = CsvTable(path, targets=targets)
+    return train, CsvTable(val_path, classes=train.classes, targets=targets) if val_path else None
 
 
 def image_folder_splits(root: str, val_root: str | None = None) -> tuple[Dataset, Dataset | None]:

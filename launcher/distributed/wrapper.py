@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Protocol
 
+import torch.distributed as dist
 from torch import nn
 
 from launcher.distributed.process_group import is_distributed
@@ -45,3 +46,19 @@ class DataParallel:
                 yield
         else:
             yield
+
+
+def for_evaluation(wrapped: nn.Module) -> nn.Module:
+    """The model to evaluate this rank's own validation shard with, running no collective per
+    batch: ranks may have different numbers of validation batches (an odd last batch, an empty
+    shard where there are more ranks than samples), and DDP's forward broadcasts the buffers
+    from rank 0 at every call, so a rank with a batch more would wait for the others forever.
+    DDP's module itself, then, with rank 0's buffers broadcast once (BatchNorm's running
+    statistics, which each rank's last training batch moved its own way): what DDP's forward
+    would have used. Every rank calls it."""
+    if not isinstance(wrapped, nn.parallel.DistributedDataParallel):
+        return wrapped
+    if wrapped.broadcast_buffers:
+        for buffer in wrapped.module.buffers():
+            dist.broadcast(buffer, src=0)
+    return wrapped.module

@@ -35,10 +35,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from launcher.config.components import use_import_paths
 from launcher.config.loading import in_recipe_order, load_recipe, problems_from
 from launcher.config.overrides import apply_override, parse_override
 from launcher.config.problems import Problem, RecipeError, did_you_mean
-from launcher.config.schema import Recipe, SweepGrid, default_mode, metric_names, sweep_key_problem
+from launcher.config.schema import Recipe, SweepGrid, default_mode, metric_names, metric_tag, sweep_key_problem
 from launcher.config.yaml_io import read_yaml
 from launcher.errors import UserError
 from launcher.rundir import RunDir
@@ -121,7 +122,9 @@ def plan(
     if name is not None and not SAFE_ID.fullmatch(name):
         raise UserError(f"--name {name}: use letters, digits and . _ + - (it names the folder sweep-{name})")
     folder = Path(first.run.output) / first.run.resolved_name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
-    sweep = Sweep(folder, recipe_path, grid, fixed, metric, mode or default_mode(metric), runs, recipes)
+    sweep = Sweep(
+        folder, recipe_path, grid, fixed, metric, mode or metric_mode(metric, first.eval.metrics or []), runs, recipes
+    )
     _refuse_another_sweep_in(sweep)
     return sweep
 
@@ -194,17 +197,31 @@ def load(folder: Path, metric: str | None = None, mode: Mode | None = None) -> S
     if not path.is_file():
         raise UserError(f"{folder}: no sweep.json here; give a sweep folder (<output>/<name>/sweep-<id>) or a recipe")
     spec = SweepFile.read(path)
-    if metric is not None and metric != spec.metric:
-        recipes = [RunDir(folder / run.name).recipe for run in spec.runs]
-        evaluated = next((read_yaml(r).get("eval") or {} for r in recipes if r.exists()), {})
-        measured = metric_names(evaluated.get("metrics", ["acc1", "acc5"]))
-        if metric not in measured:
-            raise UserError(
-                f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
-            )
-    metric = metric or spec.metric
-    mode = mode or (spec.mode if metric == spec.metric else default_mode(metric))
-    return Sweep(folder, spec.recipe, spec.grid, spec.overrides, metric, mode, spec.runs)
+    if metric is None or metric == spec.metric:
+        return Sweep(folder, spec.recipe, spec.grid, spec.overrides, spec.metric, mode or spec.mode, spec.runs)
+    recipes = [RunDir(folder / run.name).recipe for run in spec.runs]
+    tree = next((read_yaml(r) for r in recipes if r.exists()), {})
+    names = (tree.get("eval") or {}).get("metrics", ["acc1", "acc5"])
+    measured = metric_names(names)
+    if metric not in measured:
+        raise UserError(
+            f"--metric {metric}: not measured by this sweep's runs; choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
+        )
+    use_import_paths((tree.get("run") or {}).get("import_paths") or [])
+    return Sweep(folder, spec.recipe, spec.grid, spec.overrides, metric, mode or metric_mode(metric, names), spec.runs)
+
+
+def metric_mode(metric: str, names: Sequence[str]) -> Mode:
+    """The direction to rank runs by `metric` where --mode is not given: a `module:attr` metric of
+    eval.metrics (`names`) by its own `higher_is_better`, as best.pt follows it; any other by its name."""
+    user = next((name for name in names if ":" in name and metric_tag(name) == metric), None)
+    if user is None:
+        return default_mode(metric)
+    # start-up: torchmetrics' import takes 1.3 to 3 s (and the user's module's): only for a
+    # sweep ranked by a user's metric
+    from launcher.training.metrics import user_metric
+
+    return default_mode(metric, user_metric(user).higher_is_better)
 
 
 def existing_runs(sweep: Sweep) -> list[tuple[Recipe, RunDir]]:

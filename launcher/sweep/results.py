@@ -124,7 +124,8 @@ def result_row(sweep: Sweep, run: Run, outcome: Outcome | None = None, before: R
 def _best(sweep: Sweep, folder: RunDir, summary: RunSummary | None) -> tuple[int | None, float | None]:
     """(step, value) of the sweep's metric at its best: metrics.json's best where it is the sweep's, else TensorBoard's."""
     kept = summary.best if summary else None
-    if kept and kept.metric == sweep.metric and kept.value is not None and _mode_of(folder) == sweep.mode:
+    followed = kept and (kept.mode or _mode_of(folder))
+    if kept and kept.metric == sweep.metric and kept.value is not None and followed == sweep.mode:
         return kept.step, kept.value  # exact, where TensorBoard holds float32
     series = [
         point for point in scalar_series(folder.tensorboard(None)).get(sweep.metric, []) if math.isfinite(point[1])
@@ -134,7 +135,8 @@ def _best(sweep: Sweep, folder: RunDir, summary: RunSummary | None) -> tuple[int
 
 
 def _mode_of(folder: RunDir) -> str | None:
-    """checkpoint.best.mode of the run's recipe.yaml: whether metrics.json's best is the sweep's."""
+    """checkpoint.best.mode of the run's recipe.yaml, for a metrics.json that does not say which
+    way its best went (written before it did; the recipe's validator then filled mode in)."""
     best = (read_yaml(folder.recipe).get("checkpoint") or {}).get("best") if folder.recipe.exists() else None
     return best.get("mode") if isinstance(best, dict) else None
 

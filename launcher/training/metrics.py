@@ -11,14 +11,15 @@ built-in one below or `module:attr`, a torchmetrics Metric class of the user's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from launcher.config import components
 from launcher.config.components import Kind
 from launcher.config.schema import metric_tag
+from launcher.distributed.process_group import gather
 
 if TYPE_CHECKING:
     from torchmetrics import Metric
@@ -70,3 +71,35 @@ def build_metrics(names: Sequence[str], builtin: Sequence[str], num_classes: int
 def measured_topk(names: Sequence[str], num_classes: int) -> tuple[int, ...]:
     """The k of each top-k accuracy asked for that makes sense for the class count."""
     return tuple(k for name, k in TOP_K.items() if name in names and k <= num_classes)
+
+
+def empty_list_states(metrics: Mapping[str, Metric]) -> int:
+    """How many list states (torchmetrics' "cat" states: exact AUROC's scores and targets, a
+    user's metric's) are empty on this rank: one that saw no validation batch has them all empty."""
+    return sum(isinstance(v, list) and not v for m in metrics.values() for v in m.metric_state.values())
+
+
+def fill_empty_list_states(metrics: Mapping[str, Metric]) -> None:
+    """Give each list state that is empty here an empty tensor shaped as another rank's (0 rows
+    of the same columns and dtype), so that `compute()` gathers the same kind of tensor from
+    every rank. Every rank calls it: it gathers what each holds.
+
+    torchmetrics gathers an empty list state as a placeholder of its own (`torch.tensor([])`:
+    1-D, of the metric's dtype; Lightning-AI/torchmetrics#2468, for #2463), which does not match
+    the other ranks' (N, C) float scores and (N,) int64 targets: gloo aborts with "op.preamble.length
+    <= op.nbytes" (seen with MulticlassAUROC, 3 ranks, one of them with no sample), NCCL would hang.
+    """
+    held: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]] = {
+        (tag, name): (tuple(value[0].shape[1:]), value[0].dtype)
+        for tag, metric in metrics.items()
+        for name, value in metric.metric_state.items()
+        if isinstance(value, list) and value
+    }
+    like: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]] = {}
+    for on_rank in gather(held):
+        like = {**cast(dict, on_rank), **like}
+    for tag, metric in metrics.items():
+        for name, value in metric.metric_state.items():
+            if isinstance(value, list) and not value and (tag, name) in like:
+                shape, dtype = like[tag, name]
+                value.append(torch.empty((0, *shape), dtype=dtype, device=metric.device))

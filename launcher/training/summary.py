@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 
 class BestResult(BaseModel):
-    """best.pt's metric, its value and the step it was saved at (null values: never evaluated)."""
+    """best.pt's metric, its value and the step it was saved at (null values: never evaluated),
+    and whether it followed the metric's maximum or minimum (null in files written before it was kept)."""
 
     model_config = ConfigDict(extra="forbid")
 
     metric: str
     value: float | None
     step: int | None
+    mode: Literal["max", "min"] | None = None
 
 
 class RunSummary(BaseModel):

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
+from launcher.config.schema import Best
 from launcher.data.datasets import DataInfo
 from launcher.distributed.process_group import all_reduce_sum
+from launcher.distributed.wrapper import for_evaluation
 from launcher.errors import UserError
 from launcher.training.batches import to_device
+from launcher.training.metrics import empty_list_states, fill_empty_list_states
 
 if TYPE_CHECKING:
     from torchmetrics import Metric
@@ -91,6 +94,13 @@ def metric_tags(task: Task) -> list[str]:
     return ["val/loss", *task.counted, *task.metrics, *task.derived({"val/loss": 0.0})]
 
 
+def best_mode(task: Task, best: Best) -> Literal["max", "min"]:
+    """Whether best.pt follows the maximum or the minimum of checkpoint.best.metric: the recipe's
+    mode, else the metric's own `higher_is_better` (torchmetrics'; a user's metric may say min
+    for any name), else by its name."""
+    return best.mode_for(getattr(task.metrics.get(best.resolved_metric), "higher_is_better", None))
+
+
 @torch.no_grad()
 def evaluate(
     task: Task,
@@ -101,28 +111,35 @@ def evaluate(
 ) -> dict[str, float]:
     """val/loss and each of the task's metrics over the whole validation set: each rank evaluates
     its own shard; the loss sums are added up across ranks and the metrics gather their states.
+    Ranks may have different numbers of batches, or none (more ranks than samples): nothing
+    here runs a collective per batch (`for_evaluation`), and a rank with no batch still gives
+    every metric states of the others' kind (`fill_empty_list_states`).
 
     Sums, not means: a mean of batch means would overweight a short last batch.
     """
-    was_training = model.training
-    model.eval()
+    net = for_evaluation(model)
+    was_training = net.training
+    net.eval()
     for metric in task.metrics.values():
         metric.to(device).reset()
     totals: dict[str, torch.Tensor] = {}
     for batch in batches:
         with autocast:
-            step = task.step(model, to_device(batch, device))
+            step = task.step(net, to_device(batch, device))
         counted = {"val/loss": step.loss.double() * step.items, **task.counts(step)}
         counted["items"] = torch.tensor(step.items, dtype=torch.float64, device=device)
         for key, value in counted.items():
             totals[key] = totals.get(key, 0) + value.double()
         task.update(step)
-    model.train(was_training)
-    keys = ["val/loss", *task.counted, "items"]  # the same on every rank, one with no batch too
+    net.train(was_training)
+    totals["empty"] = torch.tensor(empty_list_states(task.metrics), dtype=torch.float64, device=device)
+    keys = ["val/loss", *task.counted, "items", "empty"]  # the same on every rank, one with no batch too
     summed = all_reduce_sum(
         torch.stack([totals.get(k, torch.zeros((), dtype=torch.float64, device=device)) for k in keys])
     )
     by_key = dict(zip(keys, summed.tolist(), strict=True))
+    if by_key.pop("empty"):  # on some rank: every rank takes part
+        fill_empty_list_states(task.metrics)
     items = max(by_key.pop("items"), 1)
     results = {
         **{k: v / items for k, v in by_key.items()},

@@ -33,7 +33,7 @@ from launcher.training.progress import Progress, due, is_complete, longer_run
 from launcher.training.setup import describe_targets, setup
 from launcher.training.stopping import StopRequests, TrainingStopped
 from launcher.training.summary import BestResult, RunSummary
-from launcher.training.task import evaluate
+from launcher.training.task import best_mode, evaluate
 
 log = logging.getLogger("launcher")
 
@@ -314,7 +314,9 @@ class Trainer:
                 "epoch %d/%d  step %d  %s", epoch + 1, s.planned_epochs, progress.step,
                 _fmt({**self.metrics, **self.throughput}),
             )  # fmt: skip
-            if best is not None and _improves(self.metrics[best.resolved_metric], progress.best, best.resolved_mode):
+            if best is not None and _improves(
+                self.metrics[best.resolved_metric], progress.best, best_mode(s.task, best)
+            ):
                 progress.best, progress.best_step = self.metrics[best.resolved_metric], progress.step
                 self.checkpoints.save(s, progress, best=True)
         if self.checkpoints.due_at_epoch_end(progress, finished, last):
@@ -327,7 +329,12 @@ class Trainer:
             final={**self.metrics, "epoch": progress.epoch, "step": progress.step},
             best=None
             if best is None
-            else BestResult(metric=best.resolved_metric, value=progress.best, step=progress.best_step),
+            else BestResult(
+                metric=best.resolved_metric,
+                value=progress.best,
+                step=progress.best_step,
+                mode=best_mode(self.s.task, best),
+            ),
             wall_time_s=round(time.perf_counter() - self.started, 3),
         )
         if self.runtime.is_main:
