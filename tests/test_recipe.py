@@ -140,8 +140,9 @@ def test_best_checkpoint_mode_follows_the_metric(tmp_path: Path) -> None:
     # Left unset, not filled in: a metric's own higher_is_better (known once it is built) comes first,
     # and a recipe.yaml written with it still follows a checkpoint.best.metric given later.
     assert load(path).checkpoint.best.mode is None
-    assert load(path, "checkpoint.best.metric=val/score").checkpoint.best.mode_for(False) == "min"
-    assert load(path, "checkpoint.best={metric: val/score, mode: max}").checkpoint.best.mode_for(False) == "max"
+    score = "eval.metrics=[acc1, 'my_metrics:score']"  # a user's metric, logged as val/score
+    assert load(path, score, "checkpoint.best.metric=val/score").checkpoint.best.mode_for(False) == "min"
+    assert load(path, score, "checkpoint.best={metric: val/score, mode: max}").checkpoint.best.mode_for(False) == "max"
 
 
 def test_plateau_schedule_must_be_per_epoch(tmp_path: Path) -> None:
