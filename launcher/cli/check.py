@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from launcher.config.schema import Recipe
-from launcher.data.datasets import num_samples
+from launcher.data.streaming import sample_count
 from launcher.distributed.runtime import single_process
 from launcher.models.build import count_parameters
 from launcher.training.setup import describe_targets, setup
@@ -28,13 +28,13 @@ def check(recipe: Recipe) -> int:
     loss.backward()
     total, trainable = count_parameters(s.net)
     print(
-        f"# data: {num_samples(s.data.train)} training / {num_samples(s.data.val)} validation samples, {describe_targets(recipe, s.data.info)}"
+        f"# data: {sample_count(s.data.train)} training / {sample_count(s.data.val)} validation samples, {describe_targets(recipe, s.data.info)}"
     )
     print(f"# model: {recipe.model.name}, {total:,} parameters ({trainable:,} trainable)")
     print(f"# one batch: {_batch_shapes(batch)}, outputs {_shape(outputs)}")
     print(f"# one forward/backward step: loss {loss.item():.4f}, finite: {bool(torch.isfinite(loss))}")
     print(
-        f"# {s.planned_epochs} epochs of {s.steps_per_epoch} steps, {s.planned_steps} steps in all; ok in {time.perf_counter() - started:.1f} s"
+        f"# {s.planned_epochs or '?'} epochs of {s.steps_per_epoch or '?'} steps, {s.planned_steps} steps in all; ok in {time.perf_counter() - started:.1f} s"
     )
     return 0
 

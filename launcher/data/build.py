@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, IterableDataset, Subset
 
 from launcher.config import components
 from launcher.config.components import Kind, classes_in
@@ -27,6 +27,7 @@ from launcher.data.datasets import (
     image_folder_splits,
     num_samples,
 )
+from launcher.data.streaming import first_item, has_position, is_stream, reader_shard
 from launcher.training.batches import first_tensor
 
 
@@ -59,6 +60,51 @@ class Transformed(Dataset):
             return []
         with _seeded_randomness((self.seed * 1_000_003 + self.epoch) * 1_000_033 + indices[0]):
             return [self[index] for index in indices]
+
+
+class TransformedStream(IterableDataset):
+    """A stream (data.streaming) with a transform applied to the input of each (input, target)
+    item. Random augmentations are seeded per item from (seed, epoch, reader, the item's place in
+    the reader's share), as Transformed's per batch: a resumed stream is augmented as the
+    uninterrupted one, whichever loader worker reads it."""
+
+    def __init__(self, stream: Dataset, transform: Callable[[Any], Any], seed: int = 0) -> None:
+        self.stream, self.transform, self.seed = stream, transform, seed
+        self.epoch = 0  # set by `set_epoch`
+        self._resume_at = self._read = 0  # items of this reader's share: to skip, read this pass
+
+    def __len__(self) -> int:
+        return len(self.stream)  # type: ignore[arg-type]  # a TypeError where the stream has no len
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if callable(set_epoch := getattr(self.stream, "set_epoch", None)):
+            set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        start, self._resume_at = self._resume_at, 0
+        self._read = start
+        return self._transformed(iter(self.stream), reader_shard()[0])
+
+    def _transformed(self, items: Iterator[Any], reader: int) -> Iterator[tuple[Any, Any]]:
+        for raw, target in items:
+            seed = ((self.seed * 1_000_003 + self.epoch) * 1_000_033 + reader) * 1_000_037 + self._read
+            with _seeded_randomness(seed):
+                x = self.transform(raw)
+            self._read += 1
+            yield x, target
+
+
+class PositionedTransformedStream(TransformedStream):
+    """A TransformedStream of a stream with a position (state_dict, load_state_dict): its own
+    position holds the stream's and the count that seeds the augmentations."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stream": self.stream.state_dict(), "read": self._read}  # type: ignore[attr-defined]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state["stream"])  # type: ignore[attr-defined]
+        self._resume_at = self._read = int(state["read"])
 
 
 @contextlib.contextmanager
@@ -146,36 +192,57 @@ def build_datasets(section: Data, seed: int, classes: bool | None = True) -> Dat
     `classes`: the targets are class indices (else values: their count sizes the model's output);
     None: the classes where the data says them (a user's task decides what its targets are)."""
     train, val = open_splits(section, classes)
+    if val is None and is_stream(train):
+        raise DataError(
+            f"data.dataset: {section.dataset.name} is a stream (an IterableDataset), of which no fraction can be held "
+            "out: have it take train= (True, False) or split= (data.val_split_name) and give a validation stream"
+        )
     if val is None:
         if num_samples(train) < MIN_SAMPLES_TO_HOLD_OUT:
             raise DataError(f"data.dataset: {num_samples(train)} sample(s): too few to hold out a validation set")
         train, val = held_out_split(train, section.val_fraction, seed)
-    raw_input = inputs_of(train[0])
+    if (raw := first_item(train)) is None:
+        raise DataError(f"data.dataset: {section.dataset.name}'s share of the stream for this process yields nothing")
+    raw_input = inputs_of(raw)
     names = (section.classes or _classes_of(train) or _classes_of(val)) if classes is not False else []
     if names is None and classes is None:
-        names = []
+        names = []  # a user's task, on data that names no classes
     if names is None:
         raise DataError("the dataset does not say its classes: set data.classes to the list of class names")
-    train = Transformed(train, build_transform(section.transforms.train), seed)
-    val = Transformed(val, build_transform(section.transforms.val), seed)
+    train = _transformed(train, build_transform(section.transforms.train), seed)
+    val = _transformed(val, build_transform(section.transforms.val), seed)
+    # Each read below transforms the item again (random transforms draw from the seeded global
+    # state, before the model is made): as many reads as ever, for the same model.
+    first = first_item(train)
+    x = inputs_of(first)
     for split, dataset in (("train", train), ("val", val)):
-        sample = inputs_of(dataset[0])
+        if (item := first_item(dataset)) is None:
+            continue  # a stream whose validation share on this process is empty
+        sample = inputs_of(item)
         if not isinstance(sample, torch.Tensor):
             raise DataError(
                 f"data.transforms.{split}: the samples come out as {type(sample).__name__}, not tensors; "
                 "end the transforms with ToTensor (image datasets give PIL images)"
             )
-    x, vocab_size = inputs_of(train[0]), _attribute_of(train, "vocab_size")
+    vocab_size = _attribute_of(train, "vocab_size")
     info = DataInfo(
         classes=[str(c) for c in names],
         input_shape=list(x.shape) if hasattr(x, "shape") else [],
         image_mode=raw_input.mode if isinstance(raw_input, Image.Image) else None,
         image_size=list(raw_input.size) if isinstance(raw_input, Image.Image) else None,
-        num_outputs=None if names else vocab_size or _target_size(train[0]),
+        num_outputs=None if names else vocab_size or _target_size(first),
         vocab_size=vocab_size,
         tokenizer=_attribute_of(train, "tokenizer"),
     )
     return Datasets(train, val, info)
+
+
+def _transformed(dataset: Dataset, transform: Callable[[Any], Any] | None, seed: int) -> Dataset:
+    if not is_stream(dataset):
+        return Transformed(dataset, transform, seed)
+    if transform is None:
+        return dataset  # as it is: its own position and length, if it has them
+    return (PositionedTransformedStream if has_position(dataset) else TransformedStream)(dataset, transform, seed)
 
 
 def held_out_split(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:

@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 class Logger(Protocol):
-    def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterable[T]: ...
+    def progress(self, batches: Iterable[T], total: int | None, done: int, description: str) -> Iterable[T]: ...
     def scalars(self, values: dict[str, float], step: int) -> None: ...
     def histograms(self, model: torch.nn.Module, step: int) -> None: ...
     def image_grid(self, tag: str, images: torch.Tensor, step: int) -> None: ...
@@ -24,7 +24,7 @@ class Logger(Protocol):
 class NullLogger:
     """The logger of every rank but 0."""
 
-    def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterable[T]:
+    def progress(self, batches: Iterable[T], total: int | None, done: int, description: str) -> Iterable[T]:
         return batches
 
     def scalars(self, values: dict[str, float], step: int) -> None:

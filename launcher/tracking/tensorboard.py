@@ -32,7 +32,7 @@ class RunLogger:
         self.writer = SummaryWriter(str(tensorboard_dir), purge_step=purge)
         self.bar: tqdm | None = None
 
-    def progress(self, batches: Iterable[T], total: int, done: int, description: str) -> Iterator[T]:
+    def progress(self, batches: Iterable[T], total: int | None, done: int, description: str) -> Iterator[T]:
         # disable=None: a bar on a terminal, nothing in a log file or CI.
         self.bar = tqdm(
             batches, total=total, initial=done, desc=description, disable=None, leave=False, dynamic_ncols=True

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from launcher import checkpoint
 from launcher.checkpoint.storage import CheckpointStorage, OneFile
 from launcher.config.schema import Recipe
+from launcher.data.loaders import StreamBatches
 from launcher.distributed.process_group import barrier, gather
 from launcher.distributed.runtime import Runtime
 from launcher.rundir import RunDir
@@ -24,9 +25,11 @@ class Checkpoints:
         self.storage: CheckpointStorage = OneFile(self.section.keep_last, self.section.asynchronous, runtime.is_main)
         self.last_saved_step = self.best_saved_step = -1
 
-    def due_mid_epoch(self, progress: Progress, batches_per_epoch: int) -> bool:
-        # At the end of an epoch the save there covers this step.
-        return due(self.section.every_n_steps, progress.step) and progress.batches_done < batches_per_epoch
+    def due_mid_epoch(self, progress: Progress, batches_per_epoch: int | None) -> bool:
+        # At the end of an epoch the save there covers this step (a stream's end is not known ahead).
+        return due(self.section.every_n_steps, progress.step) and (
+            batches_per_epoch is None or progress.batches_done < batches_per_epoch
+        )
 
     def due_at_epoch_end(self, progress: Progress, finished: bool, last: bool) -> bool:
         by_epoch = finished and due(self.section.every_n_epochs, progress.epoch)
@@ -43,9 +46,13 @@ class Checkpoints:
             self.storage.link(self.folder / checkpoint.BEST, path)
         else:
             rng = gather(checkpoint.rng_states())  # each rank's own: a resumed rank draws what it would have
+            # A stream's position mid-epoch, each rank's (at an epoch's start it starts afresh).
+            stream, mid_epoch = s.train_batches, progress.batches_done > 0
+            loader = {"loader": gather(stream.state_dict())} if isinstance(stream, StreamBatches) and mid_epoch else {}
             self.storage.save(
                 lambda: {
                     **s.state_dict(),
+                    **loader,
                     "progress": asdict(progress),
                     "rng": rng,
                     "data": asdict(s.data.info),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 from dataclasses import dataclass
@@ -12,15 +13,23 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from launcher.config import components
 from launcher.config.schema import Recipe
 from launcher.data.build import Datasets, build_datasets
 from launcher.data.datasets import DataInfo, num_samples
-from launcher.data.loaders import eval_loader, train_loader
+from launcher.data.loaders import StreamBatches, eval_loader, train_loader
 from launcher.distributed.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
 from launcher.distributed.wrapper import DataParallel, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.build import build_model
-from launcher.training.optim import EndsWithRun, build_loss, build_optimizer, build_scheduler
+from launcher.training.optim import (
+    LENGTH_ARGUMENTS,
+    SCHEDULER,
+    EndsWithRun,
+    build_loss,
+    build_optimizer,
+    build_scheduler,
+)
 from launcher.training.task import Task, metric_tags
 from launcher.training.tasks import build_task, wants_classes
 
@@ -30,7 +39,7 @@ class Setup:
     """Everything the loop works with, built from the recipe (also by `launch check`)."""
 
     data: Datasets
-    train_batches: DataLoader
+    train_batches: DataLoader | StreamBatches
     val_batches: DataLoader
     net: torch.nn.Module  # the model itself: what checkpoints hold
     model: torch.nn.Module  # what the loop calls: the model, or its DDP wrapper
@@ -41,9 +50,9 @@ class Setup:
     schedule_ends: list[EndsWithRun]  # those in it that end with the run (stretched for another world size)
     scaler: torch.amp.GradScaler
     mixed_precision: contextlib.AbstractContextManager
-    batches_per_epoch: int  # a whole epoch's, per rank; a resumed epoch yields fewer
-    steps_per_epoch: int
-    planned_epochs: int  # at setup, for this world size: the bars' and the logs' epoch count
+    batches_per_epoch: int | None  # a whole epoch's, per rank (a resumed one yields fewer); None: a stream's
+    steps_per_epoch: int | None  # a stream's: from its len, None where it has none
+    planned_epochs: int | None  # at setup, for this world size: the bars' and the logs' epoch count (None: unknown)
     planned_steps: int  # at setup: a per-step schedule's length
     schedule_per_step: bool  # the schedule steps after every optimizer step (else after each epoch)
 
@@ -86,17 +95,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         data.val, recipe.data, batch_size=recipe.eval.batch_size or cfg.batch_size, pin=pin,
         rank=runtime.rank, world_size=runtime.world_size,
     )  # fmt: skip
-    batches_per_epoch = len(train_batches)
-    if batches_per_epoch == 0:
-        raise UserError(
-            f"no full training batch: {num_samples(data.train)} samples over {runtime.world_size} process(es), "
-            f"train.batch_size={cfg.batch_size}; lower the batch size or set train.drop_last=false"
-        )
-    if cfg.grad_accum_steps > batches_per_epoch:
-        raise UserError(
-            f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches_per_epoch} batches of an epoch "
-            "(per process): an optimizer step cannot span epochs"
-        )
+    batches_per_epoch, steps_per_epoch = _epoch_length(recipe, train_batches, data, runtime.world_size)
     task = build_task(recipe.task, recipe.eval.metrics, build_loss(recipe.loss).to(device), data.info)
     best = recipe.checkpoint.best
     if best is not None and best.resolved_metric not in (measured := metric_tags(task)):
@@ -114,11 +113,16 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     if recipe.distributed.scale_lr and runtime.world_size > 1:
         for group in optimizer.param_groups:  # the linear scaling rule: the recipe's lr is for one worker
             group["lr"] *= runtime.world_size
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     epochs = _epochs(cfg.epochs, cfg.max_steps, steps_per_epoch)
-    max_steps = min(cfg.max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch)
+    max_steps = (
+        min(cfg.max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch)
+        if epochs is not None and steps_per_epoch is not None
+        else cfg.max_steps or 0  # a stream with no length: train.max_steps, which it requires
+    )
     schedule_per_step = recipe.scheduler is not None and recipe.scheduler.interval == "step"
-    scheduler, ends = build_scheduler(recipe.scheduler, optimizer, length=max_steps if schedule_per_step else epochs)
+    scheduler, ends = build_scheduler(
+        recipe.scheduler, optimizer, length=max_steps if schedule_per_step else _length_in_epochs(recipe, epochs)
+    )
     return Setup(
         data=data, train_batches=train_batches, val_batches=val_batches, net=net, model=model, task=task, wrapper=wrapper,
         optimizer=optimizer, scheduler=scheduler, schedule_ends=ends,
@@ -136,6 +140,60 @@ def describe_targets(recipe: Recipe, info: DataInfo) -> str:
     return f"task {recipe.task.name}"
 
 
-def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> int:
-    by_steps = math.ceil(max_steps / steps_per_epoch) if max_steps else None
-    return min(n for n in (epochs, by_steps) if n is not None)
+def _epochs(epochs: int | None, max_steps: int | None, steps_per_epoch: int | None) -> int | None:
+    by_steps = math.ceil(max_steps / steps_per_epoch) if max_steps and steps_per_epoch else None
+    return min((n for n in (epochs, by_steps) if n is not None), default=None)
+
+
+def _epoch_length(
+    recipe: Recipe, train_batches: DataLoader | StreamBatches, data: Datasets, world_size: int
+) -> tuple[int | None, int | None]:
+    """(batches an epoch holds, per rank; optimizer steps it takes). A stream's epoch ends where
+    the first rank's stream does: no batch count, and the steps its len says (an accumulation
+    window the stream's end cuts short is dropped), None where it has no len."""
+    cfg = recipe.train
+    stream = isinstance(train_batches, StreamBatches)
+    batches = train_batches.estimated_len() if isinstance(train_batches, StreamBatches) else len(train_batches)
+    if batches is None:
+        if cfg.max_steps is None:
+            raise UserError(
+                f"data.dataset: {recipe.data.dataset.name} is a stream with no length (an IterableDataset without "
+                "__len__), so its epochs cannot be counted ahead: set train.max_steps (an epoch is one pass of it)"
+            )
+        return None, None
+    if batches == 0:
+        raise UserError(
+            f"no full training batch: {num_samples(data.train)} samples{' (its len)' if stream else ''} over "
+            f"{world_size} process(es), train.batch_size={cfg.batch_size}; lower the batch size or set "
+            "train.drop_last=false"
+        )
+    if cfg.grad_accum_steps > batches:
+        raise UserError(
+            f"train.grad_accum_steps={cfg.grad_accum_steps} is more than the {batches} batches of an epoch "
+            "(per process): an optimizer step cannot span epochs"
+        )
+    if stream:
+        return None, batches // cfg.grad_accum_steps
+    return batches, math.ceil(batches / cfg.grad_accum_steps)
+
+
+def _length_in_epochs(recipe: Recipe, epochs: int | None) -> int:
+    """A per-epoch schedule's length: the run's epochs. A stream with no length and no
+    train.epochs has no count of them: a schedule that needs one (T_max...) is refused."""
+    section = recipe.scheduler
+    if epochs is not None or section is None:
+        return epochs or 0
+    parameters = components.parameters_of(components.resolve(section.name, SCHEDULER)) or {}
+    if needed := [
+        name
+        for name in LENGTH_ARGUMENTS
+        if name in parameters
+        and name not in section.kwargs
+        and parameters[name].default in (inspect.Parameter.empty, None)
+    ]:
+        raise UserError(
+            f"scheduler: {section.name} per epoch needs its length ({needed[0]}), and this stream's epochs cannot be "
+            f"counted: set train.epochs, scheduler.{needed[0]}, or scheduler.interval=step (its length is then "
+            "train.max_steps)"
+        )
+    return 0  # unused: the schedule takes no length

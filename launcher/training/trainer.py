@@ -16,8 +16,8 @@ from launcher import checkpoint
 from launcher.checkpoint.storage import CheckpointStorage
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
-from launcher.data.datasets import num_samples
-from launcher.data.loaders import start_epoch
+from launcher.data.loaders import StreamBatches, start_epoch
+from launcher.data.streaming import sample_count
 from launcher.distributed.process_group import all_reduce_sum
 from launcher.distributed.runtime import Runtime
 from launcher.distributed.watchdog import Watchdog
@@ -86,10 +86,12 @@ class Trainer:
         ranks, runtime = len(state["rng"]), self.runtime
         checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
         self.progress = Progress(**state["progress"])
-        if ranks != runtime.world_size:
+        if isinstance(self.s.train_batches, StreamBatches):
+            self._resume_stream(self.s.train_batches, state.get("loader"), ranks)
+        elif ranks != runtime.world_size:
             self._move_position_to_this_world_size(ranks)
-            if not self.done():
-                self._stretch_schedule(ranks)
+        if ranks != runtime.world_size and not self.done():
+            self._stretch_schedule(ranks)
         self.checkpoints.last_saved_step = self.progress.step
         if runtime.is_main:
             for newer in checkpoint.newer_than(self.run.checkpoints, self.progress.step):
@@ -117,6 +119,23 @@ class Trainer:
             whole_steps * samples_per_step, progress.samples_done,
         )  # fmt: skip
         progress.samples_done = whole_steps * samples_per_step
+
+    def _resume_stream(self, stream: StreamBatches, positions: list[dict[str, Any]] | None, ranks: int) -> None:
+        """A stream goes on from this rank's saved position. Where it cannot exactly (another world
+        size or number of loader workers: the items are shared out by reader), the epoch starts
+        again: re-reading part of it beats refusing the run (an elastic restart on fewer nodes
+        must go on) and beats skipping the rest of it (items never trained on)."""
+        progress, same = self.progress, ranks == self.runtime.world_size
+        if progress.batches_done == 0:
+            return  # at an epoch's start: the stream starts afresh
+        position = positions[self.runtime.rank] if positions is not None and same else None
+        if (why := stream.resume(position, progress.batches_done, same)) is not None:
+            log.warning(
+                "cannot go on exactly where the checkpoint stopped: %s. Epoch %d starts again from its beginning: "
+                "the %d batch(es) per rank it had trained on are trained on again", why, progress.epoch + 1,
+                progress.batches_done,
+            )  # fmt: skip
+            progress.batches_done = progress.samples_done = 0
 
     def _stretch_schedule(self, ranks: int) -> None:
         """A per-step schedule whose length the launcher filled in (T_max, total_steps) was built
@@ -149,7 +168,10 @@ class Trainer:
     def _steps_at_end(self) -> int:
         """The optimizer steps this run will have taken at its end, the ones before it included."""
         s, progress, cfg = self.s, self.progress, self.recipe.train
-        left_in_epoch = max(0, math.ceil((s.batches_per_epoch - progress.batches_done) / cfg.grad_accum_steps))
+        if s.steps_per_epoch is None or s.planned_epochs is None:
+            return cfg.max_steps or progress.step  # a stream with no length: train.max_steps, which it requires
+        batches = s.batches_per_epoch if s.batches_per_epoch is not None else s.steps_per_epoch * cfg.grad_accum_steps
+        left_in_epoch = max(0, math.ceil((batches - progress.batches_done) / cfg.grad_accum_steps))
         epochs_after = (cfg.epochs if cfg.epochs is not None else s.planned_epochs) - progress.epoch - 1
         total = progress.step + left_in_epoch + max(0, epochs_after) * s.steps_per_epoch
         return min(total, cfg.max_steps) if cfg.max_steps is not None else total
@@ -190,14 +212,14 @@ class Trainer:
         s, cfg, world_size = self.s, self.recipe.train, self.runtime.world_size
         total, trainable = count_parameters(s.net)
         log.info(
-            "%d training / %d validation samples, %s; %s: %s parameters (%s trainable) on %s",
-            num_samples(s.data.train), num_samples(s.data.val), describe_targets(self.recipe, s.data.info), self.recipe.model.name,
+            "%s training / %s validation samples, %s; %s: %s parameters (%s trainable) on %s",
+            sample_count(s.data.train), sample_count(s.data.val), describe_targets(self.recipe, s.data.info), self.recipe.model.name,
             f"{total:,}", f"{trainable:,}", self.runtime.device,
         )  # fmt: skip
         log.info(
-            "batch %d per process x %d process(es) x %d accumulation = %d per step; %d step(s) per epoch, %d epoch(s)",
+            "batch %d per process x %d process(es) x %d accumulation = %d per step; %s step(s) per epoch, %s epoch(s)",
             cfg.batch_size, world_size, cfg.grad_accum_steps,
-            cfg.batch_size * world_size * cfg.grad_accum_steps, s.steps_per_epoch, s.planned_epochs,
+            cfg.batch_size * world_size * cfg.grad_accum_steps, _known(s.steps_per_epoch), _known(s.planned_epochs),
         )  # fmt: skip
 
     def train_epoch(self, logger: Logger, watchdog: Watchdog) -> None:
@@ -209,7 +231,7 @@ class Trainer:
             s.train_batches,
             total=s.batches_per_epoch,
             done=progress.batches_done,
-            description=f"epoch {progress.epoch + 1}/{s.planned_epochs}",
+            description=f"epoch {progress.epoch + 1}/{_known(s.planned_epochs)}",
         )
         for batch in batches:
             first = progress.step == 0 and progress.batches_done == 0
@@ -217,7 +239,7 @@ class Trainer:
                 logger.image_grid("train/batch", images, step=0)
             # Micro-batches of this optimizer step: grad_accum_steps, fewer at the end of an epoch.
             window_first = progress.batches_done - progress.batches_done % cfg.grad_accum_steps
-            micro_batches = min(cfg.grad_accum_steps, s.batches_per_epoch - window_first)
+            micro_batches = self._window_length(window_first)
             progress.batches_done += 1
             samples = batch_size(batch)
             progress.samples_done += samples * self.runtime.world_size
@@ -242,11 +264,26 @@ class Trainer:
                 # At an epoch's last batch too: the resumed run then does this epoch's evaluation.
                 self.checkpoints.save(s, progress)
                 raise TrainingStopped(reasons, progress.step, checkpoint.step_path(self.run.checkpoints, progress.step))
+        if progress.batches_done % cfg.grad_accum_steps and s.batches_per_epoch is None:
+            s.optimizer.zero_grad(set_to_none=True)  # the stream ended part-way through a window: no step
+
+    def _window_length(self, window_first: int) -> int:
+        """Micro-batches in the optimizer step from batch `window_first` on: grad_accum_steps, fewer
+        at the end of an epoch. A stream's end is not known ahead: a window it cuts short is dropped."""
+        accumulate, batches = self.recipe.train.grad_accum_steps, self.s.batches_per_epoch
+        return accumulate if batches is None else min(accumulate, batches - window_first)
+
+    def _epoch_finished(self) -> bool:
+        """The epoch in progress has no batch left (a stream's: on some rank)."""
+        s = self.s
+        if isinstance(s.train_batches, StreamBatches):
+            return s.train_batches.ended
+        return s.batches_per_epoch is not None and self.progress.batches_done >= s.batches_per_epoch
 
     def _last_step(self) -> bool:
         """The step just taken is the run's last."""
-        progress = self.progress
-        epoch_ends = progress.batches_done >= self.s.batches_per_epoch
+        progress, batches = self.progress, self.s.batches_per_epoch
+        epoch_ends = batches is not None and progress.batches_done >= batches
         return is_complete(Progress(epoch=progress.epoch + epoch_ends, step=progress.step), self.recipe.train)
 
     def forward_backward(self, batch: Any, micro_batches: int, sync: bool) -> tuple[torch.Tensor, int]:
@@ -299,7 +336,7 @@ class Trainer:
         """At an epoch's end (or the run's, part-way through one): schedule, evaluation, best, checkpoint."""
         s, progress, best = self.s, self.progress, self.recipe.checkpoint.best
         epoch = progress.epoch
-        finished = progress.batches_done >= s.batches_per_epoch
+        finished = self._epoch_finished()
         if finished:
             progress.epoch, progress.batches_done, progress.samples_done = epoch + 1, 0, 0
         last = self.done()
@@ -311,7 +348,7 @@ class Trainer:
             if finished and needs_metric(s.scheduler):
                 s.scheduler.step(self.metrics["val/loss"])
             log.info(
-                "epoch %d/%d  step %d  %s", epoch + 1, s.planned_epochs, progress.step,
+                "epoch %d/%s  step %d  %s", epoch + 1, _known(s.planned_epochs), progress.step,
                 _fmt({**self.metrics, **self.throughput}),
             )  # fmt: skip
             if best is not None and _improves(
@@ -393,6 +430,10 @@ def recipe_differences(before: dict[str, Any], now: dict[str, Any], prefix: str 
 
 def _improves(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
+
+
+def _known(count: int | None) -> int | str:
+    return "?" if count is None else count
 
 
 WHOLE_NUMBERS_FROM = 1e4  # throughputs: no decimals
