@@ -38,6 +38,7 @@ TINY_LM = RECIPES / "tiny_lm.yaml"
 SMALL = (
     "model.width=32", "model.layers=1", "model.heads=2", "data.dataset.block_size=32", "data.dataset.val_blocks=24",
     "train.batch_size=8", "eval.batch_size=8", "logging.every_n_steps=2", "task.max_new_tokens=20",
+    "scheduler.milestones=[2]", "scheduler.schedulers.0.total_iters=2",  # 2 steps of warmup in runs of 6 to 12
 )  # fmt: skip
 BOUND = 2.5  # nats per byte after 200 steps; measured 2.16 to 2.19 (unigram baseline: 3.06)
 
@@ -166,3 +167,28 @@ def test_a_model_computing_its_own_loss_from_dict_batches_evaluates_alike_on_two
     assert launch("predict", run / "recipe.yaml", "--checkpoint", run, "--prompt", "import") == 0
     printed = capsys.readouterr().out
     assert printed.startswith(("prompt 1\timport", "==> prompt 1 <==\nimport")), printed
+
+
+@pytest.mark.slow
+def test_a_recipe_named_collate_fn_pads_lines_and_padding_is_not_counted(tmp_path: Path) -> None:
+    lines = (
+        f"run.import_paths=[{FIXTURES}]", "data.dataset={name: 'hf_style:Lines'}", "data.collate_fn=hf_style:pad",
+        "model={name: 'hf_style:CausalLM', block_size: 48}", "task.model_computes_loss=true",
+        "train.batch_size=8", "eval.batch_size=6", "train.max_steps=6", "data.num_workers=1",
+    )  # fmt: skip
+    result = run_launch(TINY_LM, "--nproc", "2", f"run.output={tmp_path}", *SMALL, *lines, cwd=tmp_path, timeout=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = run_dirs(tmp_path, "tiny_lm")
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    recipe = load_recipe(run / "recipe.yaml")
+    use_import_paths(recipe.run.import_paths)
+    model, _, trained_with = load_model(recipe, checkpoint.latest(run / "checkpoints"), torch.device("cpu"))
+    val = build_datasets(recipe.data, seed=trained_with["train"]["seed"], classes=False).val
+    total, tokens = 0.0, 0
+    with torch.no_grad():  # line by line, unpadded: the mean loss per predicted byte
+        for i in range(len(val)):
+            line = val[i]["input_ids"].unsqueeze(0)
+            logits = model(line)["logits"][0, :-1].double()
+            total += float(F.cross_entropy(logits, line[0, 1:], reduction="sum"))
+            tokens += line.shape[1] - 1
+    assert final["val/loss"] == pytest.approx(total / tokens, rel=1e-5)

@@ -106,8 +106,8 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bitwise(tmp_path: Path) -> None:
         assert [(s, v) for s, v in resumed[tag] if s != 17] == uninterrupted[tag], tag
 
 
-def test_the_shipped_csv_recipe_reads_its_last_column_as_values(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_shipped_csv_recipe_reads_its_last_column_as_values_and_predicts_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # As shipped, from the repository root: the recipe's CSV path is relative to the working directory.
     monkeypatch.chdir(ROOT)
@@ -122,6 +122,19 @@ def test_the_shipped_csv_recipe_reads_its_last_column_as_values(
     assert final["val/rmse"] == pytest.approx(mean_squared_error(y, p) ** 0.5, rel=1e-5)
     assert final["val/r2"] == pytest.approx(r2_score(y, p), rel=1e-5)
     assert final["val/r2"] > 0.2  # it learned something: a constant guess scores about 0
+    # launch predict: a value per row of a CSV file (its last column, the target, is left out)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("".join((ROOT / "recipes" / "data" / "diabetes.csv").read_text().splitlines(keepends=True)[:3]))
+    capsys.readouterr()
+    assert launch("predict", run / "recipe.yaml", "--checkpoint", checkpoint.latest(run / "checkpoints"), rows) == 0
+    printed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    recipe = load_recipe(run / "recipe.yaml")
+    model, _, _ = load_model(recipe, checkpoint.latest(run / "checkpoints"), torch.device("cpu"))
+    features = torch.tensor([[float(v) for v in line.split(",")[:-1]] for line in rows.read_text().splitlines()[1:]])
+    with torch.no_grad():
+        expected = model(features).squeeze(-1).tolist()
+    assert [what for what, _ in printed] == [f"{rows}:2", f"{rows}:3"]  # the header is line 1
+    assert [float(value) for _, value in printed] == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_csv_target_that_is_not_a_number_names_the_file_and_line(

@@ -11,6 +11,7 @@ from launcher.config.components import ComponentError, check_one, option_problem
 from launcher.config.problems import Problem, did_you_mean
 from launcher.config.schema import BUILTIN_TASKS, Loss, Model, Optimizer, ParamGroup, Scheduler, TaskSpec, metric_names
 from launcher.data.build import DATASET, TRANSFORM
+from launcher.data.loaders import COLLATE
 from launcher.models.build import MODEL
 from launcher.training.optim import LOSS, OPTIMIZER, SCHEDULER
 from launcher.training.tasks import TASK, TASK_METRICS
@@ -39,6 +40,7 @@ def problems_in(tree: dict[str, Any]) -> list[Problem]:
     problems += check_one("scheduler", section("scheduler"), SCHEDULER, Scheduler)
     problems += _weights_problems(section("model"))
     problems += _data_path_problems(section("data", "dataset"))
+    problems += _collate_problems(section("data", "collate_fn"))
     problems += _task_and_metric_problems(section("task"), section("eval", "metrics"), section("checkpoint", "best"))
     return problems
 
@@ -103,6 +105,18 @@ def _task_and_metric_problems(task: Any, metrics: Any, best: Any) -> list[Proble
             )
         )
     return problems
+
+
+def _collate_problems(name: Any) -> list[Problem]:
+    if not isinstance(name, str):
+        return []  # none, or the schema reports what it is
+    if ":" not in name:
+        return [Problem("data.collate_fn", f"{name!r}: name your function as 'module:attribute'")]
+    try:
+        resolve(name, COLLATE)
+    except ComponentError as error:
+        return [Problem("data.collate_fn", str(error))]
+    return []
 
 
 # The built-in datasets that read the user's files, and the arguments that name them.

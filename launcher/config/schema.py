@@ -100,6 +100,10 @@ class Data(Section):
     val_split_name: str = Field("test", description="For datasets taking `split=`: the split used for validation.")
     classes: list[str] | None = Field(None, description="Class names, where the dataset does not say them.")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes (per training process).")
+    collate_fn: str | None = Field(
+        None, description="'module:attribute': your function making a list of samples into a batch (padding "
+        "sequences, building dicts...); default: torch's default_collate.",
+    )  # fmt: skip
     pin_memory: bool | None = Field(None, description="Pin host memory; default: on when training on CUDA.")
 
 

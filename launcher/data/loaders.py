@@ -10,12 +10,14 @@ import logging
 import signal
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from launcher.config import components
+from launcher.config.components import Kind
 from launcher.config.schema import Data
 from launcher.data.build import Transformed
 from launcher.data.datasets import num_samples
@@ -83,10 +85,19 @@ def train_loader(
         generator=torch.Generator(),
         worker_init_fn=_leave_interrupts_to_the_trainer,
         multiprocessing_context=_LOADER_START if section.num_workers > 0 else None,
+        collate_fn=collate_function(section),
     )
 
 
 _LOADER_START = "fork" if sys.platform == "linux" else None
+
+# `data.collate_fn`: a function of the user's (`module:attr`) that makes a list of samples into a
+# batch (padding sequences, building dicts...); None: torch's default_collate.
+COLLATE = Kind("collate_fn", "module:attr", None, dict)
+
+
+def collate_function(section: Data) -> Callable[[list[Any]], Any] | None:
+    return None if section.collate_fn is None else components.resolve(section.collate_fn, COLLATE)
 
 
 def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
@@ -141,6 +152,7 @@ def eval_loader(
         generator=torch.Generator().manual_seed(0),
         worker_init_fn=_leave_interrupts_to_the_trainer,
         multiprocessing_context=_LOADER_START if section.num_workers > 0 else None,
+        collate_fn=collate_function(section),
     )
 
 
@@ -184,6 +196,7 @@ class StreamBatches:
                 generator=torch.Generator(),
                 worker_init_fn=_leave_interrupts_to_the_trainer,
                 multiprocessing_context=_LOADER_START if section.num_workers > 0 else None,
+                collate_fn=collate_function(section),
             )
 
     def estimated_len(self) -> int | None:
