@@ -9,6 +9,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -141,19 +142,24 @@ HF = (
 )  # fmt: skip
 
 
-@pytest.mark.slow
-def test_a_model_computing_its_own_loss_from_dict_batches_evaluates_alike_on_two_ranks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    result = run_launch(TINY_LM, "--nproc", "2", f"run.output={tmp_path}", *SMALL, *HF, cwd=tmp_path, timeout=None)
+def _two_rank_run(output: Path, *overrides: str) -> tuple[Path, dict, torch.nn.Module, Any]:
+    """A short 2-rank run of the small recipe: its folder, final metrics, trained model and validation split."""
+    result = run_launch(TINY_LM, "--nproc", "2", f"run.output={output}", *SMALL, *overrides, cwd=output, timeout=None)
     assert result.returncode == 0, result.stdout + result.stderr
-    (run,) = run_dirs(tmp_path, "tiny_lm")
-    final = json.loads((run / "metrics.json").read_text())["final"]
-    # By hand, in one process: the mean loss over every predicted token of the validation split.
+    (run,) = run_dirs(output, "tiny_lm")
     recipe = load_recipe(run / "recipe.yaml")
     use_import_paths(recipe.run.import_paths)
     model, _, trained_with = load_model(recipe, checkpoint.latest(run / "checkpoints"), torch.device("cpu"))
     val = build_datasets(recipe.data, seed=trained_with["train"]["seed"], classes=False).val
+    return run, json.loads((run / "metrics.json").read_text())["final"], model, val
+
+
+@pytest.mark.slow
+def test_a_model_computing_its_own_loss_from_dict_batches_evaluates_alike_on_two_ranks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, final, model, val = _two_rank_run(tmp_path, *HF)
+    # By hand, in one process: the mean loss over every predicted token of the validation split.
     blocks = torch.stack([val[i]["input_ids"] for i in range(len(val))])
     with torch.no_grad():
         logits = model(blocks)["logits"]
@@ -176,14 +182,7 @@ def test_a_recipe_named_collate_fn_pads_lines_and_padding_is_not_counted(tmp_pat
         "model={name: 'hf_style:CausalLM', block_size: 48}", "task.model_computes_loss=true",
         "train.batch_size=8", "eval.batch_size=6", "train.max_steps=6", "data.num_workers=1",
     )  # fmt: skip
-    result = run_launch(TINY_LM, "--nproc", "2", f"run.output={tmp_path}", *SMALL, *lines, cwd=tmp_path, timeout=None)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (run,) = run_dirs(tmp_path, "tiny_lm")
-    final = json.loads((run / "metrics.json").read_text())["final"]
-    recipe = load_recipe(run / "recipe.yaml")
-    use_import_paths(recipe.run.import_paths)
-    model, _, trained_with = load_model(recipe, checkpoint.latest(run / "checkpoints"), torch.device("cpu"))
-    val = build_datasets(recipe.data, seed=trained_with["train"]["seed"], classes=False).val
+    _, final, model, val = _two_rank_run(tmp_path, *lines)
     total, tokens = 0.0, 0
     with torch.no_grad():  # line by line, unpadded: the mean loss per predicted byte
         for i in range(len(val)):
