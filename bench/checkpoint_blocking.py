@@ -33,8 +33,8 @@ def state_of(workload: str) -> dict:
     model = workloads.model(workload)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train, _ = workloads.datasets(workload)
-    x, y = train[:8]
-    torch.nn.functional.cross_entropy(model(x), y).backward()
+    x, y = (torch.stack(column) for column in zip(*(train[i] for i in range(8)), strict=True))
+    torch.nn.functional.cross_entropy(model(x).flatten(0, -2), y.flatten()).backward()  # W4: every token
     optimizer.step()
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": [checkpoint.rng_states()]}
 

@@ -37,8 +37,9 @@ def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
         "contender": contender,
         "starts": [],
         "ends": [],
+        "cpu": [],  # the process's CPU time (every thread) at each step's end
         "evals": [],
-        "val_acc": [],
+        "val": [],
         "pid": os.getpid(),
     }
 
@@ -46,16 +47,22 @@ def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
         (notes["starts"] if module.training else notes["evals"]).append(time.time())
 
     model.register_forward_pre_hook(forward_starts)
-    register_optimizer_step_post_hook(lambda *_: notes["ends"].append(time.time()))
+
+    def step_ends(*_: object) -> None:
+        notes["ends"].append(time.time())
+        notes["cpu"].append(time.process_time())
+
+    register_optimizer_step_post_hook(step_ends)
     atexit.register(_write)
     multiprocessing.util.Finalize(None, _write, exitpriority=100)
     return model
 
 
-def validated(accuracy: float) -> None:
-    """The contender's own validation accuracy, noted with the time it was known."""
+def validated(value: float) -> None:
+    """The contender's own validation figure (the workload's `val_metric`: accuracy, or a language
+    model's loss), noted with the time it was known."""
     if _Probe.notes is not None:
-        _Probe.notes["val_acc"].append((time.time(), float(accuracy)))
+        _Probe.notes["val"].append((time.time(), float(value)))
 
 
 def _write() -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 FIGURES = (  # key, heading, format
     ("step_ms", "step (ms)", "{:.1f}"),
+    ("cpu_ms", "CPU a step (ms)", "{:.1f}"),
     ("samples_per_s", "samples/s", "{:.0f}"),
+    ("tokens_per_s", "tokens/s", "{:.0f}"),
     ("first_step_s", "to 1st step (s)", "{:.2f}"),
     ("wall_s", "wall (s)", "{:.1f}"),
     ("teardown_s", "teardown (s)", "{:.2f}"),
@@ -47,16 +49,17 @@ def _cpu_name() -> str:
     return platform.processor() or "?"
 
 
-def launch_accuracies(runs: Path) -> list[tuple[float, float]]:
-    """(wall time, val/acc1) from a `launch` run's TensorBoard events, read by TensorBoard's own reader."""
+def launch_validation(runs: Path, tag: str) -> list[tuple[float, float]]:
+    """(wall time, value) of `tag` (val/acc1, val/loss) from a `launch` run's TensorBoard events,
+    read by TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     values: list[tuple[float, float]] = []
     for events in sorted(runs.rglob("events.out.tfevents.*")):
         accumulator = EventAccumulator(str(events.parent))
         accumulator.Reload()
-        if "val/acc1" in accumulator.Tags()["scalars"]:
-            values += [(e.wall_time, e.value) for e in accumulator.Scalars("val/acc1")]
+        if tag in accumulator.Tags()["scalars"]:
+            values += [(e.wall_time, e.value) for e in accumulator.Scalars(tag)]
     return sorted(values)
 
 
@@ -72,26 +75,41 @@ def summary(runs: list[dict]) -> dict[tuple[str, str], dict]:
             "aborted": sum(bool(r.get("aborted_at_exit")) for r in done),
         }
         for figure, _, _ in FIGURES:
-            values = [r[figure] for r in done if r[figure] is not None]
+            values = [r[figure] for r in done if r.get(figure) is not None]
             cells[key][figure] = (statistics.median(values), min(values), max(values)) if values else None
         cells[key]["reached"] = sum(r.get("time_to_target_s") is not None for r in done)
     return cells
 
 
-def paired_ratio(runs: list[dict], workload: str, contender: str) -> float | None:
-    """The median over the repetitions of this contender's step time over the plain script's in the
-    same repetition: runs are interleaved, so a slow stretch of the machine slows both of a pair."""
-
-    def steps(name: str) -> dict[int, float]:
-        return {
-            r["rep"]: r["step_ms"]
-            for r in runs
-            if (r["workload"], r["contender"]) == (workload, name) and r.get("step_ms")
-        }
-
-    mine, plain = steps(contender), steps("plain")
-    ratios = [mine[rep] / plain[rep] for rep in mine.keys() & plain.keys()]
+def paired_ratio(runs: list[dict], workload: str, contender: str, reps: set[int] | None = None) -> float | None:
+    """The median over the repetitions (`reps`, else all) of this contender's step time over the
+    plain script's in the same repetition: runs are interleaved, so a slow stretch of the machine
+    slows both of a pair."""
+    mine, plain = _steps(runs, workload, contender), _steps(runs, workload, "plain")
+    ratios = [mine[rep] / plain[rep] for rep in mine.keys() & plain.keys() if reps is None or rep in reps]
     return statistics.median(ratios) if ratios else None
+
+
+def _steps(runs: list[dict], workload: str, contender: str) -> dict[int, float]:
+    """Repetition -> step time (ms) of the finished runs."""
+    return {
+        r["rep"]: r["step_ms"]
+        for r in runs
+        if (r["workload"], r["contender"]) == (workload, contender) and r.get("step_ms")
+    }
+
+
+# Other processes' share of the cores during a run above which its repetition counts as busy: on
+# 2 cores, a tenth of a core taken from 2 busy workers can slow a step by the few % the ratios resolve.
+BUSY_SHARE = 0.05
+
+
+def busy_reps(runs: list[dict], workload: str, cores: int) -> set[int]:
+    """The repetitions in which, during a run, other processes kept more than BUSY_SHARE of the
+    cores busy: the contenders then shared them with other work, and the step times say so.
+    Not the load average: a run's own workers put it at about the cores (2.0-2.1 on 2 cores, by
+    themselves), and it lags a minute behind."""
+    return {r["rep"] for r in runs if r["workload"] == workload and (r.get("other_cores") or 0) > BUSY_SHARE * cores}
 
 
 def markdown(results: dict) -> str:
@@ -105,7 +123,7 @@ def markdown(results: dict) -> str:
         f"{m['date']} · {m['cpu']}, {m['cores']} cores{', ' + ', '.join(m['gpus']) if m['gpus'] else ''} · "
         f"Python {m['python']}, torch {m['torch']}, Lightning {m['lightning']}, Accelerate {m['accelerate']} · "
         f"{results['nproc']} processes per contender (single: {reference}) · "
-        f"{results['reps']} repetition(s), interleaved · the suite took {results['suite_s']:.0f} s",
+        f"{_repetitions(results['reps'])}, interleaved · the suite took {results['suite_s']:.0f} s",
         "",
         "Medians, [min-max] over the repetitions. `x plain`: the contender's median step time over the plain",
         "torchrun script's (lower is faster); `x plain (paired)`: the median over the repetitions of the ratio",
@@ -116,19 +134,21 @@ def markdown(results: dict) -> str:
         "",
     ]
     for workload in dict.fromkeys(r["workload"] for r in results["runs"]):
-        lines += [f"## {workload}", "", "| contender | " + " | ".join(h for _, h, _ in FIGURES) + " | x plain | x plain (paired) | x plain (mean) | DDP efficiency |",
-                  "|---|" + "---|" * (len(FIGURES) + 4)]  # fmt: skip
+        # The figures some run of this workload measured (tokens/s: a language model's; to 97%: W1's)
+        shown = [f for f in FIGURES if any(cell[f[0]] is not None for (w, _), cell in cells.items() if w == workload)]
+        lines += [f"## {workload}", "", "| contender | " + " | ".join(h for _, h, _ in shown) + " | x plain | x plain (paired) | x plain (mean) | DDP efficiency |",
+                  "|---|" + "---|" * (len(shown) + 4)]  # fmt: skip
         plain, single = cells.get((workload, "plain")), cells.get((workload, "single"))
         for (w, contender), cell in cells.items():
             if w != workload:
                 continue
             if cell["step_ms"] is None:
-                lines.append(f"| {contender} | all {cell['runs']} run(s) failed |" + " |" * (len(FIGURES) + 3))
+                lines.append(f"| {contender} | all {cell['runs']} run(s) failed |" + " |" * (len(shown) + 3))
                 continue
             said = [f"{cell['failed']} of {cell['runs']} failed"] if cell["failed"] else []
             said += [f"{cell['aborted']} of {cell['runs']} aborted at exit"] if cell["aborted"] else []
             row = [contender + (f" ({', '.join(said)})" if said else "")]
-            for figure, _, fmt in FIGURES:
+            for figure, _, fmt in shown:
                 text = _cell(cell[figure], fmt)
                 if (
                     figure == "time_to_target_s"
@@ -149,7 +169,7 @@ def markdown(results: dict) -> str:
             )
             row.append(f"{cell['samples_per_s'][0] / bound:.2f}" if bound and contender != "single" else "")
             lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        lines += ["", *_repetitions_table(results, workload), ""]
     c = results.get("checkpoint")
     if c:
         lines += [
@@ -165,6 +185,65 @@ def markdown(results: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _repetitions_table(results: dict, workload: str) -> list[str]:
+    """Each repetition's step times, ratios to the plain script's and the machine's load; then the
+    median of the paired ratios, also without the repetitions where the machine was busy."""
+    runs, cores = results["runs"], results["machine"]["cores"]
+    contenders = list(dict.fromkeys(r["contender"] for r in runs if r["workload"] == workload))
+    steps = {c: _steps(runs, workload, c) for c in contenders}
+    busy = busy_reps(runs, workload, cores)
+    lines = [
+        f"{workload}, repetition by repetition: step (ms), and over the plain script's of the same repetition; the",
+        "1-minute load average at the start and end of each run (the highest), and the cores other processes kept",
+        f"busy during the runs (the most). Busy: other processes used more than {BUSY_SHARE:.0%} of the {cores} cores during",
+        "a run, which the contenders then shared.",
+        "",
+        "| rep | " + " | ".join(contenders) + " | 1-min load | other processes (cores) | |",
+        "|---|" + "---|" * (len(contenders) + 3),
+    ]
+    for rep in sorted({r["rep"] for r in runs if r["workload"] == workload}):
+        mine = [r for r in runs if r["workload"] == workload and r["rep"] == rep]
+        row = [str(rep + 1)]
+        for c in contenders:
+            step, plain = steps[c].get(rep), steps.get("plain", {}).get(rep)
+            versus = f" ({step / plain:.3f})" if step and plain and c != "plain" else ""
+            row.append(f"{step:.1f}{versus}" if step else "failed")
+        loads = [x for r in mine for x in r.get("load_1min") or []]
+        others = [r["other_cores"] for r in mine if r.get("other_cores") is not None]
+        row += [
+            f"{max(loads):.2f}" if loads else "-",
+            f"{max(others):.2f}" if others else "-",
+            "busy" if rep in busy else "",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    for c in [c for c in contenders if c != "plain" and "plain" in contenders] if busy else []:
+        pairs = steps[c].keys() & steps["plain"].keys()
+        quiet = pairs - busy
+        if (ratio := paired_ratio(runs, workload, c)) is None:
+            continue
+        text = f"- {c} / plain, the median of the paired ratios: {ratio:.3f} ({_pairs(len(pairs))})"
+        if (quiet_ratio := paired_ratio(runs, workload, c, quiet)) is not None:
+            text += f"; {quiet_ratio:.3f} without the busy ones ({_pairs(len(quiet))})"
+        else:
+            text += "; every pair busy"
+        lines.append(text)
+    return lines
+
+
+def _pairs(count: int) -> str:
+    return f"{count} pair{'' if count == 1 else 's'}"
+
+
+def _repetitions(reps: int | dict[str, int]) -> str:
+    if isinstance(reps, int):  # results.json before W4
+        return f"{reps} repetition(s)"
+    counts = {n: [w for w, m in reps.items() if m == n] for n in sorted(set(reps.values()))}
+    return ", ".join(
+        f"{n} repetition(s)" + (f" ({', '.join(ws)})" if len(counts) > 1 else "") for n, ws in counts.items()
+    )
 
 
 def _span(values: list[float]) -> str:

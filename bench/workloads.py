@@ -3,6 +3,7 @@
 W1  digits_cnn  the launcher's small CNN on scikit-learn's digits (per-step overhead dominates)
 W2  mlp_10m     a 10.5M-parameter MLP on synthetic 1024-d features (gradient communication)
 W3  resnet18    torchvision's ResNet-18 on synthetic 32x32 images (convolutions dominate)
+W4  tiny_lm     the launcher's byte-level GPT (recipes/tiny_lm.yaml) on the standard library's source
 G1  resnet50    (GPU) torchvision's ResNet-50 on synthetic 224x224 images, bf16, channels_last
 
 Each contender imports this module, builds its model with `model(name)` and its data with
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 SEED = 0
+LM_BLOCK = 128  # W4: tokens per sample
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,24 @@ class Workload:
     loader_workers: int  # the same for every contender
     target_accuracy: float | None = None  # W1: time to reach it
     gpu: bool = False
+    block_size: int | None = None  # a language model's tokens per sample: its figure is tokens/s
+    val_batch_size: int = 256
+    reps: int = 3  # bench/run.py's repetitions where --reps is left out
+
+    @property
+    def val_metric(self) -> str:
+        """What the contenders' evaluation reports: top-1 accuracy, a language model's loss (nats per token)."""
+        return "loss" if self.block_size else "acc1"
 
 
 WORKLOADS = {
     "w1": Workload("w1", batch_size=64, epochs=5, lr=0.003, loader_workers=0, target_accuracy=0.97),
     "w2": Workload("w2", batch_size=64, epochs=1, lr=0.001, loader_workers=0),
     "w3": Workload("w3", batch_size=32, epochs=1, lr=0.001, loader_workers=2),
+    # recipes/tiny_lm.yaml's model, data, batch and optimization, for one epoch (247 steps on 2 processes)
+    "w4": Workload(
+        "w4", batch_size=32, epochs=1, lr=3e-3, loader_workers=0, block_size=LM_BLOCK, val_batch_size=64, reps=5
+    ),
     "g1": Workload("g1", batch_size=64, epochs=1, lr=0.001, loader_workers=8, gpu=True),
 }
 
@@ -47,6 +61,11 @@ def model(name: str) -> nn.Module:
         from launcher.models.builtin import SmallCNN
 
         return SmallCNN(in_channels=1, num_classes=10, width=32)
+    if name == "w4":
+        from launcher.data.text import BYTES
+        from launcher.models.gpt import GPT
+
+        return GPT(vocab_size=BYTES, block_size=LM_BLOCK, width=96, layers=4, heads=4)
     if name == "w2":
         return nn.Sequential(
             nn.Linear(1024, 2048),
@@ -66,7 +85,12 @@ def model(name: str) -> nn.Module:
 
 @functools.cache  # `launch` opens the train and validation splits apart
 def datasets(name: str) -> tuple[Dataset, Dataset]:
-    """(train, validation): real digits for W1, seeded synthetic tensors for the others."""
+    """(train, validation): real digits for W1, the standard library's source for W4 (packed
+    blocks of bytes, every tenth module validating: 256 blocks), seeded synthetic tensors for the others."""
+    if name == "w4":
+        from launcher.data.text import python_source
+
+        return python_source(block_size=LM_BLOCK, val_blocks=256)
     generator = torch.Generator().manual_seed(SEED)
     if name == "w1":
         from sklearn.datasets import load_digits
@@ -93,6 +117,7 @@ def datasets(name: str) -> tuple[Dataset, Dataset]:
 
 
 def launch_model(workload: str, num_classes: int = 10) -> nn.Module:
+    """`model(workload)` with the probe; `num_classes` (W4: the vocabulary) is the model's already."""
     from bench import probe
 
     return probe.attach(model(workload), workload, "launch")
