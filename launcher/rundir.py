@@ -108,7 +108,7 @@ def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Pat
                 return RunDir(folder), found
         raise NothingToResume(f"--resume: no run of '{name}' with a checkpoint under {parent}{_unchecked_note(runs)}")
     path = Path(target)
-    if path.is_file():
+    if path.is_file() or is_checkpoint_folder(path):
         folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return RunDir(folder), path
     if path.is_dir():
@@ -118,6 +118,11 @@ def find_resume(target: str | None, output: str, name: str) -> tuple[RunDir, Pat
             return run, found
         raise NothingToResume(f"--resume {target}: no checkpoint in {run.checkpoints}{_unchecked_note([run.path])}")
     raise NothingToResume(f"--resume {target}: no such file or folder")
+
+
+def is_checkpoint_folder(path: Path) -> bool:
+    """A sharded checkpoint: a folder named as a checkpoint file is (step-N.pt, best.pt)."""
+    return path.is_dir() and (checkpoint.STEP_NAME.match(path.name) is not None or path.name == checkpoint.BEST)
 
 
 def _unchecked_note(runs: list[Path]) -> str:

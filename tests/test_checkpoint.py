@@ -116,10 +116,17 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.sha256"))) == 3
 
 
-def test_prune_reports_what_it_could_not_delete(tmp_path: Path) -> None:
+def test_prune_reports_what_it_could_not_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stuck = checkpoint.step_path(tmp_path, 1)
-    stuck.mkdir()  # a folder where a file should be: unlink fails, even for root
-    checkpoint.checksum_path(stuck).write_text("0  step-00000001.pt\n")
+    checkpoint.save({"step": 1}, stuck)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:  # a file the filesystem will not let go of
+        if path == stuck:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
     for step in range(2, 4):
         checkpoint.save({"step": step}, checkpoint.step_path(tmp_path, step))
     assert checkpoint.prune(tmp_path, keep_last=1) == [stuck]

@@ -34,6 +34,9 @@ log = logging.getLogger("launcher")
 
 STEP_NAME = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"
+SHARDED_META = (
+    "meta.pt"  # in a sharded checkpoint's folder: everything but the model and optimizer (checkpoint.sharded)
+)
 CHECKSUM = ".sha256"
 
 
@@ -221,9 +224,7 @@ class Writer:
         self._prune(path)
 
     def _prune(self, path: Path) -> None:
-        if STEP_NAME.match(path.name):
-            for stuck in prune(path.parent, self.keep_last):
-                log.warning("could not delete the old checkpoint %s; training goes on", stuck)
+        prune_after(path, self.keep_last)
 
     def _copy(self, state: Any) -> Any:
         """`state` with every tensor copied into a CPU buffer kept for the next save."""
@@ -292,10 +293,23 @@ def prune(folder: Path, keep_last: int) -> list[Path]:
     for path in saved_steps(folder)[:-keep_last]:
         try:
             checksum_path(path).unlink()  # first: a file left behind no longer counts
-            path.unlink()
+            if path.is_dir():  # a sharded checkpoint (checkpoint.sharded); no other folder is deleted
+                if not (path / SHARDED_META).exists():
+                    raise IsADirectoryError(path)
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         except OSError:
             failed.append(path)
     return failed
+
+
+def prune_after(path: Path, keep_last: int) -> None:
+    """After the step checkpoint `path` is complete: the last `keep_last` kept, a warning for any
+    that could not be deleted (training goes on)."""
+    if STEP_NAME.match(path.name):
+        for stuck in prune(path.parent, keep_last):
+            log.warning("could not delete the old checkpoint %s; training goes on", stuck)
 
 
 def newer_than(folder: Path, step: int) -> list[Path]:
@@ -314,6 +328,11 @@ def newer_than(folder: Path, step: int) -> list[Path]:
 def load(path: Path) -> dict[str, Any]:
     """The checkpoint's contents, after checking its checksum where it has one (a file from
     elsewhere may not); raises DamagedCheckpoint if the bytes differ from those written."""
+    if path.is_dir():
+        raise DamagedCheckpoint(
+            f"{path} is a sharded checkpoint (a folder, from distributed.strategy=fsdp): train with fsdp to resume "
+            f"from it, or make it one file with `launch export {path} --out model.pt`"
+        )
     written = checksum_path(path)
     if written.exists() and written.read_text().split()[0] != _sha256(path):
         raise DamagedCheckpoint(
@@ -332,7 +351,8 @@ def progress_of(path: Path) -> dict[str, Any] | None:
     tensors (a memory map: a fraction of a second whatever the size); None where the file cannot
     be read that way (`load` then says why, with the checksum)."""
     try:
-        progress = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("progress")
+        source = path / SHARDED_META if path.is_dir() else path  # a sharded checkpoint: its rank 0's part
+        progress = torch.load(source, map_location="cpu", weights_only=True, mmap=True).get("progress")
     except (RuntimeError, OSError, AttributeError, ValueError):
         return None
     return progress if isinstance(progress, dict) else None

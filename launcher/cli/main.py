@@ -59,6 +59,8 @@ def _run(command: str, args: argparse.Namespace) -> int:
 
     if command in ("report", "sweep"):
         return report(args) if command == "report" else sweep.sweep(args)
+    if command == "export":
+        return inference.export(args.target, args.out)
     files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
     if command == "predict" and not files and not args.prompt:
         raise UserError("launch predict: name at least one image, CSV or text file to predict, or give --prompt TEXT")

@@ -18,13 +18,14 @@ USAGE = """The `launch` command: what runs, and where.
     launch check RECIPE [key.sub=value ...]
     launch eval RECIPE --checkpoint PATH [key.sub=value ...]
     launch predict RECIPE --checkpoint PATH FILE... | --prompt TEXT ... [key.sub=value ...]
+    launch export RUN_FOLDER_OR_CHECKPOINT --out FILE      (the model's weights, one file plain PyTorch loads)
     launch schema
 
 Flags say where and how a run goes; what it trains is in the recipe, and any recipe key can be
 overridden after it as key.sub=value (command line > recipe file > defaults).
 """
 SLURM_FLAGS = ("nodes", "partition", "time", "account", "qos", "constraint", "mem", "cpus_per_task")
-COMMANDS = ("train", "sweep", "check", "eval", "predict", "report", "schema", "status", "logs", "cancel")
+COMMANDS = ("train", "sweep", "check", "eval", "predict", "export", "report", "schema", "status", "logs", "cancel")
 JOB_COMMANDS = ("status", "logs", "cancel")
 
 
@@ -40,6 +41,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         _job_arguments(parser, command)
     elif command == "report":
         _report_arguments(parser)
+    elif command == "export":
+        parser.add_argument(
+            "target", metavar="RUN_FOLDER_OR_CHECKPOINT", type=Path,
+            help="a checkpoint (a file, or a sharded checkpoint's folder), or a run folder: its newest checkpoint",
+        )  # fmt: skip
+        parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="where the state dict goes (.pt)")
     elif command != "schema":
         _recipe_arguments(parser, command)
     if command in ("train", "sweep"):

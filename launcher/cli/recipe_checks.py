@@ -42,7 +42,15 @@ def problems_in(tree: dict[str, Any]) -> list[Problem]:
     problems += _data_path_problems(section("data", "dataset"))
     problems += _collate_problems(section("data", "collate_fn"))
     problems += _task_and_metric_problems(section("task"), section("eval", "metrics"), section("checkpoint", "best"))
+    problems += _strategy_problems(section("distributed", "strategy"), section("train", "precision"))
     return problems
+
+
+def _strategy_problems(strategy: Any, precision: Any) -> list[Problem]:
+    if strategy == "fsdp" and precision == "fp16":
+        # FSDP2 has no loss scaler of its own (torch.amp.GradScaler does not know sharded gradients).
+        return [Problem("train.precision", "fp16 is not supported with distributed.strategy=fsdp: use bf16")]
+    return []
 
 
 def _param_group_problems(optimizer: Any) -> list[Problem]:

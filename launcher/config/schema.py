@@ -341,8 +341,29 @@ class Logging(Section):
     image_grid: bool = Field(False, description="An image grid of the first training batch.")
 
 
+class Fsdp(Section):
+    """How `strategy: fsdp` shards the model (torch's FSDP2, `fully_shard`)."""
+
+    shard: list[str] = Field(
+        default_factory=list,
+        description="Module class names (e.g. TransformerBlock) sharded as units, each gathered only while it runs; "
+        "the whole model is sharded as one more unit after them. Empty: the whole model as one unit.",
+    )
+    reshard_after_forward: bool = Field(
+        True, description="Free each unit's gathered parameters after its forward and gather them again for the "
+        "backward: less memory, one more all-gather per unit and step.",
+    )  # fmt: skip
+
+
 class Distributed(Section):
     """How several workers cooperate (`launch --gpus N` / `--nproc N`); ignored by a single process."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every worker holds the whole model, gradients are averaged (DistributedDataParallel). "
+        "fsdp: parameters, gradients and optimizer state are sharded over the workers (FSDP2), and checkpoints are "
+        "sharded folders (torch.distributed.checkpoint), each worker writing its part.",
+    )  # fmt: skip
+    fsdp: Fsdp = Field(default_factory=Fsdp)
 
     timeout_s: float = Field(
         300,

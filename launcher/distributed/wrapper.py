@@ -1,17 +1,26 @@
-"""The model wrapper: how the model the loop calls is spread over the ranks. Today DDP (the
-model itself in one process); FSDP plugs in here, behind the same two methods."""
+"""The model wrapper: how the model the loop calls is spread over the ranks, and how its state
+is read and loaded. DDP (`DataParallel`: every rank holds the whole model) or FSDP2
+(`FullyShard`: each rank holds a shard of every parameter, gradient and optimizer state)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
+import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+from launcher.config.schema import Fsdp
 from launcher.distributed.process_group import is_distributed
 from launcher.distributed.runtime import Runtime
+from launcher.errors import UserError
+
+StateDicts = tuple[dict[str, Any], dict[str, Any]]  # the model's and the optimizer's
 
 
 class ModelWrapper(Protocol):
@@ -22,6 +31,14 @@ class ModelWrapper(Protocol):
     def accumulating(self, wrapped: nn.Module, skip_sync: bool) -> contextlib.AbstractContextManager[None]:
         """Around a micro-batch's forward and backward: with `skip_sync`, its gradients stay local
         (they add up over the micro-batches of one optimizer step, and only the last one syncs)."""
+        ...
+
+    def state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> StateDicts:
+        """The model's and the optimizer's state, as this wrapper's checkpoints hold them."""
+        ...
+
+    def load_state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer, model: Any, optim: Any) -> None:
+        """Load what `state_dicts` gave (from this world size or another)."""
         ...
 
 
@@ -47,6 +64,86 @@ class DataParallel:
         else:
             yield
 
+    def state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> StateDicts:
+        return net.state_dict(), optimizer.state_dict()
+
+    def load_state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer, model: Any, optim: Any) -> None:
+        net.load_state_dict(model)
+        optimizer.load_state_dict(optim)
+
+
+class FullyShard:
+    """FSDP2 (`fully_shard`): every module whose class is named in `fsdp.shard`, then the whole
+    model, becomes a unit whose parameters, gradients and optimizer state are split over the
+    ranks; a unit's parameters are gathered just before it runs and freed after. With bf16, the
+    gathered parameters are bf16 and gradients are reduced in fp32. The state dicts are
+    sharded (DTensors keyed by parameter name, torch.distributed.checkpoint's format), so that
+    each rank saves and loads its own part, on any world size.
+
+    The device mesh is on the run's own device type: a gloo run on a machine with GPUs must not
+    put it on CUDA. In a single process nothing is sharded; the state dicts keep the same keys."""
+
+    def __init__(self, runtime: Runtime, section: Fsdp, precision: str, sync_batchnorm: bool) -> None:
+        self.runtime, self.section, self.sync_batchnorm = runtime, section, sync_batchnorm
+        bf16 = precision == "bf16"
+        self.policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        classes = {type(module).__name__ for module in model.modules()}
+        if unknown := [name for name in self.section.shard if name not in classes]:
+            raise UserError(
+                f"distributed.fsdp.shard: {', '.join(map(repr, unknown))} is no module class of "
+                f"{type(model).__name__}; its classes: {', '.join(sorted(classes))}"
+            )
+        if not is_distributed():
+            return model
+        if self.sync_batchnorm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # Each rank built the model from its own random state; DDP starts every rank from rank 0's
+        # weights, and so does this (fully_shard keeps each rank's slice of its own weights).
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.detach(), src=0)
+        mesh = init_device_mesh(self.runtime.device.type, (self.runtime.world_size,))
+        units = set(self.section.shard)
+        # Innermost first (a reversed pre-order walk): a unit is sharded before any unit holding it.
+        for module in reversed(list(model.modules())):
+            if type(module).__name__ in units and module is not model:
+                fully_shard(
+                    module, mesh=mesh, reshard_after_forward=self.section.reshard_after_forward, mp_policy=self.policy
+                )
+        # The root's parameters (embeddings, the head...) are needed again as soon as the backward starts.
+        fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=self.policy)
+        return model
+
+    @contextlib.contextmanager
+    def accumulating(self, wrapped: nn.Module, skip_sync: bool) -> Iterator[None]:
+        if isinstance(wrapped, FSDPModule):
+            # Without sync, each unit keeps its unsharded gradient and adds the next micro-batch's to it.
+            wrapped.set_requires_gradient_sync(not skip_sync)
+        yield
+
+    def state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> StateDicts:
+        share_buffers(net)
+        return get_state_dict(net, optimizer)
+
+    def load_state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer, model: Any, optim: Any) -> None:
+        set_state_dict(net, optimizer, model_state_dict=model, optim_state_dict=optim)
+
+
+def share_buffers(net: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank. FSDP does not shard
+    buffers, and unlike DDP does not broadcast them at each forward, so each rank's training
+    moves its own; a checkpoint holds one copy of each, and the evaluation uses rank 0's, as
+    under DDP. Every rank calls it."""
+    if is_distributed():
+        for buffer in net.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def forwards_run_collectives(model: nn.Module) -> bool:
+    """The model's forward all-gathers parameters (FSDP): every rank must run the same number of them."""
+    return isinstance(model, FSDPModule) and is_distributed()
+
 
 def for_evaluation(wrapped: nn.Module) -> nn.Module:
     """The model to evaluate this rank's own validation shard with, running no collective per
@@ -56,9 +153,11 @@ def for_evaluation(wrapped: nn.Module) -> nn.Module:
     DDP's module itself, then, with rank 0's buffers broadcast once (BatchNorm's running
     statistics, which each rank's last training batch moved its own way): what DDP's forward
     would have used. Every rank calls it."""
+    if isinstance(wrapped, FSDPModule):
+        share_buffers(wrapped)  # its forward gathers parameters: `evaluate` keeps the ranks in step
+        return wrapped
     if not isinstance(wrapped, nn.parallel.DistributedDataParallel):
         return wrapped
     if wrapped.broadcast_buffers:
-        for buffer in wrapped.module.buffers():
-            dist.broadcast(buffer, src=0)
+        share_buffers(wrapped.module)
     return wrapped.module

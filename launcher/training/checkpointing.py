@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from launcher import checkpoint
-from launcher.checkpoint.storage import CheckpointStorage, OneFile
+from launcher.checkpoint.storage import CheckpointStorage, OneFile, Sharded
 from launcher.config.schema import Recipe
 from launcher.data.loaders import StreamBatches
 from launcher.distributed.process_group import barrier, gather
@@ -22,7 +22,12 @@ class Checkpoints:
 
     def __init__(self, recipe: Recipe, run: RunDir, runtime: Runtime) -> None:
         self.section, self.folder, self.recipe = recipe.checkpoint, run.checkpoints, recipe.to_dict()
-        self.storage: CheckpointStorage = OneFile(self.section.keep_last, self.section.asynchronous, runtime.is_main)
+        keep_last, asynchronous = self.section.keep_last, self.section.asynchronous
+        self.storage: CheckpointStorage = (
+            Sharded(keep_last, asynchronous, runtime.rank, runtime.world_size, recipe.distributed.timeout_s)
+            if recipe.distributed.strategy == "fsdp"
+            else OneFile(keep_last, asynchronous, runtime.is_main)
+        )
         self.last_saved_step = self.best_saved_step = -1
 
     def due_mid_epoch(self, progress: Progress, batches_per_epoch: int | None) -> bool:

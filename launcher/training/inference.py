@@ -10,6 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from launcher import checkpoint
+from launcher.checkpoint import sharded
 from launcher.config.schema import Recipe
 from launcher.data import text
 from launcher.data.build import build_datasets, build_transform
@@ -18,7 +19,7 @@ from launcher.data.loaders import eval_loader
 from launcher.distributed.runtime import autocast
 from launcher.errors import UserError
 from launcher.models.build import build_model
-from launcher.rundir import find_resume
+from launcher.rundir import find_resume, is_checkpoint_folder
 from launcher.training.optim import build_loss
 from launcher.training.task import evaluate
 from launcher.training.tasks import build_task, wants_classes
@@ -26,15 +27,17 @@ from launcher.training.tasks import build_task, wants_classes
 
 def load_model(recipe: Recipe, path: Path, device: torch.device) -> tuple[torch.nn.Module, DataInfo, dict]:
     """The recipe's model with the checkpoint's weights, in eval mode, what it was trained on, and its recipe."""
-    if path.is_dir():  # a run folder or its checkpoints/: the newest checkpoint there
+    if path.is_dir() and not is_checkpoint_folder(path):  # a run folder or its checkpoints/: the newest checkpoint
         path = find_resume(str(path), recipe.run.output, recipe.run.resolved_name)[1]
-    state = checkpoint.load(path)
+    state = sharded.load_meta(path) if sharded.is_sharded(path) else checkpoint.load(path)
     info = DataInfo(**state["data"])
     # No download: the checkpoint holds the weights, and a model built for the classes has the head's shape.
     model = build_model(recipe.model.model_copy(update={"weights": None, "freeze": []}), info)
     try:
+        if sharded.is_sharded(path):  # each rank's shards, put together into this one process's whole tensors
+            state["model"] = sharded.load_into(path, {"model": model.state_dict()})["model"]
         model.load_state_dict(state["model"])
-    except RuntimeError as error:
+    except (RuntimeError, checkpoint.DamagedCheckpoint) as error:
         raise UserError(
             f"{path} does not fit this recipe's model ({recipe.model.name}): {' '.join(str(error).split())[:400]}"
         ) from None

@@ -19,7 +19,7 @@ from launcher.data.build import Datasets, build_datasets
 from launcher.data.datasets import DataInfo, num_samples
 from launcher.data.loaders import StreamBatches, eval_loader, train_loader
 from launcher.distributed.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
-from launcher.distributed.wrapper import DataParallel, ModelWrapper
+from launcher.distributed.wrapper import DataParallel, FullyShard, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.build import build_model
 from launcher.training.optim import (
@@ -42,7 +42,7 @@ class Setup:
     train_batches: DataLoader | StreamBatches
     val_batches: DataLoader
     net: torch.nn.Module  # the model itself: what checkpoints hold
-    model: torch.nn.Module  # what the loop calls: the model, or its DDP wrapper
+    model: torch.nn.Module  # what the loop calls: the model, its DDP wrapper, or (FSDP) the sharded model itself
     task: Task  # a batch's loss, the evaluation's metrics
     wrapper: ModelWrapper  # how `model` spreads `net` over the ranks
     optimizer: torch.optim.Optimizer
@@ -57,16 +57,21 @@ class Setup:
     schedule_per_step: bool  # the schedule steps after every optimizer step (else after each epoch)
 
     def state_dict(self) -> dict[str, Any]:
+        model, optimizer = self.wrapper.state_dicts(self.net, self.optimizer)
         return {
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
         }
 
+    def training_state(self) -> dict[str, Any]:
+        """The model's and the optimizer's state alone: what a sharded checkpoint loads into."""
+        model, optimizer = self.wrapper.state_dicts(self.net, self.optimizer)
+        return {"model": model, "optimizer": optimizer}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.wrapper.load_state_dicts(self.net, self.optimizer, state["model"], state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -107,7 +112,11 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     net = build_model(recipe.model, data.info).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    wrapper = DataParallel(runtime, recipe.distributed.sync_batchnorm)
+    wrapper: ModelWrapper = (
+        FullyShard(runtime, recipe.distributed.fsdp, cfg.precision, recipe.distributed.sync_batchnorm)
+        if recipe.distributed.strategy == "fsdp"
+        else DataParallel(runtime, recipe.distributed.sync_batchnorm)
+    )
     model = wrapper.wrap(net)
     optimizer = build_optimizer(recipe.optimizer, net)
     if recipe.distributed.scale_lr and runtime.world_size > 1:

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from launcher.training.memory import Memory
+
 
 class BestResult(BaseModel):
     """best.pt's metric, its value and the step it was saved at (null values: never evaluated),
@@ -23,13 +25,16 @@ class BestResult(BaseModel):
 
 class RunSummary(BaseModel):
     """metrics.json: the last evaluation's metrics with the epoch and step it ended at, the best
-    result where checkpoint.best is set, and the wall time of this process's training."""
+    result where checkpoint.best is set, the wall time of this process's training, and each
+    rank's memory (what training holds after its first step, and the process's peak at the end;
+    absent in files written before it was kept)."""
 
     model_config = ConfigDict(extra="forbid")
 
     final: dict[str, int | float]  # val/loss, val/acc1, ... then epoch and step (ints)
     best: BestResult | None
     wall_time_s: float
+    memory: list[Memory] | None = None
 
     @property
     def metrics(self) -> dict[str, float]:

@@ -7,7 +7,7 @@ whatever the loader yields (tuples, dicts, nested), moved to the device by the c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from launcher.config.schema import Best
 from launcher.data.datasets import DataInfo
 from launcher.distributed.process_group import all_reduce_sum
-from launcher.distributed.wrapper import for_evaluation
+from launcher.distributed.wrapper import for_evaluation, forwards_run_collectives
 from launcher.errors import UserError
 from launcher.training.batches import to_device
 from launcher.training.metrics import empty_list_states, fill_empty_list_states
@@ -123,9 +123,11 @@ def evaluate(
     for metric in task.metrics.values():
         metric.to(device).reset()
     totals: dict[str, torch.Tensor] = {}
-    for batch in batches:
+    for batch, counts in _in_step(batches, device) if forwards_run_collectives(net) else ((b, True) for b in batches):
         with autocast:
             step = task.step(net, to_device(batch, device))
+        if not counts:
+            continue
         counted = {"val/loss": step.loss.double() * step.items, **task.counts(step)}
         counted["items"] = torch.tensor(step.items, dtype=torch.float64, device=device)
         for key, value in counted.items():
@@ -146,6 +148,35 @@ def evaluate(
         **{tag: float(m.compute()) for tag, m in task.metrics.items()},
     }
     return {**results, **task.derived(results)}
+
+
+def _in_step(batches: Iterable[Any], device: torch.device) -> Iterator[tuple[Any, bool]]:
+    """(batch, whether it counts), as many as the rank with the most batches has: where each
+    forward gathers parameters from every rank (FSDP), a rank whose shard has ended runs its
+    last batch again, uncounted, until every rank's has. One all-reduce per batch says whether
+    any rank still has one (the forward's own all-gathers cost far more)."""
+    iterator, spare = iter(batches), None
+    while True:
+        batch = next(iterator, None)
+        if not all_reduce_sum(torch.tensor([batch is not None], dtype=torch.float32, device=device)).item():
+            return
+        if batch is not None:
+            spare = batch
+            yield batch, True
+            continue
+        if spare is None:  # an empty shard (more ranks than samples): a batch of the dataset's first sample
+            spare = _first_sample_batch(batches)
+        yield spare, False
+
+
+def _first_sample_batch(batches: Iterable[Any]) -> Any:
+    loader = batches if isinstance(batches, torch.utils.data.DataLoader) else None
+    if loader is None or isinstance(loader.dataset, torch.utils.data.IterableDataset):
+        raise UserError(
+            "a rank has no validation batch, and its sharded model needs one to keep in step: use fewer ranks"
+        )
+    collate = loader.collate_fn or torch.utils.data.default_collate
+    return collate([loader.dataset[0]])
 
 
 class Classification(TaskBase):

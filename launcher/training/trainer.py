@@ -6,9 +6,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -18,7 +19,7 @@ from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
 from launcher.data.loaders import StreamBatches, start_epoch
 from launcher.data.streaming import sample_count
-from launcher.distributed.process_group import all_reduce_sum
+from launcher.distributed.process_group import all_reduce_sum, gather
 from launcher.distributed.runtime import Runtime
 from launcher.distributed.watchdog import Watchdog
 from launcher.errors import UserError
@@ -28,6 +29,7 @@ from launcher.tracking.loggers import Logger, NullLogger
 from launcher.tracking.tensorboard import RunLogger
 from launcher.training.batches import batch_size, first_tensor, to_device
 from launcher.training.checkpointing import Checkpoints
+from launcher.training.memory import Memory, describe, measure, peak
 from launcher.training.optim import needs_metric, stretch_cosine
 from launcher.training.progress import Progress, due, is_complete, longer_run
 from launcher.training.setup import describe_targets, setup
@@ -66,6 +68,7 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self.throughput: dict[str, float] = {}  # a language model's tokens/s in the last logged window
         self.resumed = False
+        self.memory: list[Memory] | None = None  # each rank's, measured at this process's first step
 
     def done(self) -> bool:
         """The run has trained all it should: its epochs, or train.max_steps."""
@@ -73,7 +76,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Load the model, optimizer, schedule, random states and position of a checkpoint."""
-        state, path = load_resume_state(path, self.checkpoints.storage)
+        state, path = load_resume_state(path, self.checkpoints.storage, self.s.training_state)
         try:
             self.s.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError) as error:
@@ -314,6 +317,10 @@ class Trainer:
         epoch_ends = progress.batches_done == s.batches_per_epoch
         if self.recipe.logging.histograms and (epoch_ends or self._last_step()):
             logger.histograms(s.net, progress.step)  # at an epoch's last step, while the gradients exist
+        if self.memory is None:  # this process's first step: the optimizer state and gradients exist
+            mine = measure(s.net, s.optimizer, self.runtime.device, self.runtime.rank)
+            self.memory = [Memory.model_validate(m) for m in gather(mine.model_dump())]
+            log.info("%s", describe(self.memory))
         s.optimizer.zero_grad(set_to_none=True)
         return float(lr)
 
@@ -373,10 +380,20 @@ class Trainer:
                 mode=best_mode(self.s.task, best),
             ),
             wall_time_s=round(time.perf_counter() - self.started, 3),
+            memory=self._memory_at_end(),
         )
         if self.runtime.is_main:
             summary.write(self.run.metrics)
         return summary
+
+    def _memory_at_end(self) -> list[Memory] | None:
+        """The figures of the first step, with each rank's peak memory by now (every rank calls it)."""
+        peaks = gather(peak(self.runtime.device))
+        if self.memory is None:
+            return None
+        return [
+            Memory.model_validate({**m.model_dump(), **cast(dict, p)}) for m, p in zip(self.memory, peaks, strict=True)
+        ]
 
 
 def train(
@@ -393,9 +410,12 @@ def train(
     return trainer.fit()
 
 
-def load_resume_state(path: Path, storage: CheckpointStorage) -> tuple[dict[str, Any], Path]:
+def load_resume_state(
+    path: Path, storage: CheckpointStorage, template: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], Path]:
     """The state to resume from: `path`'s, or where that file is damaged, that of the newest
-    complete checkpoint before it (with a warning); a UserError where there is none."""
+    complete checkpoint before it (with a warning); a UserError where there is none.
+    `template`: this run's model and optimizer state, which a sharded checkpoint loads into."""
     older = (
         [p for p in checkpoint.saved_steps(path.parent) if p.name < path.name]
         if checkpoint.STEP_NAME.match(path.name)
@@ -403,7 +423,7 @@ def load_resume_state(path: Path, storage: CheckpointStorage) -> tuple[dict[str,
     )
     for candidate in [path, *reversed(older)]:
         try:
-            state = storage.load(candidate)
+            state = storage.load(candidate, template)
         except checkpoint.DamagedCheckpoint as damaged:
             log.warning("%s", damaged)
             continue
