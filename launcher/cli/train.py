@@ -36,6 +36,8 @@ log = logging.getLogger("launcher")
 
 # What a run trains: resuming with other values here would be another run under the old name.
 WHAT_IT_TRAINS = ("data", "model", "loss", "optimizer")
+# Keys in those sections that change how it is trained, not what: the same weights come out.
+HOW_IT_RUNS = ("model.activation_checkpointing",)
 
 
 def train(recipe: Recipe, args: argparse.Namespace) -> int:
@@ -177,7 +179,7 @@ def refuse_a_different_run(recipe: Recipe, run: RunDir, force: bool) -> None:
     differences = [
         d
         for d in recipe_differences(read_yaml(run.recipe), recipe.to_dict())
-        if d.split(".")[0].split(":")[0] in WHAT_IT_TRAINS
+        if d.split(".")[0].split(":")[0] in WHAT_IT_TRAINS and d.split(":")[0] not in HOW_IT_RUNS
     ]
     if differences and not force:
         raise UserError(

@@ -120,6 +120,11 @@ class Model(Component):
     replace_head: bool | None = Field(
         None, description="Replace the last Linear layer to fit the number of classes; default: when `weights` is set."
     )
+    activation_checkpointing: list[str] = Field(
+        default_factory=list,
+        description="Class names of submodules (TransformerBlock ...) whose activations are recomputed in the backward "
+        "pass instead of kept: less memory, about one more forward pass of them per step.",
+    )
 
 
 class Loss(Component):

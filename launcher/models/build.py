@@ -13,6 +13,7 @@ from torch import nn
 
 from launcher.config import components
 from launcher.config.components import Kind
+from launcher.config.problems import did_you_mean
 from launcher.config.schema import Model
 from launcher.data.datasets import DataInfo
 from launcher.errors import UserError
@@ -97,6 +98,20 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
     for name, parameter in model.named_parameters():
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
             parameter.requires_grad_(False)
+
+
+def modules_of_classes(model: nn.Module, class_names: list[str], key: str) -> list[nn.Module]:
+    """The submodules of `model` (itself included) whose class is named in `class_names`, in
+    `named_modules` order; a UserError naming `key` (the recipe key that gave the names) and the
+    model's own classes where a name matches none."""
+    found = {type(module).__name__ for module in model.modules()}
+    for name in class_names:
+        if name not in found:
+            raise UserError(
+                f"{key}: {name!r} matches no module of {type(model).__name__}; its module classes: "
+                f"{', '.join(sorted(found))}{did_you_mean(name, found)}"
+            )
+    return [module for module in model.modules() if type(module).__name__ in class_names]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

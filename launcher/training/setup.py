@@ -21,6 +21,7 @@ from launcher.data.loaders import StreamBatches, eval_loader, train_loader
 from launcher.distributed.runtime import Runtime, autocast, make_deterministic, reuse_freed_memory
 from launcher.distributed.wrapper import DataParallel, FullyShard, ModelWrapper
 from launcher.errors import UserError
+from launcher.models.activation_checkpointing import apply_activation_checkpointing
 from launcher.models.build import build_model
 from launcher.training.optim import (
     LENGTH_ARGUMENTS,
@@ -112,6 +113,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     net = build_model(recipe.model, data.info).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    apply_activation_checkpointing(net, recipe.model.activation_checkpointing)  # then compile, then wrap
     wrapper: ModelWrapper = (
         FullyShard(runtime, recipe.distributed.fsdp, cfg.precision, recipe.distributed.sync_batchnorm)
         if recipe.distributed.strategy == "fsdp"

@@ -435,11 +435,13 @@ def load_resume_state(
 
 def recipe_differences(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
     """'key: old -> new' for each value that differs between two resolved recipes (not where
-    they run: a run submitted to SLURM can be resumed anywhere; nor the sweep a run belongs to)."""
+    they run: a run submitted to SLURM can be resumed anywhere; nor the sweep a run belongs to;
+    nor a key the older recipe does not have, now at a default that changes nothing: false, []
+    or null, a setting added since that run started)."""
     found = []
     for key in sorted(set(before) | set(now)):
         a, b = before.get(key), now.get(key)
-        if f"{prefix}{key}" in ("slurm", "sweep"):
+        if f"{prefix}{key}" in ("slurm", "sweep") or (key not in before and (b is False or b in (None, [], {}))):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             found += recipe_differences(a, b, f"{prefix}{key}.")
