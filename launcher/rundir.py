@@ -41,6 +41,11 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / "metrics.json"
 
+    @property
+    def compile_cache(self) -> Path:
+        """torch.compile's caches (train.compile): found again by a resumed or requeued run."""
+        return self.path / "compile_cache"
+
     def tensorboard(self, configured: str | None) -> Path:
         return Path(configured) if configured else self.path / "tensorboard"
 

@@ -21,6 +21,7 @@ from pydantic import (
     JsonValue,
     NonNegativeInt,
     WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -205,6 +206,34 @@ class Scheduler(Component):
         return self
 
 
+class CompileOptions(Section):
+    """torch.compile's keyword arguments (see its documentation): `train.compile: {mode: ..., dynamic: ...}`."""
+
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = Field(
+        None, description="torch.compile's mode: how much compile time buys speed (default: 'default')."
+    )
+    dynamic: bool | None = Field(
+        None, description="Shapes: true, symbolic from the start; false, a recompilation for each new shape; "
+        "null, static first and symbolic where a shape changes (a shorter last batch, evaluation's batch size).",
+    )  # fmt: skip
+    fullgraph: bool = Field(False, description="Fail on a graph break instead of running that part eagerly.")
+    backend: str = Field("inductor", description="A torch.compile backend: inductor, aot_eager, eager ...")
+    options: dict[str, Any] | None = Field(
+        None, description="Inductor settings by their torch._inductor.config names; not with mode."
+    )
+
+    @model_validator(mode="after")
+    def _mode_or_options(self) -> CompileOptions:
+        if self.mode is not None and self.options is not None:
+            raise ValueError("give mode or options, not both (torch.compile takes one of them)")
+        return self
+
+
+# `train.compile` reads true as torch.compile's defaults and false as None: one type inside, so that a
+# wrong value gets one message at one path (a union reports one per member); editors are offered both.
+_COMPILE_JSON_SCHEMA = {"anyOf": [{"type": "boolean"}, CompileOptions.model_json_schema()]}
+
+
 class Train(Section):
     epochs: int | None = Field(
         None,
@@ -222,6 +251,10 @@ class Train(Section):
         False, description="Model and image batches in the channels-last (NHWC) memory layout: faster convolutions on "
         "GPUs with tensor cores, with bf16 or fp16.",
     )  # fmt: skip
+    compile: typing.Annotated[CompileOptions | None, WithJsonSchema(_COMPILE_JSON_SCHEMA)] = Field(
+        None, description="torch.compile the model (true, or torch.compile's options): faster steps after a first one "
+        "that compiles; the compiled code is cached in the run folder (compile_cache/) for a resumed or requeued run.",
+    )  # fmt: skip
     seed: int = 0
     drop_last: bool = Field(True, description="Drop the last incomplete training batch of each epoch.")
     deterministic: bool = Field(
@@ -232,6 +265,19 @@ class Train(Section):
         True, description="Keep freed host memory for the next step (glibc malloc on Linux) instead of returning it to "
         "the system and faulting it back in every step: fewer page faults, at the price of keeping the peak memory.",
     )  # fmt: skip
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_on_or_off(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return CompileOptions() if value else None
+        if value is not None and not isinstance(value, dict | CompileOptions):
+            raise ValueError(f"true, false, or a mapping of torch.compile's options (mode, dynamic ...), got {value!r}")
+        return value
+
+    @field_serializer("compile")
+    def _compile_off_is_false(self, value: CompileOptions | None) -> dict[str, Any] | bool:
+        return False if value is None else value.model_dump()
 
     @model_validator(mode="after")
     def _has_a_length(self) -> Train:

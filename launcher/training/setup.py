@@ -23,6 +23,7 @@ from launcher.distributed.wrapper import DataParallel, FullyShard, ModelWrapper
 from launcher.errors import UserError
 from launcher.models.activation_checkpointing import apply_activation_checkpointing
 from launcher.models.build import build_model
+from launcher.training.compilation import compile_model
 from launcher.training.optim import (
     LENGTH_ARGUMENTS,
     SCHEDULER,
@@ -114,6 +115,8 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     apply_activation_checkpointing(net, recipe.model.activation_checkpointing)  # then compile, then wrap
+    per_block = recipe.distributed.fsdp.shard if recipe.distributed.strategy == "fsdp" else []
+    compile_model(net, cfg.compile, per_block=per_block or None)  # FSDP: each unit compiled, then sharded
     wrapper: ModelWrapper = (
         FullyShard(runtime, recipe.distributed.fsdp, cfg.precision, recipe.distributed.sync_batchnorm)
         if recipe.distributed.strategy == "fsdp"

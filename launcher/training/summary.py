@@ -25,9 +25,10 @@ class BestResult(BaseModel):
 
 class RunSummary(BaseModel):
     """metrics.json: the last evaluation's metrics with the epoch and step it ended at, the best
-    result where checkpoint.best is set, the wall time of this process's training, and each
-    rank's memory (what training holds after its first step, and the process's peak at the end;
-    absent in files written before it was kept)."""
+    result where checkpoint.best is set, the wall time of this process's training, how long its
+    first step took (compiling, with train.compile; null in files written before it was kept, and
+    where this process took no step), and each rank's memory (what training holds after its first
+    step, and the process's peak at the end; absent in files written before it was kept)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -35,6 +36,7 @@ class RunSummary(BaseModel):
     best: BestResult | None
     wall_time_s: float
     memory: list[Memory] | None = None
+    first_step_s: float | None = None
 
     @property
     def metrics(self) -> dict[str, float]:

@@ -29,6 +29,7 @@ from launcher.tracking.loggers import Logger, NullLogger
 from launcher.tracking.tensorboard import RunLogger
 from launcher.training.batches import batch_size, first_tensor, to_device
 from launcher.training.checkpointing import Checkpoints
+from launcher.training.compilation import compile_cache, graphs_compiled
 from launcher.training.memory import Memory, describe, measure, peak
 from launcher.training.optim import needs_metric, stretch_cosine
 from launcher.training.progress import Progress, due, is_complete, longer_run
@@ -54,6 +55,11 @@ class Window:
     def new(cls, device: torch.device) -> Window:
         return cls(torch.zeros((), device=device))
 
+    def restart_clock(self) -> None:
+        """Measure the throughput from now on (the loss keeps the batches so far)."""
+        self.samples = self.items = 0
+        self.started = time.perf_counter()
+
 
 class Trainer:
     """One run's training: `resume`, then `fit`, which goes through the epochs as named steps
@@ -69,6 +75,8 @@ class Trainer:
         self.throughput: dict[str, float] = {}  # a language model's tokens/s in the last logged window
         self.resumed = False
         self.memory: list[Memory] | None = None  # each rank's, measured at this process's first step
+        self.first_step_s: float | None = None  # this process's first step: compiling, warming up
+        self.graphs_before = graphs_compiled() if recipe.train.compile is not None else (0, 0)
 
     def done(self) -> bool:
         """The run has trained all it should: its epochs, or train.max_steps."""
@@ -256,9 +264,14 @@ class Trainer:
                 continue
             lr = self.optimizer_step(logger)
             watchdog.step(progress.step)
+            first_here = self.first_step_s is None
+            if first_here:
+                self.note_first_step(window.started)
             if progress.step % self.recipe.logging.every_n_steps == 0:
                 self.log_window(logger, window, lr)
                 window = Window.new(self.runtime.device)
+            elif first_here:
+                window.restart_clock()  # the window's throughput leaves out the first step's compiling
             if self.checkpoints.due_mid_epoch(progress, s.batches_per_epoch):
                 self.checkpoints.save(s, progress)
             if self._last_step():
@@ -269,6 +282,20 @@ class Trainer:
                 raise TrainingStopped(reasons, progress.step, checkpoint.step_path(self.run.checkpoints, progress.step))
         if progress.batches_done % cfg.grad_accum_steps and s.batches_per_epoch is None:
             s.optimizer.zero_grad(set_to_none=True)  # the stream ended part-way through a window: no step
+
+    def note_first_step(self, started: float) -> None:
+        """This process's first optimizer step is done (from `started`, the loop's start): its time
+        logged and kept for metrics.json; with train.compile, how many graphs it compiled and how
+        many it found in the run's compile cache."""
+        self.first_step_s = time.perf_counter() - started
+        if self.recipe.train.compile is None:
+            log.info("first step: %.1f s", self.first_step_s)
+            return
+        (hits, misses), (hits_before, misses_before) = graphs_compiled(), self.graphs_before
+        log.info(
+            "first step: %.1f s, compiling: %d graph(s) compiled, %d found in %s", self.first_step_s,
+            misses - misses_before, hits - hits_before, self.run.compile_cache,
+        )  # fmt: skip
 
     def _window_length(self, window_first: int) -> int:
         """Micro-batches in the optimizer step from batch `window_first` on: grad_accum_steps, fewer
@@ -381,6 +408,7 @@ class Trainer:
             ),
             wall_time_s=round(time.perf_counter() - self.started, 3),
             memory=self._memory_at_end(),
+            first_step_s=None if self.first_step_s is None else round(self.first_step_s, 3),
         )
         if self.runtime.is_main:
             summary.write(self.run.metrics)
@@ -407,7 +435,8 @@ def train(
     trainer = Trainer(recipe, runtime, run, stop)
     if resume_from is not None:
         trainer.resume(resume_from)
-    return trainer.fit()
+    with compile_cache(run.compile_cache if recipe.train.compile is not None else None):
+        return trainer.fit()
 
 
 def load_resume_state(
