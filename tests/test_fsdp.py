@@ -77,6 +77,20 @@ def test_fsdp_follows_ddp_and_holds_half_the_optimizer_state_per_rank(tmp_path: 
 
 
 @pytest.mark.slow
+def test_fsdp_with_compiled_units_and_activation_checkpointing_follows_eager_fsdp(tmp_path: Path) -> None:
+    steps = (*SMALL_LM, FSDP, "train.max_steps=6", "checkpoint.every_n_steps=3")
+    eager = _run(tmp_path, "eager", *steps)
+    compiled = _run(
+        tmp_path, "compiled", *steps, "train.compile=true", "model.activation_checkpointing=[TransformerBlock]"
+    )
+    a, b = scalars(eager), scalars(compiled)
+    for (_, x), (_, y) in zip(a["train/loss"] + a["val/loss"], b["train/loss"] + b["val/loss"], strict=True):
+        assert y == pytest.approx(x, rel=1e-5)
+    assert "first step:" in (compiled / "log.rank0.txt").read_text()
+    assert _weights(eager).keys() == _weights(compiled).keys()
+
+
+@pytest.mark.slow
 def test_fsdp_trains_the_digits_cnn_as_ddp_does(tmp_path: Path) -> None:
     steps = ("train.epochs=1", "train.max_steps=6", "train.batch_size=32", "logging.every_n_steps=1")
     a, b = (
