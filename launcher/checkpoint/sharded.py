@@ -32,8 +32,6 @@ from typing import Any, cast
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from launcher.checkpoint.files import (
     SHARDED_META,
@@ -53,6 +51,14 @@ log = logging.getLogger("launcher")
 META = SHARDED_META
 State = dict[str, Any]
 TENSORS = ("model", "optimizer")  # the parts DCP writes sharded; the rest goes into META
+
+
+def _dcp() -> Any:
+    # start-up: torch.distributed.checkpoint (with FSDP's modules, about 0.9 s of imports) only
+    # where a checkpoint is sharded
+    import torch.distributed.checkpoint as dcp
+
+    return dcp
 
 
 def is_sharded(path: Path) -> bool:
@@ -98,10 +104,10 @@ class ShardedWriter:
                 partial.mkdir(parents=True)
             barrier()
             if self.asynchronous:
-                pending: Any = dcp.async_save(tensors, checkpoint_id=partial, process_group=self._group)
+                pending: Any = _dcp().async_save(tensors, checkpoint_id=partial, process_group=self._group)
             else:
                 with _one_process_is_meant():
-                    dcp.save(tensors, checkpoint_id=partial)
+                    _dcp().save(tensors, checkpoint_id=partial)
                 pending = None
         self._in_flight.append(self._thread.submit(self._finish, pending, meta, partial, path))
 
@@ -221,7 +227,7 @@ def load_into(path: Path, template: State) -> State:
     it was saved on. Every rank calls it."""
     try:
         with _one_process_is_meant():
-            dcp.load(template, checkpoint_id=path)
+            _dcp().load(template, checkpoint_id=path)
     except (RuntimeError, ValueError, KeyError) as error:
         raise DamagedCheckpoint(f"{path} does not fit: {' '.join(str(error).split())[:400]}") from None
     return template
@@ -231,7 +237,10 @@ def load_whole(path: Path, part: str = "model") -> State:
     """The checkpoint's `part` ('model') as whole tensors in this one process, keyed as its
     state dict is, without the model itself: the shapes come from DCP's metadata."""
     verify(path)
-    metadata = dcp.FileSystemReader(path).read_metadata()
+    # start-up: see _dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    metadata = _dcp().FileSystemReader(path).read_metadata()
     prefix = f"{part}."
     whole = {
         key: torch.empty(entry.size, dtype=entry.properties.dtype)
@@ -239,7 +248,7 @@ def load_whole(path: Path, part: str = "model") -> State:
         if key.startswith(prefix) and isinstance(entry, TensorStorageMetadata)
     }
     with _one_process_is_meant():
-        dcp.load(whole, checkpoint_id=path, no_dist=True)
+        _dcp().load(whole, checkpoint_id=path, no_dist=True)
     return {key.removeprefix(prefix): tensor for key, tensor in whole.items()}
 
 

@@ -5,15 +5,13 @@ is read and loaded. DDP (`DataParallel`: every rank holds the whole model) or FS
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from launcher.config.schema import Fsdp
 from launcher.distributed.process_group import is_distributed
@@ -84,9 +82,7 @@ class FullyShard:
     put it on CUDA. In a single process nothing is sharded; the state dicts keep the same keys."""
 
     def __init__(self, runtime: Runtime, section: Fsdp, precision: str, sync_batchnorm: bool) -> None:
-        self.runtime, self.section, self.sync_batchnorm = runtime, section, sync_batchnorm
-        bf16 = precision == "bf16"
-        self.policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+        self.runtime, self.section, self.sync_batchnorm, self.precision = runtime, section, sync_batchnorm, precision
 
     def wrap(self, model: nn.Module) -> nn.Module:
         classes = {type(module).__name__ for module in model.modules()}
@@ -103,30 +99,42 @@ class FullyShard:
         # weights, and so does this (fully_shard keeps each rank's slice of its own weights).
         for tensor in [*model.parameters(), *model.buffers()]:
             dist.broadcast(tensor.detach(), src=0)
+        # start-up: FSDP's modules (with DCP's, about 0.9 s of imports) only for strategy fsdp
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
         mesh = init_device_mesh(self.runtime.device.type, (self.runtime.world_size,))
+        bf16 = self.precision == "bf16"
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
         units = set(self.section.shard)
         # Innermost first (a reversed pre-order walk): a unit is sharded before any unit holding it.
         for module in reversed(list(model.modules())):
             if type(module).__name__ in units and module is not model:
                 fully_shard(
-                    module, mesh=mesh, reshard_after_forward=self.section.reshard_after_forward, mp_policy=self.policy
+                    module, mesh=mesh, reshard_after_forward=self.section.reshard_after_forward, mp_policy=policy
                 )
         # The root's parameters (embeddings, the head...) are needed again as soon as the backward starts.
-        fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=self.policy)
+        fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=policy)
         return model
 
     @contextlib.contextmanager
     def accumulating(self, wrapped: nn.Module, skip_sync: bool) -> Iterator[None]:
-        if isinstance(wrapped, FSDPModule):
+        if is_fsdp(wrapped):
             # Without sync, each unit keeps its unsharded gradient and adds the next micro-batch's to it.
-            wrapped.set_requires_gradient_sync(not skip_sync)
+            wrapped.set_requires_gradient_sync(not skip_sync)  # type: ignore[operator]
         yield
 
     def state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> StateDicts:
+        # start-up: DCP's modules only for strategy fsdp (see wrap)
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
         share_buffers(net)
         return get_state_dict(net, optimizer)
 
     def load_state_dicts(self, net: nn.Module, optimizer: torch.optim.Optimizer, model: Any, optim: Any) -> None:
+        # start-up: DCP's modules only for strategy fsdp (see wrap)
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
         set_state_dict(net, optimizer, model_state_dict=model, optim_state_dict=optim)
 
 
@@ -140,9 +148,15 @@ def share_buffers(net: nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def is_fsdp(model: nn.Module) -> bool:
+    """The model is sharded by FSDP2 (whose module is imported only where a run shards: `wrap`)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
+
+
 def forwards_run_collectives(model: nn.Module) -> bool:
     """The model's forward all-gathers parameters (FSDP): every rank must run the same number of them."""
-    return isinstance(model, FSDPModule) and is_distributed()
+    return is_fsdp(model) and is_distributed()
 
 
 def for_evaluation(wrapped: nn.Module) -> nn.Module:
@@ -153,7 +167,7 @@ def for_evaluation(wrapped: nn.Module) -> nn.Module:
     DDP's module itself, then, with rank 0's buffers broadcast once (BatchNorm's running
     statistics, which each rank's last training batch moved its own way): what DDP's forward
     would have used. Every rank calls it."""
-    if isinstance(wrapped, FSDPModule):
+    if is_fsdp(wrapped):
         share_buffers(wrapped)  # its forward gathers parameters: `evaluate` keeps the ranks in step
         return wrapped
     if not isinstance(wrapped, nn.parallel.DistributedDataParallel):

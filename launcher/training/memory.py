@@ -9,7 +9,6 @@ import sys
 
 import torch
 from pydantic import BaseModel
-from torch.distributed.tensor import DTensor
 
 
 class Memory(BaseModel):
@@ -24,7 +23,8 @@ class Memory(BaseModel):
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    # A DTensor's own shard (FSDP); DTensor's module is imported only where a run shards.
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def _bytes(tensor: torch.Tensor) -> int:
