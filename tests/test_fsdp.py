@@ -93,10 +93,12 @@ def test_fsdp_with_compiled_units_and_activation_checkpointing_follows_eager_fsd
 @pytest.mark.slow
 def test_fsdp_trains_the_digits_cnn_as_ddp_does(tmp_path: Path) -> None:
     steps = ("train.epochs=1", "train.max_steps=6", "train.batch_size=32", "logging.every_n_steps=1")
-    a, b = (
-        scalars(_run(tmp_path, "ddp", *steps, recipe=DIGITS)),
-        scalars(_run(tmp_path, "fsdp", *steps, FSDP, recipe=DIGITS)),
-    )
+    fsdp = _run(tmp_path, "fsdp", *steps, FSDP, recipe=DIGITS)
+    a, b = scalars(_run(tmp_path, "ddp", *steps, recipe=DIGITS)), scalars(fsdp)
+    # The last step is best.pt's too: its checkpoint is a second name for best.pt's files (hard links).
+    best, last = fsdp / "checkpoints" / "best.pt", checkpoint.step_path(fsdp / "checkpoints", 6)
+    assert (best / "__1_0.distcp").stat().st_ino == (last / "__1_0.distcp").stat().st_ino
+    sharded.verify(last)
     for tag in ("train/loss", "val/loss", "val/acc1"):
         for (_, x), (_, y) in zip(a[tag], b[tag], strict=True):
             assert y == pytest.approx(x, rel=1e-5, abs=1e-6), tag
@@ -104,8 +106,10 @@ def test_fsdp_trains_the_digits_cnn_as_ddp_does(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bitwise_and_eval_export_read_the_shards(tmp_path: Path) -> None:
-    steps = (*SMALL_LM, FSDP, "train.max_steps=12", "checkpoint.every_n_steps=4")
+    steps = (*SMALL_LM, FSDP, "train.max_steps=12", "checkpoint.every_n_steps=4", "checkpoint.keep_last=2")
     whole = _run(tmp_path, "whole", *steps)
+    assert [p.name for p in checkpoint.saved_steps(whole / "checkpoints")] == ["step-00000008.pt", "step-00000012.pt"]
+    sharded.verify(whole / "checkpoints" / "best.pt")
     process = start_launch(TINY_LM, "--nproc", "2", f"run.output={tmp_path / 'killed'}", *steps, cwd=tmp_path)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "killed").glob("tiny_lm/*/checkpoints/step-00000004.pt.sha256")):
