@@ -91,6 +91,16 @@ def test_fsdp_with_compiled_units_and_activation_checkpointing_follows_eager_fsd
 
 
 @pytest.mark.slow
+def test_bf16_fsdp_gathers_bf16_parameters_and_follows_ddp_under_autocast(tmp_path: Path) -> None:
+    steps = (*SMALL_LM, "train.max_steps=6", "checkpoint.every_n_steps=3", "train.precision=bf16")
+    ddp, fsdp = scalars(_run(tmp_path, "ddp", *steps)), scalars(_run(tmp_path, "fsdp", *steps, FSDP))
+    losses = [(x, y) for (_, x), (_, y) in zip(ddp["train/loss"], fsdp["train/loss"], strict=True)]
+    # bf16 parameters (FSDP's policy) against fp32 ones under bf16 autocast (DDP): close, not equal.
+    assert all(y == pytest.approx(x, rel=2e-3) for x, y in losses)
+    assert any(x != y for x, y in losses[1:])
+
+
+@pytest.mark.slow
 def test_fsdp_trains_the_digits_cnn_as_ddp_does(tmp_path: Path) -> None:
     steps = ("train.epochs=1", "train.max_steps=6", "train.batch_size=32", "logging.every_n_steps=1")
     fsdp = _run(tmp_path, "fsdp", *steps, FSDP, recipe=DIGITS)
