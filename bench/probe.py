@@ -13,9 +13,11 @@ import atexit
 import json
 import multiprocessing.util
 import os
+import resource
 import time
 from pathlib import Path
 
+import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -43,6 +45,7 @@ def attach(model: nn.Module, workload: str, contender: str) -> nn.Module:
         "pid": os.getpid(),
     }
 
+    @torch.compiler.disable  # under torch.compile too (else dynamo breaks the graph at time.time, with a warning)
     def forward_starts(module: nn.Module, args: object) -> None:
         (notes["starts"] if module.training else notes["evals"]).append(time.time())
 
@@ -69,6 +72,11 @@ def _write() -> None:
     if _Probe.notes is None:
         return
     notes, _Probe.notes = _Probe.notes, None
+    # The peak: CUDA's most allocated where the process used a GPU, else its peak resident memory.
+    cuda = torch.cuda.is_initialized()
+    notes["peak_memory_mb"] = (
+        torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ) / 2**20
     out = Path(os.environ["BENCH_OUT"]) / f"{notes['contender']}-{notes['workload']}.json"
     temporary = out.with_name(f".{out.name}.{os.getpid()}")
     temporary.write_text(json.dumps(notes))

@@ -14,10 +14,22 @@ FIGURES = (  # key, heading, format
     ("samples_per_s", "samples/s", "{:.0f}"),
     ("tokens_per_s", "tokens/s", "{:.0f}"),
     ("first_step_s", "to 1st step (s)", "{:.2f}"),
+    ("step_one_s", "1st step (s)", "{:.2f}"),
     ("wall_s", "wall (s)", "{:.1f}"),
     ("teardown_s", "teardown (s)", "{:.2f}"),
     ("between_steps", "between steps", "{:.1%}"),
     ("time_to_target_s", "to 97% (s)", "{:.1f}"),
+    ("peak_memory_mb", "peak memory (MB)", "{:.0f}"),
+    ("final_val_loss", "val loss", "{:.4f}"),
+)
+# The paired ratios given under each workload's table (where both ran), beside each contender's over the plain script's.
+PAIRS = (
+    ("launch-fsdp", "plain-fsdp"),
+    ("plain-fsdp", "plain"),
+    ("launch-fsdp", "launch"),
+    ("plain-compile", "plain"),
+    ("launch-compile", "launch"),
+    ("launch-compile", "plain-compile"),
 )
 
 
@@ -81,13 +93,22 @@ def summary(runs: list[dict]) -> dict[tuple[str, str], dict]:
     return cells
 
 
-def paired_ratio(runs: list[dict], workload: str, contender: str, reps: set[int] | None = None) -> float | None:
+def paired_ratio(
+    runs: list[dict], workload: str, contender: str, reps: set[int] | None = None, reference: str = "plain"
+) -> float | None:
     """The median over the repetitions (`reps`, else all) of this contender's step time over the
-    plain script's in the same repetition: runs are interleaved, so a slow stretch of the machine
-    slows both of a pair."""
-    mine, plain = _steps(runs, workload, contender), _steps(runs, workload, "plain")
-    ratios = [mine[rep] / plain[rep] for rep in mine.keys() & plain.keys() if reps is None or rep in reps]
+    reference's (the plain script's) in the same repetition: runs are interleaved, so a slow
+    stretch of the machine slows both of a pair."""
+    ratios = paired_ratios(runs, workload, contender, reference, reps)
     return statistics.median(ratios) if ratios else None
+
+
+def paired_ratios(
+    runs: list[dict], workload: str, contender: str, reference: str, reps: set[int] | None = None
+) -> list[float]:
+    """Each repetition's (`reps`, else all) step time of `contender` over `reference`'s, in order."""
+    mine, theirs = _steps(runs, workload, contender), _steps(runs, workload, reference)
+    return [mine[rep] / theirs[rep] for rep in sorted(mine.keys() & theirs.keys()) if reps is None or rep in reps]
 
 
 def _steps(runs: list[dict], workload: str, contender: str) -> dict[int, float]:
@@ -149,7 +170,7 @@ def markdown(results: dict) -> str:
             said += [f"{cell['aborted']} of {cell['runs']} aborted at exit"] if cell["aborted"] else []
             row = [contender + (f" ({', '.join(said)})" if said else "")]
             for figure, _, fmt in shown:
-                text = _cell(cell[figure], fmt)
+                text = format_span(cell[figure], fmt)
                 if (
                     figure == "time_to_target_s"
                     and cell[figure] is not None
@@ -169,7 +190,11 @@ def markdown(results: dict) -> str:
             )
             row.append(f"{cell['samples_per_s'][0] / bound:.2f}" if bound and contender != "single" else "")
             lines.append("| " + " | ".join(row) + " |")
-        lines += ["", *_repetitions_table(results, workload), ""]
+        lines += ["", *_repetitions_table(results, workload), *_pairs_lines(results["runs"], workload), ""]
+    if results.get("left_out"):
+        lines += [f"Not run, past the suite's deadline: {', '.join(results['left_out'])}.", ""]
+    for contender, why in (results.get("cannot") or {}).items():
+        lines += [f"Not run: {contender}. {why[0].upper()}{why[1:]}.", ""]
     c = results.get("checkpoint")
     if c:
         lines += [
@@ -233,6 +258,19 @@ def _repetitions_table(results: dict, workload: str) -> list[str]:
     return lines
 
 
+def _pairs_lines(runs: list[dict], workload: str) -> list[str]:
+    """The paired ratios of PAIRS: median [min-max], and each repetition's."""
+    lines = []
+    for contender, reference in PAIRS:
+        if ratios := paired_ratios(runs, workload, contender, reference):
+            each = ", ".join(f"{r:.3f}" for r in ratios)
+            lines.append(
+                f"- {contender} / {reference}, step: {statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]"
+                f" ({_pairs(len(ratios))}: {each})"
+            )
+    return ["", "Paired step-time ratios, the median [min-max] over the repetitions:", "", *lines] if lines else []
+
+
 def _pairs(count: int) -> str:
     return f"{count} pair{'' if count == 1 else 's'}"
 
@@ -250,7 +288,7 @@ def _span(values: list[float]) -> str:
     return f"{values[0]:.0f} [{values[1]:.0f}-{values[2]:.0f}]"
 
 
-def _cell(value: tuple[float, float, float] | None, fmt: str) -> str:
+def format_span(value: tuple[float, float, float] | None, fmt: str) -> str:
     if value is None:
         return "-"
     median, low, high = (fmt.format(v) for v in value)

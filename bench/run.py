@@ -3,6 +3,7 @@
     python bench/run.py                         # W1-W4 on the CPU, 3 repetitions (W4: 5)
     python bench/run.py --workloads w1 --reps 1 # the smoke run CI does
     python bench/run.py --gpu                   # G1 on every GPU of this machine
+    bash bench/gpu.sh                           # G1 and G2, DDP, FSDP and compile on the GPUs (bench/RESULTS-gpu.md)
 
 Every contender trains the same model on the same data with the same batch per process, seed,
 number of processes and backend (bench/workloads.py), each in a fresh process tree, the runs
@@ -33,9 +34,12 @@ sys.path.insert(0, str(ROOT))
 from bench import report  # noqa: E402
 from bench.workloads import WORKLOADS, Workload  # noqa: E402
 
-CONTENDERS = ("plain", "launch", "lightning-bare", "lightning", "accelerate", "single", "plain-reuse")
-# W4 (the language model) has no Lightning or Accelerate version.
-LM_CONTENDERS = ("plain", "launch", "single", "plain-reuse")
+# plain-fsdp and launch-fsdp: FSDP2 (each of the workload's fsdp_units, then the root) instead of DDP;
+# plain-compile and launch-compile: torch.compile with DDP.
+VARIANTS = ("plain-fsdp", "launch-fsdp", "plain-compile", "launch-compile")
+CONTENDERS = ("plain", "launch", "lightning-bare", "lightning", "accelerate", "single", "plain-reuse", *VARIANTS)
+# The language models (W4, G2) have no Lightning or Accelerate version.
+LM_CONTENDERS = ("plain", "launch", "single", "plain-reuse", *VARIANTS)
 # What runs when --contenders is left out. plain-reuse (the plain script with launch's malloc
 # settings, bench/README.md) runs by default on W4, whose target is a step within 2% of the plain
 # script's, less than those settings alone move it: the loops are compared too, not only what
@@ -44,14 +48,23 @@ DEFAULT_CONTENDERS = {
     "w4": ("plain", "launch", "plain-reuse"),
     "*": ("plain", "launch", "lightning-bare", "lightning", "accelerate", "single"),
 }
+# What a contender cannot train, and why: left out where asked for, and the table says why. Delete an
+# entry once its cause is fixed.
+CANNOT = {
+    ("g1", "launch-fsdp"): "launch's FSDP with train.precision=bf16 casts BatchNorm's weights to bf16 beside its fp32 "
+    "running statistics, which batch_norm refuses (RuntimeError: expected scalar type BFloat16 but found Float; "
+    "https://github.com/pytorch/torchtitan/issues/674; plain-fsdp shards each BatchNorm apart, in fp32)",
+}
 # `launch`'s train.reuse_freed_memory (launcher/distributed/runtime.py) through glibc's tunables.
 REUSE_FREED_MEMORY = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
 
 
-def command(contender: str, workload: str, nproc: int, gpu: bool, scratch: Path) -> list[str]:
+def command(
+    contender: str, workload: str, nproc: int, gpu: bool, scratch: Path, max_steps: int | None = None
+) -> list[str]:
     python, w = sys.executable, WORKLOADS[workload]
     contenders = ROOT / "bench" / "contenders"
-    if contender in ("plain", "plain-reuse"):
+    if contender in ("plain", "plain-reuse", "plain-fsdp", "plain-compile"):
         return [
             python,
             "-m",
@@ -60,11 +73,15 @@ def command(contender: str, workload: str, nproc: int, gpu: bool, scratch: Path)
             f"--nproc-per-node={nproc}",
             str(contenders / "plain_ddp.py"),
             workload,
+            *{"plain-fsdp": ["--fsdp"], "plain-compile": ["--compile"]}.get(contender, []),
+            *(["--max-steps", str(max_steps)] if max_steps else []),
         ]
     if contender == "single":  # one process, every core, the same global batch
         return [python, str(contenders / "plain_ddp.py"), workload, "--batch-size", str(w.batch_size * nproc)]
-    if contender == "launch":
+    if contender in ("launch", "launch-fsdp", "launch-compile"):
         where = ["--gpus", str(nproc)] if gpu else ["--nproc", str(nproc)]
+        fsdp = ["distributed.strategy=fsdp", f"distributed.fsdp.shard=[{','.join(w.fsdp_units)}]"]
+        fsdp += ["train.channels_last=false"] if w.channels_last else []  # see Workload.channels_last
         return [
             python,
             "-m",
@@ -72,6 +89,8 @@ def command(contender: str, workload: str, nproc: int, gpu: bool, scratch: Path)
             str(ROOT / "bench" / "recipes" / f"{workload}.yaml"),
             *where,
             f"run.output={scratch / 'runs'}",
+            *{"launch-fsdp": fsdp, "launch-compile": ["train.compile=true"]}.get(contender, []),
+            *([f"train.max_steps={max_steps}"] if max_steps else []),
         ]
     if contender.startswith("lightning"):
         bare = ["--bare"] if contender == "lightning-bare" else []
@@ -98,10 +117,14 @@ def contenders_of(workload: str, asked: str | None) -> list[str]:
     able = LM_CONTENDERS if WORKLOADS[workload].block_size else CONTENDERS
     if left_out := [c for c in asked.split(",") if c not in able]:
         print(f"{workload}: no {', '.join(left_out)} version; left out", flush=True)
-    return [c for c in asked.split(",") if c in able]
+    for contender in (c for c in asked.split(",") if (workload, c) in CANNOT):
+        print(f"{workload}: {contender} left out: {CANNOT[workload, contender]}", flush=True)
+    return [c for c in asked.split(",") if c in able and (workload, c) not in CANNOT]
 
 
-def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: float) -> dict:
+def run_once(
+    contender: str, workload: str, nproc: int, gpu: bool, timeout_s: float, max_steps: int | None = None
+) -> dict:
     """One run in a fresh process tree; its figures, from rank 0's stopwatch."""
     scratch = Path(tempfile.mkdtemp(prefix=f"bench-{contender}-{workload}-"))
     # The same threads per process for every contender (torchrun and accelerate would set 1, launch
@@ -114,12 +137,15 @@ def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: fl
         "BENCH_CONTENDER": contender,
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": str(threads),
+        # torch.compile's caches (inductor's, Triton's) start empty for every run, as `launch`'s
+        # (its run folder's compile_cache/): every compiled run compiles from scratch.
+        "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
     }
     if contender == "plain-reuse":
         env["GLIBC_TUNABLES"] = REUSE_FREED_MEMORY
     w, load = WORKLOADS[workload], Load()
     started = time.time()
-    process = subprocess.Popen(command(contender, workload, nproc, gpu, scratch), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen(command(contender, workload, nproc, gpu, scratch, max_steps), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
     try:
         output, _ = process.communicate(timeout=timeout_s)
@@ -132,9 +158,11 @@ def run_once(contender: str, workload: str, nproc: int, gpu: bool, timeout_s: fl
         if process.returncode != 0 and not aborted_at_exit:
             return {"failed": f"exit {process.returncode}: {output[-2000:]}", **machine}
         notes = json.loads(notes_file.read_text())
+        if len(notes["ends"]) <= max(3, len(notes["ends"]) // 10):  # figures() leaves these out
+            return {"failed": f"{len(notes['ends'])} steps, too few to time (the first 3 are left out)", **machine}
         if aborted_at_exit and len(notes["val"]) < w.epochs:
             return {"failed": f"exit {process.returncode}, before its last evaluation: {output[-2000:]}", **machine}
-        if contender == "launch":  # its own validation, from its TensorBoard events
+        if contender.startswith("launch"):  # its own validation, from its TensorBoard events
             notes["val"] = report.launch_validation(scratch / "runs", f"val/{w.val_metric}")
         result = {**figures(notes, started, ended, w, global_batch=w.batch_size * nproc), **machine}
         return {**result, "aborted_at_exit": True} if aborted_at_exit else result
@@ -196,6 +224,9 @@ def figures(notes: dict, started: float, ended: float, w: Workload, global_batch
         # From the mean: costs that come every N steps (logging, checks) count here, not in the median.
         "samples_per_s": global_batch * len(gaps) / sum(gaps),
         "first_step_s": ends[0] - started,
+        # The first step alone, from its batch in hand: where torch.compile compiles (its backward too).
+        "step_one_s": ends[0] - starts[0],
+        "peak_memory_mb": notes.get("peak_memory_mb"),
         "wall_s": ended - started,
         "teardown_s": ended - max(ends[-1], *(t for t, _ in validations[-1:])),
         "between_steps": sum(starts[i] - ends[i - 1] for i in steady) / sum(gaps),
@@ -206,7 +237,7 @@ def figures(notes: dict, started: float, ended: float, w: Workload, global_batch
     }
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=None, help="comma-separated (default: w1,w2,w3,w4; with --gpu: g1)")
     parser.add_argument(
@@ -218,11 +249,24 @@ def main() -> None:
     )
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--timeout", type=float, default=300, help="seconds one run may take")
+    parser.add_argument(
+        "--deadline", type=float, help="start no run (nor a second try) that --timeout could carry past this many "
+        "seconds from the suite's start; the runs left out are listed (bench/gpu.sh: its 8 minutes)",
+    )  # fmt: skip
+    parser.add_argument("--max-steps", type=int, help="optimizer steps per run, fewer than an epoch (a dry run)")
+    parser.add_argument(
+        "--no-checkpoint", action="store_true", help="leave out bench/checkpoint_blocking.py (CPU figures)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
-    workloads = (args.workloads or ("g1" if args.gpu else "w1,w2,w3,w4")).split(",")
     if unknown := sorted(set(args.contenders.split(",") if args.contenders else ()) - set(CONTENDERS)):
         parser.error(f"unknown contender(s) {', '.join(unknown)}; choose among {', '.join(CONTENDERS)}")
+    return args
+
+
+def main() -> None:
+    args = arguments()
+    workloads = (args.workloads or ("g1" if args.gpu else "w1,w2,w3,w4")).split(",")
     plan = {workload: contenders_of(workload, args.contenders) for workload in workloads}
     reps = {workload: args.reps or WORKLOADS[workload].reps for workload in workloads}
     if args.gpu:
@@ -232,6 +276,7 @@ def main() -> None:
     else:
         nproc = args.nproc or 2
     runs: list[dict] = []
+    left_out: list[str] = []  # past --deadline
     began = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     for rep in range(max(reps.values())):
@@ -242,7 +287,11 @@ def main() -> None:
                 # A failed run is recorded, then tried once more: the suite still has its figures, and a
                 # contender that fails at random (see bench/README.md) does not fail the suite alone.
                 for attempt in (1, 2):
-                    result = run_once(contender, workload, nproc, args.gpu, args.timeout)
+                    if args.deadline is not None and time.time() - began + args.timeout > args.deadline:
+                        left_out.append(f"{workload} {contender} (rep {rep + 1}{', its second try' * (attempt > 1)})")
+                        print(f"[{time.time() - began:5.0f} s] left out, past --deadline: {left_out[-1]}", flush=True)
+                        break
+                    result = run_once(contender, workload, nproc, args.gpu, args.timeout, args.max_steps)
                     runs.append(
                         {"rep": rep, "workload": workload, "contender": contender, "attempt": attempt, **result}
                     )
@@ -263,11 +312,15 @@ def main() -> None:
                     print(
                         f"{done} FAILED{' (trying once more)' if attempt == 1 else ''} {result['failed']}", flush=True
                     )
-    blocking = subprocess.run([sys.executable, "-m", "bench.checkpoint_blocking", "w2" if "w2" in workloads else workloads[0], "--reps",
-                               str(max(*reps.values(), 5))], cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+    blocking = None if args.no_checkpoint else subprocess.run(
+        [sys.executable, "-m", "bench.checkpoint_blocking", "w2" if "w2" in workloads else workloads[0], "--reps",
+         str(max(*reps.values(), 5))], cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    asked = (args.contenders or "").split(",")
+    cannot = {f"{w} {c}": why for (w, c), why in CANNOT.items() if w in workloads and c in asked}
     results = {"machine": report.machine(), "nproc": nproc, "gpu": args.gpu, "reps": reps, "suite_s": round(time.time() - began, 1), "runs": runs,
-               "checkpoint": json.loads(blocking.stdout)}  # fmt: skip
-    (args.out / "results.partial.json").unlink()
+               "left_out": left_out, "cannot": cannot, "checkpoint": json.loads(blocking.stdout) if blocking else None}  # fmt: skip
+    (args.out / "results.partial.json").unlink(missing_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     table = report.markdown(results)
     (args.out / "RESULTS.md").write_text(table)
@@ -279,11 +332,12 @@ def main() -> None:
             + ", ".join(f"{r['workload']} {r['contender']} (rep {r['rep'] + 1})" for r in failed),
             flush=True,
         )
-    twice = [r for r in failed if r["attempt"] > 1]  # attempt 2, the last
-    if twice:
+    # Failed at each try: twice in a row, or once where --deadline left out the second try.
+    finished = {(r["workload"], r["contender"], r["rep"]) for r in runs if "failed" not in r}
+    lost = list(dict.fromkeys(k for r in failed if (k := (r["workload"], r["contender"], r["rep"])) not in finished))
+    if lost:
         sys.exit(
-            f"{len(twice)} run(s) failed twice in a row: "
-            + ", ".join(f"{r['workload']} {r['contender']} (rep {r['rep'] + 1})" for r in twice)
+            f"{len(lost)} run(s) failed at every try: " + ", ".join(f"{w} {c} (rep {rep + 1})" for w, c, rep in lost)
         )
 
 
