@@ -59,10 +59,8 @@ class Setup:
     schedule_per_step: bool  # the schedule steps after every optimizer step (else after each epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        model, optimizer = self.wrapper.state_dicts(self.net, self.optimizer)
         return {
-            "model": model,
-            "optimizer": optimizer,
+            **self.training_state(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
         }
