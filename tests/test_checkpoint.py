@@ -192,3 +192,33 @@ def test_keep_last_two_of_six_and_a_checkpoint_that_cannot_be_deleted_does_not_s
     assert f"could not delete the old checkpoint {stuck}; training goes on" in (run / "log.txt").read_text()
     assert [p.name for p in checkpoint.saved_steps(run / "checkpoints")] == ["step-00000110.pt", "step-00000132.pt"]
     assert (run / "checkpoints" / "best.pt").exists() and stuck.is_dir()
+
+
+def test_a_rank_handing_over_its_shard_digests_never_touches_the_folder_rank_0_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 publishes a sharded checkpoint (renames its folder) the moment the other ranks'
+    digest files appear. A rank that fsynced the folder after that rename failed with 'No such
+    file or directory' (seen once in CI); here rank 0 renames at that very moment."""
+    from launcher.checkpoint import sharded
+
+    path = tmp_path / "step-00000006.pt"
+    partial = sharded.partial_path(path)
+    partial.mkdir()
+    (partial / "__1_0.distcp").write_bytes(b"rank 1's shard")
+    real_replace = os.replace
+
+    def replace_then_rank_0_publishes(source: str | Path, target: str | Path) -> None:
+        real_replace(source, target)
+        if Path(target).name == ".rank-1.sha256":
+            Path(target).parent.rename(path)
+
+    monkeypatch.setattr(os, "replace", replace_then_rank_0_publishes)
+    writer = sharded.ShardedWriter(keep_last=2, asynchronous=False, rank=1, world_size=2, timeout_s=5)
+    try:
+        writer._finish(None, None, partial, path)
+    finally:
+        writer.close()
+    handed_over = (path / ".rank-1.sha256").read_text()
+    digest = checkpoint_files._sha256(path / "__1_0.distcp")
+    assert handed_over == f"{digest}  step-00000006.pt/__1_0.distcp\n"

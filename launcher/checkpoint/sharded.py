@@ -123,7 +123,7 @@ class ShardedWriter:
                 pending.result()  # every rank's files and DCP's .metadata are written
             own = sorted(partial.glob(f"__{self.rank}_*"))
             lines = [f"{_sha256(file, fsync=True)}  {path.name}/{file.name}\n" for file in own]
-            _write_atomically(_digests_path(partial, self.rank), "".join(lines).encode())
+            _hand_over(_digests_path(partial, self.rank), "".join(lines))
             if self.rank != 0:
                 return
             assert meta is not None
@@ -182,9 +182,19 @@ class ShardedWriter:
                 self._group = None
 
 
+def _hand_over(digests: Path, lines: str) -> None:
+    """This rank's digest lines for rank 0, which takes them (and renames their folder) as soon as
+    the file appears: so the file appears whole, by a rename, and this rank touches the folder no
+    more after it (no fsync of the folder, which rank 0 does before publishing)."""
+    temporary = digests.with_name(f"{digests.name}.tmp")
+    temporary.write_text(lines)
+    os.replace(temporary, digests)
+
+
 def _publish(partial: Path, path: Path, manifest: str) -> None:
     """Rename the complete folder `partial` to `path`, then write its checksum file: the mark
     that it counts. A `path` there already (best.pt) stops counting first, then goes."""
+    _fsync_folder(partial)  # every rank's file names in it on disk
     checksum_path(path).unlink(missing_ok=True)
     old = path.with_name(f".{path.name}.old")
     if path.exists():
