@@ -115,6 +115,32 @@ def test_fsdp_trains_the_digits_cnn_as_ddp_does(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_bf16_channels_last_fsdp_trains_the_batchnorm_cnn_as_ddp_under_autocast_does(tmp_path: Path) -> None:
+    """bf16 BatchNorm weights against fp32 running statistics fail inside FSDP's bf16 forward,
+    and FSDP2 cannot shard channels-last parameters: each BatchNorm is its own fp32 unit, and
+    only the batches go channels-last."""
+    steps = (
+        "train.epochs=1", "train.max_steps=6", "train.batch_size=32", "logging.every_n_steps=1",
+        "train.precision=bf16", "train.channels_last=true",
+    )  # fmt: skip
+    fsdp, ddp = _run(tmp_path, "fsdp", *steps, FSDP, recipe=DIGITS), _run(tmp_path, "ddp", *steps, recipe=DIGITS)
+    a, b = scalars(ddp), scalars(fsdp)
+    log = (fsdp / "log.rank0.txt").read_text()
+    assert "FSDP with bf16: 3 BatchNorm module(s) sharded as units of their own that compute in fp32" in log
+    assert "train.channels_last with FSDP: the image batches channels-last, the parameters as they are" in log
+    # bf16 parameters (FSDP) against fp32 ones under bf16 autocast (DDP): close, not equal.
+    for tag in ("train/loss", "val/loss"):
+        for (_, x), (_, y) in zip(a[tag], b[tag], strict=True):
+            assert y == pytest.approx(x, rel=5e-3), tag
+    assert max(abs(y - x) for (_, x), (_, y) in zip(a["train/loss"], b["train/loss"], strict=True)) > 0
+    # The BatchNorm units change how the model is sharded, not its checkpoint's names or dtypes.
+    ddp_last = checkpoint.latest(ddp / "checkpoints")
+    assert ddp_last is not None
+    whole = checkpoint.load(ddp_last)["model"]
+    assert {k: v.dtype for k, v in _weights(fsdp).items()} == {k: v.dtype for k, v in whole.items()}
+
+
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bitwise_and_eval_export_read_the_shards(tmp_path: Path) -> None:
     steps = (*SMALL_LM, FSDP, "train.max_steps=12", "checkpoint.every_n_steps=4", "checkpoint.keep_last=2")
     whole = _run(tmp_path, "whole", *steps)

@@ -249,7 +249,7 @@ class Train(Section):
     )
     channels_last: bool = Field(
         False, description="Model and image batches in the channels-last (NHWC) memory layout: faster convolutions on "
-        "GPUs with tensor cores, with bf16 or fp16.",
+        "GPUs with tensor cores, with bf16 or fp16. Under FSDP the batches only (FSDP2 shards contiguous parameters).",
     )  # fmt: skip
     compile: typing.Annotated[CompileOptions | None, WithJsonSchema(_COMPILE_JSON_SCHEMA)] = Field(
         None, description="torch.compile the model (true, or torch.compile's options): faster steps after a first one "

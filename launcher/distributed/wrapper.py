@@ -5,6 +5,7 @@ is read and loaded. DDP (`DataParallel`: every rank holds the whole model) or FS
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -17,6 +18,8 @@ from launcher.config.schema import Fsdp
 from launcher.distributed.process_group import is_distributed
 from launcher.distributed.runtime import Runtime
 from launcher.errors import UserError
+
+log = logging.getLogger("launcher")
 
 StateDicts = tuple[dict[str, Any], dict[str, Any]]  # the model's and the optimizer's
 
@@ -106,13 +109,21 @@ class FullyShard:
         mesh = init_device_mesh(self.runtime.device.type, (self.runtime.world_size,))
         bf16 = self.precision == "bf16"
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-        units = set(self.section.shard)
+        units, reshard = set(self.section.shard), self.section.reshard_after_forward
+        # BatchNorm in fp32, as under autocast: its bf16 weights against its fp32 running
+        # statistics fail, so with bf16 each BatchNorm is a unit of its own, fp32 inside, bf16 out.
+        norms = [m for m in model.modules() if bf16 and _is_batchnorm(m) and m is not model and m.affine]
+        fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32, output_dtype=torch.bfloat16)
         # Innermost first (a reversed pre-order walk): a unit is sharded before any unit holding it.
         for module in reversed(list(model.modules())):
-            if type(module).__name__ in units and module is not model:
-                fully_shard(
-                    module, mesh=mesh, reshard_after_forward=self.section.reshard_after_forward, mp_policy=policy
-                )
+            if any(module is norm for norm in norms):
+                fully_shard(module, mesh=mesh, reshard_after_forward=reshard, mp_policy=fp32)
+            elif type(module).__name__ in units and module is not model:
+                fully_shard(module, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+        if norms:
+            log.info(
+                "FSDP with bf16: %d BatchNorm module(s) sharded as units of their own that compute in fp32", len(norms)
+            )
         # The root's parameters (embeddings, the head...) are needed again as soon as the backward starts.
         fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=policy)
         return model
@@ -136,6 +147,10 @@ class FullyShard:
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
         set_state_dict(net, optimizer, model_state_dict=model, optim_state_dict=optim)
+
+
+def _is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
 def share_buffers(net: nn.Module) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import random
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from launcher.training.optim import (
 )
 from launcher.training.task import Task, metric_tags
 from launcher.training.tasks import build_task, wants_classes
+
+log = logging.getLogger("launcher")
 
 
 @dataclass
@@ -110,8 +113,7 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         )
 
     net = build_model(recipe.model, data.info).to(device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net = _channels_last(net, recipe)
     apply_activation_checkpointing(net, recipe.model.activation_checkpointing)  # then compile, then wrap
     per_block = recipe.distributed.fsdp.shard if recipe.distributed.strategy == "fsdp" else []
     compile_model(net, cfg.compile, per_block=per_block or None)  # FSDP: each unit compiled, then sharded
@@ -142,6 +144,18 @@ def setup(recipe: Recipe, runtime: Runtime) -> Setup:
         mixed_precision=autocast(cfg.precision, device), batches_per_epoch=batches_per_epoch,
         steps_per_epoch=steps_per_epoch, planned_epochs=epochs, planned_steps=max_steps, schedule_per_step=schedule_per_step,
     )  # fmt: skip
+
+
+def _channels_last(net: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    """With train.channels_last, the model in that memory layout; under FSDP the batches only:
+    FSDP2 shards contiguous parameters only, and a convolution runs channels-last when its
+    input is."""
+    if not recipe.train.channels_last:
+        return net
+    if recipe.distributed.strategy == "fsdp":
+        log.info("train.channels_last with FSDP: the image batches channels-last, the parameters as they are")
+        return net
+    return net.to(memory_format=torch.channels_last)
 
 
 def describe_targets(recipe: Recipe, info: DataInfo) -> str:
