@@ -74,6 +74,9 @@ def test_fsdp_follows_ddp_and_holds_half_the_optimizer_state_per_rank(tmp_path: 
     listed = checkpoint.checksum_path(newest).read_text()
     assert f"{newest.name}/__0_0.distcp" in listed and f"{newest.name}/__1_0.distcp" in listed
     assert [p.name for p in checkpoint.saved_steps(fsdp / "checkpoints")] == ["step-00000004.pt", "step-00000008.pt"]
+    # Keeping the gathered blocks from the forward to the backward changes when, not what, it computes.
+    kept = scalars(_run(tmp_path, "kept", *SMALL_LM, *steps, FSDP, "distributed.fsdp.reshard_after_forward=false"))
+    assert kept["train/loss"] == b["train/loss"] and kept["val/loss"] == b["val/loss"]
 
 
 @pytest.mark.slow
