@@ -16,7 +16,7 @@ from launcher.cli.parser import SLURM_FLAGS
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
 from launcher.config.yaml_io import read_yaml
-from launcher.distributed import elastic
+from launcher.distributed import elastic, flight_recorder
 from launcher.distributed.runtime import single_process
 from launcher.distributed.watchdog import last_seen
 from launcher.distributed.worker import worker
@@ -141,7 +141,8 @@ def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, pla
     except elastic.WorkersFailed as failed:
         seen = last_seen(run.heartbeats)
         where = f"\nwhere the ranks were: {'; '.join(seen)} (stacks of stalled ranks: log.rank<N>.txt)" if seen else ""
-        raise RunFailed(f"{failed}{where}") from None
+        dumps = flight_recorder.pointer(run.path)
+        raise RunFailed(f"{failed}{where}" + (f"\n{dumps}" if dumps else "")) from None
     except SignalException as signalled:
         # Rank 0 writes metrics.json after the last checkpoint is complete: the run is whole.
         if not (run.metrics.exists() and run.metrics.stat().st_mtime >= started):

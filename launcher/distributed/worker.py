@@ -16,7 +16,7 @@ from typing import Any
 from launcher import checkpoint
 from launcher.config import components
 from launcher.config.schema import Recipe
-from launcher.distributed import elastic
+from launcher.distributed import elastic, flight_recorder
 from launcher.distributed import process_group as distributed
 from launcher.distributed.runtime import Runtime
 from launcher.errors import UserError
@@ -68,6 +68,7 @@ def joined(recipe: Recipe, run: RunDir, device_type: str, console_on_every_rank:
         run.rank_log(runtime.rank, runtime.world_size), console=runtime.is_main or console_on_every_rank
     )
     try:
+        flight_recorder.switch_on(run.path, runtime.device)
         distributed.init_process_group(runtime, recipe.distributed.timeout_s)
         yield runtime
     finally:
