@@ -46,6 +46,11 @@ class RunDir:
         """torch.compile's caches (train.compile): found again by a resumed or requeued run."""
         return self.path / "compile_cache"
 
+    @property
+    def profile(self) -> Path:
+        """logging.profile's trace (rank 0's)."""
+        return self.path / "profile"
+
     def tensorboard(self, configured: str | None) -> Path:
         return Path(configured) if configured else self.path / "tensorboard"
 

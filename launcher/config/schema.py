@@ -385,11 +385,25 @@ class Checkpoint(Section):
     best: Best | None = Field(default_factory=Best, description="Keep a separate best.pt by this metric (null: none).")
 
 
+class Profile(Section):
+    """torch.profiler on rank 0 over one window of optimizer steps, counted from this process's first."""
+
+    wait: int = Field(5, ge=0, description="Steps before the profiler starts (the first ones compile and warm caches).")
+    warmup: int = Field(2, ge=0, description="Steps profiled and thrown away (the profiler's own start-up).")
+    active: int = Field(5, ge=1, description="Steps recorded into the trace.")
+    memory: bool = Field(False, description="Record tensor allocations too (a larger trace).")
+    with_stack: bool = Field(False, description="Record the Python stack of each operator (a larger trace).")
+
+
 class Logging(Section):
     tensorboard_dir: str | None = Field(None, description="Default: <run folder>/tensorboard.")
     every_n_steps: int = Field(10, ge=1)
     histograms: bool = Field(False, description="Weight and gradient histograms at the last step of every epoch.")
     image_grid: bool = Field(False, description="An image grid of the first training batch.")
+    profile: Profile | None = Field(
+        None, description="Profile a window of steps on rank 0 (torch.profiler) into <run folder>/profile: "
+        "a trace that Perfetto (ui.perfetto.dev) and TensorBoard's profile plugin open. null: no profiling.",
+    )  # fmt: skip
 
 
 class Fsdp(Section):

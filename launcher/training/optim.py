@@ -238,3 +238,15 @@ SCHEDULER = Kind(
     "scheduler", "torch.optim.lr_scheduler", LR_SCHEDULER, lambda: classes_in(torch.optim.lr_scheduler, LR_SCHEDULER),
     frozenset({"optimizer", *LENGTH_ARGUMENTS}), composes=True,
 )  # fmt: skip
+
+
+def measure_grad_norm(net: torch.nn.Module, clip: float | None) -> float:
+    """The gradients' total 2-norm, before clipping them to `clip` where it is set. Every rank
+    calls it: under FSDP each holds a shard, and the norm is all-reduced."""
+    parameters = [p for p in net.parameters() if p.grad is not None]
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+    whole = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP
+    return float(whole.item())

@@ -31,7 +31,8 @@ from launcher.training.batches import batch_size, first_tensor, to_device
 from launcher.training.checkpointing import Checkpoints
 from launcher.training.compilation import compile_cache, graphs_compiled
 from launcher.training.memory import Memory, describe, measure, peak
-from launcher.training.optim import needs_metric, stretch_cosine
+from launcher.training.optim import measure_grad_norm, needs_metric, stretch_cosine
+from launcher.training.profiling import StepProfiler, step_profiler
 from launcher.training.progress import Progress, due, is_complete, longer_run
 from launcher.training.setup import describe_targets, setup
 from launcher.training.stopping import StopRequests, TrainingStopped
@@ -205,16 +206,20 @@ class Trainer:
             self.run.rank_log(self.runtime.rank, self.runtime.world_size),
             self.recipe.distributed.stall_s,
         )
+        profiler = step_profiler(
+            self.recipe.logging.profile, self.run.profile, self.runtime.device, self.runtime.is_main
+        )
         self.s.model.train()
         try:
             while not self.done():
-                self.train_epoch(logger, watchdog)
+                self.train_epoch(logger, watchdog, profiler)
                 self.end_of_epoch(logger)
             self.checkpoints.close()
             summary = self.summary()
             logger.hparams(_flat_hparams(self.recipe.to_dict()), self.metrics)
             return summary
         finally:
+            profiler.close()
             watchdog.close()
             logger.close()
             self.checkpoints.close()  # stopped or failed: what was handed over still completes
@@ -233,7 +238,7 @@ class Trainer:
             cfg.batch_size * world_size * cfg.grad_accum_steps, _known(s.steps_per_epoch), _known(s.planned_epochs),
         )  # fmt: skip
 
-    def train_epoch(self, logger: Logger, watchdog: Watchdog) -> None:
+    def train_epoch(self, logger: Logger, watchdog: Watchdog, profiler: StepProfiler) -> None:
         """The rest of the epoch in progress, one optimizer step per grad_accum_steps batches."""
         s, progress, cfg = self.s, self.progress, self.recipe.train
         start_epoch(s.train_batches, progress.epoch, skip_batches=progress.batches_done)
@@ -262,13 +267,14 @@ class Trainer:
             window.items += items
             if not steps_now:
                 continue
-            lr = self.optimizer_step(logger)
+            lr, grad_norm = self.optimizer_step(logger)
+            profiler.step()
             watchdog.step(progress.step)
             first_here = self.first_step_s is None
             if first_here:
                 self.note_first_step(window.started)
             if progress.step % self.recipe.logging.every_n_steps == 0:
-                self.log_window(logger, window, lr)
+                self.log_window(logger, window, lr, grad_norm)
                 window = Window.new(self.runtime.device)
             elif first_here:
                 window.restart_clock()  # the window's throughput leaves out the first step's compiling
@@ -328,13 +334,15 @@ class Trainer:
             s.scaler.scale(step.loss / micro_batches).backward()
         return step.loss.detach(), step.items
 
-    def optimizer_step(self, logger: Logger) -> float:
+    def optimizer_step(self, logger: Logger) -> tuple[float, float | None]:
         """Clip, step the optimizer (and a per-step schedule), clear the gradients; the learning
-        rate this step used."""
+        rate this step used, and the gradients' norm where it was measured (clipping, or a
+        logged step: every rank measures at the same steps, a collective under FSDP)."""
         s, cfg, progress = self.s, self.recipe.train, self.progress
-        if cfg.grad_clip is not None:
-            s.scaler.unscale_(s.optimizer)
-            torch.nn.utils.clip_grad_norm_(s.net.parameters(), cfg.grad_clip)
+        grad_norm = None
+        if cfg.grad_clip is not None or (progress.step + 1) % self.recipe.logging.every_n_steps == 0:
+            s.scaler.unscale_(s.optimizer)  # fp16: the true gradients (a no-op without a loss scaler)
+            grad_norm = measure_grad_norm(s.net, cfg.grad_clip)
         lr = s.optimizer.param_groups[0]["lr"]
         s.scaler.step(s.optimizer)
         s.scaler.update()
@@ -349,9 +357,9 @@ class Trainer:
             self.memory = [Memory.model_validate(m) for m in gather(mine.model_dump())]
             log.info("%s", describe(self.memory))
         s.optimizer.zero_grad(set_to_none=True)
-        return float(lr)
+        return float(lr), grad_norm
 
-    def log_window(self, logger: Logger, window: Window, lr: float) -> None:
+    def log_window(self, logger: Logger, window: Window, lr: float, grad_norm: float | None) -> None:
         seconds = time.perf_counter() - window.started
         world_size = self.runtime.world_size
         # The mean over every worker's batches: the loss of the global batch.
@@ -361,6 +369,9 @@ class Trainer:
             "train/lr": lr,
             "train/samples_per_s": window.samples * world_size / max(seconds, 1e-9),
         }
+        if grad_norm is not None:
+            values["train/grad_norm"] = grad_norm
+        values["train/peak_memory_mb"] = int(peak(self.runtime.device)["peak"]) / 2**20  # rank 0's
         if (unit := self.s.task.unit) != "samples":  # tokens/s for a language model
             values[f"train/{unit}_per_s"] = window.items * world_size / max(seconds, 1e-9)
             self.throughput = {f"train/{unit}_per_s": values[f"train/{unit}_per_s"]}  # for the epoch's log line
