@@ -19,6 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LAUNCH = (sys.executable, "-m", "launcher")
+# recipes/tiny_lm.yaml's GPT made small for tests: 2 blocks of width 32 on blocks of 32 bytes, 2
+# warmup steps, every step logged, a 20-byte sample at each evaluation.
+SMALL_LM = (
+    "model.width=32", "model.layers=2", "model.heads=2", "data.dataset.block_size=32", "data.dataset.val_blocks=24",
+    "train.batch_size=8", "eval.batch_size=8", "logging.every_n_steps=1", "task.max_new_tokens=20",
+    "scheduler.milestones=[2]", "scheduler.schedulers.0.total_iters=2",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

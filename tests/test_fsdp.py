@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, RECIPES, run_dirs, run_launch, scalars, start_launch
+from conftest import FIXTURES, RECIPES, SMALL_LM, run_dirs, run_launch, scalars, start_launch
 
 from launcher import checkpoint
 from launcher.checkpoint import sharded
@@ -22,11 +22,7 @@ from launcher.models.gpt import GPT
 
 TINY_LM = RECIPES / "tiny_lm.yaml"
 DIGITS = RECIPES / "digits.yaml"
-SMALL_LM = (
-    "model.width=32", "model.layers=2", "model.heads=2", "data.dataset.block_size=32", "data.dataset.val_blocks=24",
-    "train.batch_size=8", "eval.batch_size=8", "logging.every_n_steps=1", "task.max_new_tokens=20",
-    "scheduler.milestones=[2]", "scheduler.schedulers.0.total_iters=2", "distributed.fsdp.shard=[TransformerBlock]",
-)  # fmt: skip
+SHARDED_LM = (*SMALL_LM, "distributed.fsdp.shard=[TransformerBlock]")
 FSDP = "distributed.strategy=fsdp"
 
 
@@ -54,8 +50,8 @@ def _memory(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_fsdp_follows_ddp_and_holds_half_the_optimizer_state_per_rank(tmp_path: Path) -> None:
     steps = ("train.max_steps=8", "train.grad_accum_steps=2", "checkpoint.every_n_steps=4")
-    ddp = _run(tmp_path, "ddp", *SMALL_LM, *steps)
-    fsdp = _run(tmp_path, "fsdp", *SMALL_LM, *steps, FSDP)
+    ddp = _run(tmp_path, "ddp", *SHARDED_LM, *steps)
+    fsdp = _run(tmp_path, "fsdp", *SHARDED_LM, *steps, FSDP)
     a, b = scalars(ddp), scalars(fsdp)
     assert [s for s, _ in a["train/loss"]] == [s for s, _ in b["train/loss"]] == list(range(1, 9))
     for (_, x), (_, y) in zip(a["train/loss"] + a["val/loss"], b["train/loss"] + b["val/loss"], strict=True):
@@ -75,13 +71,13 @@ def test_fsdp_follows_ddp_and_holds_half_the_optimizer_state_per_rank(tmp_path: 
     assert f"{newest.name}/__0_0.distcp" in listed and f"{newest.name}/__1_0.distcp" in listed
     assert [p.name for p in checkpoint.saved_steps(fsdp / "checkpoints")] == ["step-00000004.pt", "step-00000008.pt"]
     # Keeping the gathered blocks from the forward to the backward changes when, not what, it computes.
-    kept = scalars(_run(tmp_path, "kept", *SMALL_LM, *steps, FSDP, "distributed.fsdp.reshard_after_forward=false"))
+    kept = scalars(_run(tmp_path, "kept", *SHARDED_LM, *steps, FSDP, "distributed.fsdp.reshard_after_forward=false"))
     assert kept["train/loss"] == b["train/loss"] and kept["val/loss"] == b["val/loss"]
 
 
 @pytest.mark.slow
 def test_fsdp_with_compiled_units_and_activation_checkpointing_follows_eager_fsdp(tmp_path: Path) -> None:
-    steps = (*SMALL_LM, FSDP, "train.max_steps=6", "checkpoint.every_n_steps=3")
+    steps = (*SHARDED_LM, FSDP, "train.max_steps=6", "checkpoint.every_n_steps=3")
     eager = _run(tmp_path, "eager", *steps)
     compiled = _run(
         tmp_path, "compiled", *steps, "train.compile=true", "model.activation_checkpointing=[TransformerBlock]"
@@ -95,7 +91,7 @@ def test_fsdp_with_compiled_units_and_activation_checkpointing_follows_eager_fsd
 
 @pytest.mark.slow
 def test_bf16_fsdp_gathers_bf16_parameters_and_follows_ddp_under_autocast(tmp_path: Path) -> None:
-    steps = (*SMALL_LM, "train.max_steps=6", "checkpoint.every_n_steps=3", "train.precision=bf16")
+    steps = (*SHARDED_LM, "train.max_steps=6", "checkpoint.every_n_steps=3", "train.precision=bf16")
     ddp, fsdp = scalars(_run(tmp_path, "ddp", *steps)), scalars(_run(tmp_path, "fsdp", *steps, FSDP))
     losses = [(x, y) for (_, x), (_, y) in zip(ddp["train/loss"], fsdp["train/loss"], strict=True)]
     # bf16 parameters (FSDP's policy) against fp32 ones under bf16 autocast (DDP): close, not equal.
@@ -145,7 +141,7 @@ def test_bf16_channels_last_fsdp_trains_the_batchnorm_cnn_as_ddp_under_autocast_
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bitwise_and_eval_export_read_the_shards(tmp_path: Path) -> None:
-    steps = (*SMALL_LM, FSDP, "train.max_steps=12", "checkpoint.every_n_steps=4", "checkpoint.keep_last=2")
+    steps = (*SHARDED_LM, FSDP, "train.max_steps=12", "checkpoint.every_n_steps=4", "checkpoint.keep_last=2")
     whole = _run(tmp_path, "whole", *steps)
     assert [p.name for p in checkpoint.saved_steps(whole / "checkpoints")] == ["step-00000008.pt", "step-00000012.pt"]
     sharded.verify(whole / "checkpoints" / "best.pt")
@@ -185,7 +181,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_and_eval_export_read_the_shard
 
 @pytest.mark.slow
 def test_two_ranks_go_on_in_one_process_and_a_truncated_shard_is_refused(tmp_path: Path) -> None:
-    steps = (*SMALL_LM, FSDP, "checkpoint.every_n_steps=3", "checkpoint.best=null")
+    steps = (*SHARDED_LM, FSDP, "checkpoint.every_n_steps=3", "checkpoint.best=null")
     run = _run(tmp_path, "two", *steps, "train.max_steps=6")
     shard = checkpoint.step_path(run / "checkpoints", 6) / "__1_0.distcp"
     shard.write_bytes(shard.read_bytes()[:100])  # a disk that lost the end of rank 1's file
@@ -207,7 +203,7 @@ def test_two_ranks_go_on_in_one_process_and_a_truncated_shard_is_refused(tmp_pat
 def test_a_kill_during_an_asynchronous_save_leaves_the_previous_checkpoint_the_newest(tmp_path: Path) -> None:
     # Every shard's fsync takes 3 s here (tests/fixtures/slow_disk: a slow disk), so that a save is
     # in flight, beside training, when the run is killed.
-    steps = (*SMALL_LM, FSDP, "train.max_steps=40", "checkpoint.every_n_steps=4", "checkpoint.asynchronous=true")
+    steps = (*SHARDED_LM, FSDP, "train.max_steps=40", "checkpoint.every_n_steps=4", "checkpoint.asynchronous=true")
     env = {**os.environ, "PYTHONPATH": f"{FIXTURES / 'slow_disk'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env["SLOW_DISK_S"] = "3"
     process = start_launch(TINY_LM, "--nproc", "2", f"run.output={tmp_path}", *steps, cwd=tmp_path, env=env)
@@ -234,7 +230,7 @@ def test_fp16_with_fsdp_and_an_unknown_unit_are_named_before_anything_runs(tmp_p
     assert result.returncode == 2
     assert "train.precision: fp16 is not supported with distributed.strategy=fsdp: use bf16" in result.stderr
     result = run_launch(
-        TINY_LM, "--cpu", *SMALL_LM, FSDP, "distributed.fsdp.shard=[Block]", f"run.output={tmp_path}", cwd=tmp_path
+        TINY_LM, "--cpu", *SHARDED_LM, FSDP, "distributed.fsdp.shard=[Block]", f"run.output={tmp_path}", cwd=tmp_path
     )
     assert result.returncode == 2
     assert "distributed.fsdp.shard: 'Block' is no module class of GPT; its classes:" in result.stderr

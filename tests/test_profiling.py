@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RECIPES, run_dirs, run_launch, scalars
+from conftest import RECIPES, SMALL_LM, run_dirs, run_launch, scalars
 
 from launcher.distributed import flight_recorder
 
-SMALL_LM = (
-    "model.width=32", "model.layers=2", "model.heads=2", "data.dataset.block_size=32", "data.dataset.val_blocks=24",
-    "train.batch_size=8", "eval.batch_size=8", "logging.every_n_steps=1", "task.max_new_tokens=20",
-    "scheduler.milestones=[2]", "scheduler.schedulers.0.total_iters=2", "distributed.fsdp.shard=[TransformerBlock]",
-    "train.max_steps=4", "checkpoint.every_n_steps=4",
-)  # fmt: skip
+STEPS = ("distributed.fsdp.shard=[TransformerBlock]", "train.max_steps=4", "checkpoint.every_n_steps=4")
 
 
 def _run(tmp_path: Path, name: str, recipe: Path, *overrides: str) -> Path:
@@ -51,8 +46,8 @@ def test_a_profile_window_writes_one_trace_on_rank_0_with_the_steps_asked_for(tm
 @pytest.mark.slow
 def test_the_gradient_norm_is_logged_before_clipping_and_fsdp_measures_ddps(tmp_path: Path) -> None:
     lm = RECIPES / "tiny_lm.yaml"
-    ddp = scalars(_run(tmp_path, "ddp", lm, *SMALL_LM))
-    fsdp = scalars(_run(tmp_path, "fsdp", lm, *SMALL_LM, "distributed.strategy=fsdp", "train.grad_clip=0.01"))
+    ddp = scalars(_run(tmp_path, "ddp", lm, *SMALL_LM, *STEPS))
+    fsdp = scalars(_run(tmp_path, "fsdp", lm, *SMALL_LM, *STEPS, "distributed.strategy=fsdp", "train.grad_clip=0.01"))
     assert [s for s, _ in ddp["train/grad_norm"]] == [s for s, _ in fsdp["train/grad_norm"]] == [1, 2, 3, 4]
     # Step 1: the same weights and batch, so the same norm: FSDP's is all-reduced over its shards,
     # and the one logged is measured before clipping.
