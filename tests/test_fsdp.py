@@ -233,5 +233,5 @@ def test_fp16_with_fsdp_and_an_unknown_unit_are_named_before_anything_runs(tmp_p
         TINY_LM, "--cpu", *SHARDED_LM, FSDP, "distributed.fsdp.shard=[Block]", f"run.output={tmp_path}", cwd=tmp_path
     )
     assert result.returncode == 2
-    assert "distributed.fsdp.shard: 'Block' is no module class of GPT; its classes:" in result.stderr
+    assert "distributed.fsdp.shard: 'Block' matches no module of GPT; its module classes:" in result.stderr
     assert "TransformerBlock" in result.stderr

@@ -17,7 +17,7 @@ from torch import nn
 from launcher.config.schema import Fsdp
 from launcher.distributed.process_group import is_distributed
 from launcher.distributed.runtime import Runtime
-from launcher.errors import UserError
+from launcher.models.build import modules_of_classes
 
 log = logging.getLogger("launcher")
 
@@ -88,12 +88,7 @@ class FullyShard:
         self.runtime, self.section, self.sync_batchnorm, self.precision = runtime, section, sync_batchnorm, precision
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        classes = {type(module).__name__ for module in model.modules()}
-        if unknown := [name for name in self.section.shard if name not in classes]:
-            raise UserError(
-                f"distributed.fsdp.shard: {', '.join(map(repr, unknown))} is no module class of "
-                f"{type(model).__name__}; its classes: {', '.join(sorted(classes))}"
-            )
+        units = {id(m) for m in modules_of_classes(model, self.section.shard, "distributed.fsdp.shard")}
         if not is_distributed():
             return model
         if self.sync_batchnorm:
@@ -109,7 +104,7 @@ class FullyShard:
         mesh = init_device_mesh(self.runtime.device.type, (self.runtime.world_size,))
         bf16 = self.precision == "bf16"
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-        units, reshard = set(self.section.shard), self.section.reshard_after_forward
+        reshard = self.section.reshard_after_forward
         # BatchNorm in fp32, as under autocast: its bf16 weights against its fp32 running
         # statistics fail, so with bf16 each BatchNorm is a unit of its own, fp32 inside, bf16 out.
         norms = [m for m in model.modules() if bf16 and _is_batchnorm(m) and m is not model and m.affine]
@@ -118,7 +113,7 @@ class FullyShard:
         for module in reversed(list(model.modules())):
             if any(module is norm for norm in norms):
                 fully_shard(module, mesh=mesh, reshard_after_forward=reshard, mp_policy=fp32)
-            elif type(module).__name__ in units and module is not model:
+            elif id(module) in units and module is not model:
                 fully_shard(module, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
         if norms:
             log.info(
