@@ -50,11 +50,8 @@ DEFAULT_CONTENDERS = {
 }
 # What a contender cannot train, and why: left out where asked for, and the table says why. Delete an
 # entry once its cause is fixed.
-CANNOT = {
-    ("g1", "launch-fsdp"): "launch's FSDP with train.precision=bf16 casts BatchNorm's weights to bf16 beside its fp32 "
-    "running statistics, which batch_norm refuses (RuntimeError: expected scalar type BFloat16 but found Float; "
-    "https://github.com/pytorch/torchtitan/issues/674; plain-fsdp shards each BatchNorm apart, in fp32)",
-}
+CANNOT: dict[tuple[str, str], str] = {}
+
 # `launch`'s train.reuse_freed_memory (launcher/distributed/runtime.py) through glibc's tunables.
 REUSE_FREED_MEMORY = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
 
