@@ -54,11 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(command: str, args: argparse.Namespace) -> int:
     """The command, from the parsed command line."""
     # start-up: the commands' modules import torch; see main()
-    from launcher.cli import check, inference, slurm, sweep, train
+    from launcher.cli import check, inference, search, slurm, sweep, train
     from launcher.cli.recipe_checks import problems_in
 
-    if command in ("report", "sweep"):
-        return report(args) if command == "report" else sweep.sweep(args)
+    if command in ("report", "sweep", "search"):
+        return report(args) if command == "report" else sweep.sweep(args) if command == "sweep" else search.search(args)
     if command == "export":
         return inference.export(args.target, args.out)
     files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []

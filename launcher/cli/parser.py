@@ -14,6 +14,9 @@ USAGE = """The `launch` command: what runs, and where.
     launch status|logs|cancel RUN_FOLDER_OR_JOB_ID        (logs: [--rank N] [--follow])
     launch sweep RECIPE key=a,b,c ... [--cpu | --nproc N | --slurm ... --parallel N [--wait]] [--metric M --mode max|min]
     launch sweep SWEEP_FOLDER                             (rewrite its results.csv/json, print its table)
+    launch search RECIPE key=loguniform:A:B key=choice:a,b ... --trials N [--sampler tpe|random]
+        [--pruner asha|median|none] [--cpu | --nproc N | --slurm ... --parallel N] [--metric M --mode max|min]
+    launch search SEARCH_FOLDER [--trials N]              (go on with its search)
     launch report RUN_OR_SWEEP_FOLDER [--out DIR]
     launch check RECIPE [key.sub=value ...]
     launch eval RECIPE --checkpoint PATH [key.sub=value ...]
@@ -25,7 +28,20 @@ Flags say where and how a run goes; what it trains is in the recipe, and any rec
 overridden after it as key.sub=value (command line > recipe file > defaults).
 """
 SLURM_FLAGS = ("nodes", "partition", "time", "account", "qos", "constraint", "mem", "cpus_per_task")
-COMMANDS = ("train", "sweep", "check", "eval", "predict", "export", "report", "schema", "status", "logs", "cancel")
+COMMANDS = (
+    "train",
+    "sweep",
+    "search",
+    "check",
+    "eval",
+    "predict",
+    "export",
+    "report",
+    "schema",
+    "status",
+    "logs",
+    "cancel",
+)
 JOB_COMMANDS = ("status", "logs", "cancel")
 
 
@@ -49,12 +65,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="where the state dict goes (.pt)")
     elif command != "schema":
         _recipe_arguments(parser, command)
-    if command in ("train", "sweep"):
+    if command in ("train", "sweep", "search"):
         _run_arguments(parser, command)
         _worker_arguments(parser, command)
         _slurm_arguments(parser, command)
-    if command == "sweep":
+    if command in ("sweep", "search"):
         _sweep_arguments(parser)
+    if command == "search":
+        _search_arguments(parser)
     if command in ("eval", "predict"):
         parser.add_argument(
             "--checkpoint", required=True, type=Path,
@@ -88,6 +106,18 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _recipe_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     sweeping = command == "sweep"
+    if command == "search":
+        parser.add_argument(
+            "recipe",
+            metavar="SEARCH_FOLDER_OR_RECIPE",
+            help="the recipe (YAML); or a search folder: go on with its search",
+        )
+        parser.add_argument(
+            "overrides", nargs="*", metavar="key.sub=value",
+            help="recipe overrides; key=uniform:A:B, loguniform:A:B, int:A:B or choice:a,b,c is searched",
+        )  # fmt: skip
+        parser.add_argument("--cpu", action="store_true", help="run on the CPU in one process, even where GPUs exist")
+        return
     parser.add_argument(
         "recipe", metavar="SWEEP_FOLDER_OR_RECIPE" if sweeping else "RECIPE",
         help="the recipe (YAML); or a sweep folder: rewrite its results.csv/json and print its table, run nothing"
@@ -101,7 +131,7 @@ def _recipe_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    sweeping = command == "sweep"
+    sweeping = command in ("sweep", "search")
     if not sweeping:
         parser.add_argument(
             "--resume", nargs="?", const="latest", metavar="PATH",
@@ -116,7 +146,7 @@ def _run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _worker_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    sweeping = command == "sweep"
+    sweeping = command in ("sweep", "search")
     where = parser.add_argument_group(
         "workers (torchrun's vocabulary)" + ("; each run of the sweep, one after another" if sweeping else "")
     )
@@ -141,7 +171,7 @@ def _worker_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _slurm_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    sweeping = command == "sweep"
+    sweeping = command in ("sweep", "search")
     cluster = parser.add_argument_group(
         "SLURM (sbatch's vocabulary; also the recipe's slurm: section, which these flags override)"
     )
@@ -158,12 +188,18 @@ def _slurm_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     cluster.add_argument("--constraint", metavar="C")
     cluster.add_argument("--mem", metavar="SIZE", help="memory per node, e.g. 64G")
     cluster.add_argument("--cpus-per-task", type=int, metavar="N")
-    cluster.add_argument(
-        "--wait", action="store_true",
-        help="wait until every run's job has ended, then write the results" if sweeping
-        else "follow rank 0's log until the job ends; exit with the job's status",
-    )  # fmt: skip
-    if sweeping:
+    if command != "search":  # a search always waits: each array's results choose the next trials
+        cluster.add_argument(
+            "--wait", action="store_true",
+            help="wait until every run's job has ended, then write the results" if sweeping
+            else "follow rank 0's log until the job ends; exit with the job's status",
+        )  # fmt: skip
+    if command == "search":
+        cluster.add_argument(
+            "--parallel", type=int, metavar="N",
+            help="trials per job array (default 4); the search waits for each array, whose results choose the next trials",
+        )  # fmt: skip
+    elif sweeping:
         cluster.add_argument(
             "--parallel", type=int, metavar="N", help="at most N runs of the array at once (default: as SLURM allows)"
         )
@@ -187,4 +223,18 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--name", metavar="ID",
         help="the sweep folder is sweep-ID (default: a hash of the recipe path, the grid and the other overrides)",
+    )  # fmt: skip
+
+
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    options = parser.add_argument_group("the search (Optuna)")
+    options.add_argument(
+        "--trials", type=int, metavar="N", help="trials in the study in all (default 20; a search folder: its own)"
+    )
+    options.add_argument(
+        "--sampler", choices=("tpe", "random"), default="tpe", help="how the values are drawn (default tpe)"
+    )
+    options.add_argument(
+        "--pruner", choices=("asha", "median", "none"), default="asha",
+        help="which trials stop early, judged after each evaluation (default asha: successive halving)",
     )  # fmt: skip

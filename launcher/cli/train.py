@@ -115,6 +115,9 @@ def _train_in_this_process(recipe: Recipe, run: RunDir, resume_from: Path | None
         try:
             summary = run_training(recipe, runtime, run, resume_from, stop)
         except TrainingStopped as stopped:
+            if stopped.pruned:  # what its search asked for: no failure, nothing to resume
+                log.info("%s", stopped)
+                return 0
             log.error("%s; go on with: launch %s --resume %s", stopped, run.recipe, run.path)
             return stopped.exit_code
         _say_done(summary, run)
@@ -152,6 +155,9 @@ def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, pla
         return 128 + signalled.sigval
     if 0 not in results:  # another node runs rank 0 and reports there
         log.info("this node's workers finished; rank 0's node has the summary in %s", run.metrics)
+        return 0
+    if results[0] is None:  # its search pruned it (training/pruning.py)
+        log.info("the run was pruned by its search: %s", run.path / "pruned.json")
         return 0
     _say_done(results[0], run)
     return 0

@@ -29,8 +29,10 @@ from launcher.training.trainer import train
 log = logging.getLogger("launcher")
 
 
-def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str) -> RunSummary:
-    """The elastic agent's entry point: train as one of its workers. A UserError (a recipe
+def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str) -> RunSummary | None:
+    """The elastic agent's entry point: train as one of its workers; None where its search pruned
+    the run (it ended as asked, with its checkpoint: a worker exiting non-zero is a failure to the
+    agent). A UserError (a recipe
     problem found while building, say) reaches `launch` as its message and exit code, which it
     prints as one process would: no traceback, no "rank N failed"."""
     try:
@@ -41,7 +43,7 @@ def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, 
 
 def _train_as_worker(
     recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str
-) -> RunSummary:
+) -> RunSummary | None:
     recipe, run = Recipe.model_validate(recipe_data), RunDir(Path(run_path))
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         # The agent restarted the group after a failure: carry on from the newest checkpoint.
@@ -53,6 +55,9 @@ def _train_as_worker(
             with stop.catching():
                 return train(recipe, runtime, run, Path(resume_from) if resume_from else None, stop)
         except TrainingStopped as stopped:
+            if stopped.pruned:
+                log.info("%s", stopped)
+                return None
             # SIGTERM/Ctrl-C reach the agent, which passes them on: stop here, checkpoint written.
             log.warning("%s", stopped)
             raise SystemExit(stopped.exit_code) from None

@@ -124,6 +124,9 @@ def run_task(recipe: Recipe, run: RunDir, device_type: str, requeue: Callable[[]
             with stop.catching([signal.SIGTERM, preemption_signal()]):
                 return train(recipe, runtime, run, latest, stop)
         except TrainingStopped as stopped:
+            if stopped.pruned:  # its search asked for it: the task ends with success
+                log.info("%s", stopped)
+                return None
             log.warning("%s", stopped)
             if not stopped.wants_requeue:
                 raise SystemExit(128 + signal.SIGTERM) from None

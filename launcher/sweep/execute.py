@@ -45,7 +45,7 @@ def run_locally(sweep: Sweep, train_one: TrainOne) -> int:
             rows[run.name] = result_row(sweep, run, Outcome("running"))
             write_results(sweep, list(rows.values()))
             try:
-                outcome, code = _train_one(train_one, sweep.recipes[run.name], folder, resume_from)
+                outcome, code = train_and_record(train_one, sweep.recipes[run.name], folder, resume_from)
             except BaseException:  # Ctrl-C, SIGTERM: the sweep stops, the rows say where
                 rows[run.name] = result_row(
                     sweep, run, Outcome("stopped", "interrupted; it resumes from its checkpoint")
@@ -62,7 +62,9 @@ def run_locally(sweep: Sweep, train_one: TrainOne) -> int:
     return code or (1 if any(row.status != "finished" for row in results) else 0)
 
 
-def _train_one(train_one: TrainOne, recipe: Recipe, folder: RunDir, resume_from: Path | None) -> tuple[Outcome, int]:
+def train_and_record(
+    train_one: TrainOne, recipe: Recipe, folder: RunDir, resume_from: Path | None
+) -> tuple[Outcome, int]:
     """Train one run; its failure is an Outcome, not the sweep's end. The run's log.txt gets the
     error; the sweep's messages go back to the console alone afterwards."""
     try:

@@ -111,25 +111,35 @@ def plan(
 
     combos = combinations(grid)
     runs = [Run(name=run_name, params=params) for run_name, params in zip(run_names(grid, combos), combos, strict=True)]
-    recipes = _validated_recipes(recipe_path, fixed, runs, check)
+    recipes = validated_recipes(recipe_path, fixed, runs, check)
     first = recipes[runs[0].name]
-    measured = metric_names(first.eval.metrics or [])
+    metric, mode = chosen_metric(first, metric, mode)
+    folder = results_folder(first, "sweep", name or sweep_id(recipe_path, grid, fixed))
+    sweep = Sweep(folder, recipe_path, grid, fixed, metric, mode, runs, recipes)
+    _refuse_another_sweep_in(sweep)
+    return sweep
+
+
+def chosen_metric(recipe: Recipe, metric: str | None, mode: Mode | None) -> tuple[str, Mode]:
+    """(--metric, --mode) where given, else val/acc1 if the recipe measures it (else val/loss) and
+    the metric's own direction; a metric the recipe does not measure is refused."""
+    measured = metric_names(recipe.eval.metrics or [])
     metric = metric or ("val/acc1" if "val/acc1" in measured else "val/loss")
     if metric not in measured:
         raise UserError(
             f"--metric {metric}: not measured by this recipe (eval.metrics); choose one of {', '.join(measured)}{did_you_mean(metric, measured)}"
         )
-    if name is not None and not SAFE_ID.fullmatch(name):
-        raise UserError(f"--name {name}: use letters, digits and . _ + - (it names the folder sweep-{name})")
-    folder = Path(first.run.output) / first.run.resolved_name / f"sweep-{name or sweep_id(recipe_path, grid, fixed)}"
-    sweep = Sweep(
-        folder, recipe_path, grid, fixed, metric, mode or metric_mode(metric, first.eval.metrics or []), runs, recipes
-    )
-    _refuse_another_sweep_in(sweep)
-    return sweep
+    return metric, mode or metric_mode(metric, recipe.eval.metrics or [])
 
 
-def _validated_recipes(
+def results_folder(recipe: Recipe, kind: str, name: str) -> Path:
+    """<run.output>/<run.name>/<kind>-<name>: a sweep's or a search's folder; `name` from --name or a hash."""
+    if not SAFE_ID.fullmatch(name):
+        raise UserError(f"--name {name}: use letters, digits and . _ + - (it names the folder {kind}-{name})")
+    return Path(recipe.run.output) / recipe.run.resolved_name / f"{kind}-{name}"
+
+
+def validated_recipes(
     recipe_path: str, fixed: list[str], runs: list[Run], check: Callable[[dict[str, Any]], list[Problem]] | None
 ) -> dict[str, Recipe]:
     """Each run's recipe: the file, the fixed overrides, then the run's values; without a sweep

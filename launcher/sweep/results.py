@@ -18,9 +18,10 @@ from launcher.slurm import status
 from launcher.sweep.planning import Sweep
 from launcher.sweep.spec import Run
 from launcher.tracking.tensorboard import scalar_series
+from launcher.training.pruning import read_pruned
 from launcher.training.summary import RunSummary, read_summary
 
-Status = Literal["finished", "failed", "stopped", "running", "pending", "unfinished", "unknown"]
+Status = Literal["finished", "pruned", "failed", "stopped", "running", "pending", "unfinished", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ def run_status(
     """(status, error) of a run: from its files, what this command saw, SLURM, or the results written before."""
     if folder.metrics.exists():
         return "finished", None
+    if (pruned := read_pruned(folder)) is not None:  # by its search (training/pruning.py)
+        return "pruned", f"at epoch {pruned.epoch}: {pruned.metric} {pruned.value:.4f}"
     if outcome is not None:
         return outcome.status, outcome.error
     if (folder.path / "slurm" / "job.json").exists():
@@ -194,10 +197,10 @@ def show_results(sweep: Sweep) -> int:
     return 0 if all(row.status == "finished" for row in rows) else 1
 
 
-def print_table(sweep: Sweep, rows: list[ResultRow]) -> None:
+def print_table(sweep: Sweep, rows: list[ResultRow], kind: str = "sweep") -> None:
     """The runs best first by the sweep's metric, then where the results are and how to compare the curves."""
     counts = {status: sum(row.status == status for row in rows) for status in dict.fromkeys(row.status for row in rows)}
-    print(f"\nsweep {sweep.folder}: {len(rows)} runs, " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    print(f"\n{kind} {sweep.folder}: {len(rows)} runs, " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     print(f"by {sweep.metric} ({sweep.mode}), best first:")
     metrics = [
         sweep.metric,

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from pydantic import ValidationError
 
 from launcher.errors import UserError
+from launcher.search.spec import ImportanceFile
 from launcher.sweep.spec import PlottedRun, PlottedSweep
 from launcher.tracking.tensorboard import scalar_series
 from launcher.training.summary import read_summary
@@ -108,7 +109,8 @@ def sweep_report(sweep: Path) -> Report:
     metric, runs = spec.metric, spec.runs
     varied = [key for key in dict.fromkeys(k for r in runs for k in r.params)
               if len({json.dumps(r.params.get(key)) for r in runs}) > 1]  # fmt: skip
-    report = Report(title=f"sweep {sweep.resolve().name}", headers=["run", *varied])
+    kind = "search" if (sweep / "search.json").is_file() else "sweep"
+    report = Report(title=f"{kind} {sweep.resolve().name}", headers=["run", *varied])
     labels, series, finals = {}, {}, {}
     for run in runs:
         name, params = run.name, run.params
@@ -152,7 +154,25 @@ def sweep_report(sweep: Path) -> Report:
         pick = max if spec.mode == "max" else min
         best = pick(ranked, key=lambda name: finals[name][metric])
         report.notes.insert(0, f"best by final {metric} ({spec.mode}): {best}, {_fmt(finals[best][metric])}")
+    if (importance := ImportanceFile.read(sweep / "importance.json")) is not None:
+        _add_importance(report, importance)
     return report
+
+
+def _add_importance(report: Report, importance: ImportanceFile) -> None:
+    """A search's importance.json (launch search): a note, and a bar per key where it was computed."""
+    shares = ", ".join(f"{key} {share:.2f}" for key, share in importance.importance.items())
+    report.notes.append(
+        f"importance of each key (Optuna, from {importance.trials} finished trials): {shares or importance.note}"
+    )
+    if not importance.importance:
+        return
+    figure, axes = _figure()
+    keys = list(importance.importance)
+    axes.barh(keys[::-1], [importance.importance[key] for key in keys[::-1]])
+    axes.set_xlabel("importance (share of the metric's variance)")
+    axes.set_title(f"{report.title}: importance of each key")
+    report.figures["importance.png"] = figure
 
 
 def curves_figure(title: str, ylabel: str, series: dict[str, Series]) -> Figure:

@@ -26,12 +26,15 @@ from launcher.distributed.process_group import all_reduce_sum, is_distributed
 log = logging.getLogger("launcher")
 
 # Why a run stops early, in the order the flags travel in the all-reduce.
-StopReason = Literal["terminated", "interrupted", "warned", "out of time"]
+StopReason = Literal["terminated", "interrupted", "warned", "out of time", "pruned"]
 TERMINATED: StopReason = "terminated"  # SIGTERM: kill, or SLURM cancelling, requeueing or preempting the job itself
 INTERRUPTED: StopReason = "interrupted"  # SIGINT: Ctrl-C
 WARNED: StopReason = "warned"  # SIGUSR1/SIGUSR2: the warning before a time limit or a preemption; requeue the job
 OUT_OF_TIME: StopReason = "out of time"  # no warning came, but the time limit is near; requeue the job
-REASONS: tuple[StopReason, ...] = (TERMINATED, INTERRUPTED, WARNED, OUT_OF_TIME)
+# A search's pruner judged this trial, at an evaluation, not worth going on (training/pruning.py):
+# it ends as asked, not as a failure.
+PRUNED: StopReason = "pruned"
+REASONS: tuple[StopReason, ...] = (TERMINATED, INTERRUPTED, WARNED, OUT_OF_TIME, PRUNED)
 SIGNALS: dict[signal.Signals, StopReason] = {
     signal.SIGTERM: TERMINATED,
     signal.SIGINT: INTERRUPTED,
@@ -55,6 +58,11 @@ class TrainingStopped(Exception):
     def wants_requeue(self) -> bool:
         """A warning or the time limit: the job should come back. A SIGTERM alone: SLURM decides."""
         return bool(self.reasons & {WARNED, OUT_OF_TIME})
+
+    @property
+    def pruned(self) -> bool:
+        """Its search pruned it, and nothing else asked it to stop: the run ends here, with success."""
+        return self.reasons == {PRUNED}
 
     @property
     def exit_code(self) -> int:

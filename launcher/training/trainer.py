@@ -34,8 +34,9 @@ from launcher.training.memory import Memory, describe, measure, peak
 from launcher.training.optim import measure_grad_norm, needs_metric, stretch_cosine
 from launcher.training.profiling import StepProfiler, step_profiler
 from launcher.training.progress import Progress, due, is_complete, longer_run
+from launcher.training.pruning import pruning_for
 from launcher.training.setup import describe_targets, setup
-from launcher.training.stopping import StopRequests, TrainingStopped
+from launcher.training.stopping import PRUNED, StopRequests, TrainingStopped
 from launcher.training.summary import BestResult, RunSummary
 from launcher.training.task import best_mode, evaluate
 
@@ -72,6 +73,7 @@ class Trainer:
         self.s = setup(recipe, runtime)
         self.progress = Progress()
         self.checkpoints = Checkpoints(recipe, run, runtime)
+        self.pruning = pruning_for(run, runtime.is_main)  # a search's trial: its study may stop it
         self.metrics: dict[str, float] = {}
         self.throughput: dict[str, float] = {}  # a language model's tokens/s in the last logged window
         self.resumed = False
@@ -401,6 +403,12 @@ class Trainer:
             ):
                 progress.best, progress.best_step = self.metrics[best.resolved_metric], progress.step
                 self.checkpoints.save(s, progress, best=True)
+            if (
+                not last
+                and self.stop is not None
+                and self.pruning.should_stop(self.metrics, progress.epoch, progress.step)
+            ):
+                self.stop.reasons.add(PRUNED)  # rank 0's alone: the ranks agree on it after the next step
         if self.checkpoints.due_at_epoch_end(progress, finished, last):
             self.checkpoints.save(s, progress)
 
