@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def search(args: argparse.Namespace) -> int:
     """`launch search`: trials drawn by Optuna, each an ordinary run: here one after another, as
     `launch` trains (train_in), or as SLURM job arrays. The rules are in launcher/search/planning.py."""
 
+    if importlib.util.find_spec("optuna") is None:
+        raise UserError("launch search needs Optuna, which is not installed: pip install 'launcher[search]'")
     if Path(args.recipe).is_dir():
         if args.overrides:
             raise UserError(
