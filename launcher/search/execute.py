@@ -149,7 +149,9 @@ def finish(search: Search, study: Any, outcomes: dict[str, Outcome]) -> None:
     states = {studies.trial_name(trial.number): trial.state.name for trial in study.trials}
     rows = []
     for run in sweep.runs:
-        failed = Outcome("failed", "failed (the study's record)") if states[run.name] == "FAIL" else None
+        failed = (
+            Outcome("failed", "the study holds it as failed: see its log.txt") if states[run.name] == "FAIL" else None
+        )
         rows.append(result_row(sweep, run, outcomes.get(run.name) or failed))
     print_table(sweep, write_results(sweep, rows), kind="search")
     importance = studies.importance(search, study)

@@ -105,10 +105,15 @@ class TrialPruning:
         # Trial(study, id) is how Optuna's own ask() makes the object; a process other than the one
         # that asked has no other way to report to a running trial and ask its pruner.
         self.trial = optuna.trial.Trial(study, trial_id)
+        # A trial the study has closed (pruned, or failed) and that someone resumes with `launch
+        # --resume` trains on as a plain run: Optuna refuses reports to a finished trial.
+        self.closed = storage.get_trial(trial_id).state.is_finished()
+        if self.closed:
+            log.info("trial %d of %s is closed in its study: this run reports nothing to it", link.number, link.journal)
 
     def should_stop(self, metrics: dict[str, float], epoch: int, step: int) -> bool:
         value = metrics.get(self.link.metric)
-        if value is None:
+        if value is None or self.closed:
             return False
         self.trial.report(value, step=epoch)  # an epoch reported before a resume is kept, not doubled
         if not self.trial.should_prune():
