@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import time
@@ -111,6 +112,28 @@ def test_asha_prunes_trials_and_the_best_is_at_least_the_grid_median(tmp_path: P
     assert report.returncode == 0, report.stdout + report.stderr
     page = (folder / "report" / "index.html").read_text()
     assert "search search-" in page and "importance of each key" in page
+
+
+@pytest.mark.slow
+def test_a_trial_of_two_workers_is_pruned_by_both_at_one_step(tmp_path: Path) -> None:
+    # TPE seeded with train.seed 0 draws 0.003 first, then 1e-5: the second trial trails the first
+    # at epoch 1, and ASHA (its first rung at epoch 1) prunes it.
+    result = run_launch(
+        "search", DIGITS, "optimizer.lr=choice:0.00001,0.003", *SMALL, f"run.output={tmp_path}", "--nproc", "2",
+        "--trials", "2", cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = only_folder(tmp_path, "search-*")
+    assert [trial.state.name for trial in study_of(folder).trials] == ["COMPLETE", "PRUNED"]
+    run = folder / "trial-0001"
+    stops = {
+        re.search(r"stopped at step (\d+) \(pruned\)", (run / f"log.rank{rank}.txt").read_text()) for rank in (0, 1)
+    }
+    assert None not in stops
+    (step,) = {int(found.group(1)) for found in stops if found}  # both ranks, the same step
+    assert step > json.loads((run / "pruned.json").read_text())["step"]  # the step after the evaluation
+    assert (run / "checkpoints" / f"step-{step:08d}.pt").exists() and not (run / "metrics.json").exists()
+    assert "the run was pruned by its search" in result.stderr
 
 
 @pytest.mark.slow
