@@ -14,10 +14,11 @@ The search folder (sweep.json, results.csv/json and the trial folders as a sweep
 `launch report` and `launch sweep SEARCH_FOLDER` read it as one):
 
     <run.output>/<run.name>/search-<id>/    id: a hash of the recipe's path, the space, the other overrides, sampler, pruner, metric
-      search.json     this model, SearchFile: what `launch search SEARCH_FOLDER` goes on with
+      search.json     SearchFile (search/spec.py): what `launch search SEARCH_FOLDER` goes on with
       journal.log     Optuna's study (JournalFileBackend: file locks, so SLURM tasks share it)
       sweep.json      the trials so far as a sweep's runs: {"name": "trial-0003", "params": {...}}
-      results.csv     one row per trial (results.json: the same rows); importance.json: each key's
+      results.csv     one row per trial (results.json: the same rows)
+      importance.json each key's importance (search/spec.py ImportanceFile)
       trial-0000/     one run folder per trial, with trial.json (training/pruning.py)
       slurm/          with --slurm: the job arrays' files and one log per task
 """
