@@ -125,10 +125,15 @@ def test_reusing_freed_memory_spares_the_page_faults_of_every_step() -> None:
     back from the heap instead of being faulted in from the kernel again each step."""
 
     def faults_per_step(mode: str) -> float:
-        done = subprocess.run(
-            [sys.executable, "-c", _FAULTS_PER_STEP, mode], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        return float(done.stdout)
+        # The fewest of 3 runs: other processes only add faults (the kernel compacting or migrating
+        # pages under load: CI once saw 614 a step with reuse on a busy machine, 0.1 to 205 here).
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", _FAULTS_PER_STEP, mode], cwd=ROOT, capture_output=True, text=True, check=True
+            )
+            for _ in range(3)
+        ]
+        return min(float(done.stdout) for done in runs)
 
     default, reused = faults_per_step("default"), faults_per_step("reuse")
     assert default > 1000, f"glibc's defaults faulted only {default} pages a step: the test no longer shows anything"
