@@ -42,6 +42,11 @@ class RunDir:
         return self.path / "metrics.json"
 
     @property
+    def metrics_csv(self) -> Path:
+        """Rank 0's scalars, a row per logged step (logging.trackers: csv)."""
+        return self.path / "metrics.csv"
+
+    @property
     def compile_cache(self) -> Path:
         """torch.compile's caches (train.compile): found again by a resumed or requeued run."""
         return self.path / "compile_cache"
@@ -61,7 +66,7 @@ class RunDir:
         trained = any(self.checkpoints.glob("*.pt*")) or any(self.path.glob("**/events.out.tfevents.*"))
         # A heartbeat says "setup" until the rank's first step (TensorBoard may log elsewhere).
         stepped = any(not beat.read_text().startswith("setup") for beat in self.heartbeats.glob("*"))
-        if trained or stepped or self.metrics.exists():
+        if trained or stepped or self.metrics.exists() or self.metrics_csv.exists():
             return False
         shutil.rmtree(self.path, ignore_errors=True)
         return True

@@ -9,10 +9,21 @@ from typing import Any
 
 from launcher.config.components import ComponentError, check_one, option_problems, resolve, use_import_paths
 from launcher.config.problems import Problem, did_you_mean
-from launcher.config.schema import BUILTIN_TASKS, Loss, Model, Optimizer, ParamGroup, Scheduler, TaskSpec, metric_names
+from launcher.config.schema import (
+    BUILTIN_TASKS,
+    DEFAULT_TRACKERS,
+    Loss,
+    Model,
+    Optimizer,
+    ParamGroup,
+    Scheduler,
+    TaskSpec,
+    metric_names,
+)
 from launcher.data.build import DATASET, TRANSFORM
 from launcher.data.loaders import COLLATE
 from launcher.models.build import MODEL
+from launcher.tracking.run_logger import missing_package
 from launcher.training.optim import LOSS, OPTIMIZER, SCHEDULER
 from launcher.training.tasks import TASK, TASK_METRICS
 
@@ -43,6 +54,25 @@ def problems_in(tree: dict[str, Any]) -> list[Problem]:
     problems += _collate_problems(section("data", "collate_fn"))
     problems += _task_and_metric_problems(section("task"), section("eval", "metrics"), section("checkpoint", "best"))
     problems += _strategy_problems(section("distributed", "strategy"), section("train", "precision"))
+    problems += _tracker_problems(section("logging"))
+    return problems
+
+
+def _tracker_problems(logging: Any) -> list[Problem]:
+    """Each tracker's package is installed (found now, not by rank 0 after the workers have
+    started), and TensorBoard is among them where the recipe asks for what only it shows."""
+    logging = logging if isinstance(logging, dict) else {}
+    trackers = logging.get("trackers", DEFAULT_TRACKERS)
+    if not isinstance(trackers, list):
+        return []  # the schema reports what it is
+    problems = [
+        Problem("logging.trackers", message) for t in trackers if isinstance(t, str) and (message := missing_package(t))
+    ]
+    problems += [
+        Problem(f"logging.{key}", f"{key} are TensorBoard's alone: add tensorboard to logging.trackers")
+        for key in ("histograms", "image_grid")
+        if logging.get(key) is True and "tensorboard" not in trackers
+    ]
     return problems
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+from pathlib import Path
 
 from launcher.cli.parser import SLURM_FLAGS
 from launcher.cli.train import completed_run, refuse_a_different_run
@@ -16,6 +17,7 @@ from launcher.config.schema import Recipe
 from launcher.errors import UserError
 from launcher.slurm import status
 from launcher.tracking import logs
+from launcher.tracking.run_logger import where_to_look
 
 log = logging.getLogger("launcher")
 
@@ -62,7 +64,8 @@ def submit(recipe: Recipe, args: argparse.Namespace) -> int:
           f"partition {s.partition or '(default)'}, time limit {time_limit_minutes(s.time)} min")  # fmt: skip
     print(f"run folder:  {run.path}")
     print(f"logs:        {job.log_file(0)} (rank 0; rank N: {job.job_id}_N_log.out)")
-    print(f"TensorBoard: tensorboard --logdir {run.tensorboard(recipe.logging.tensorboard_dir)}")
+    for tracker, command in where_to_look(recipe.logging, run, Path(recipe.run.output)):
+        print(f"{tracker + ':':<13}{command}")
     print(f"follow it:   launch status {run.path}  |  launch logs {run.path} --follow  |  launch cancel {run.path}")
     sys.stdout.flush()
     if not args.wait:

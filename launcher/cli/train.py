@@ -22,6 +22,7 @@ from launcher.distributed.watchdog import last_seen
 from launcher.distributed.worker import worker
 from launcher.errors import USAGE_ERROR, RunFailed, UserError
 from launcher.tracking import logs
+from launcher.tracking.run_logger import where_to_look
 from launcher.training.progress import Progress, is_complete, longer_run
 from launcher.training.stopping import StopRequests, TrainingStopped, exit_code, signal_names
 from launcher.training.summary import RunSummary
@@ -101,7 +102,8 @@ def train_in(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: P
     if resume_from is None:  # a resumed run's recipe.yaml is rewritten once the checkpoint has loaded
         dump_recipe(recipe, run.recipe, header=f"# resolved from {source}; run it again with: launch {run.recipe}\n")
     log.info("run folder: %s", run.path)
-    log.info("TensorBoard: tensorboard --logdir %s", run.tensorboard(recipe.logging.tensorboard_dir))
+    for tracker, command in where_to_look(recipe.logging, run, Path(recipe.run.output)):
+        log.info("%s: %s", tracker, command)
     if placement.single_process:
         return _train_in_this_process(recipe, run, resume_from, placement)
     return _train_in_workers(recipe, run, resume_from, placement)

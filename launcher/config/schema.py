@@ -395,7 +395,37 @@ class Profile(Section):
     with_stack: bool = Field(False, description="Record the Python stack of each operator (a larger trace).")
 
 
+TrackerName = Literal["tensorboard", "csv", "mlflow", "wandb"]
+DEFAULT_TRACKERS: list[TrackerName] = ["tensorboard", "csv"]
+
+
+class Mlflow(Section):
+    """Where `trackers: [mlflow]` logs."""
+
+    tracking_uri: str | None = Field(
+        None, description="Default: sqlite:///<run.output>/mlflow.db, shared by the runs under run.output."
+    )
+    experiment: str | None = Field(None, description="Default: run.name (the runs of one recipe are one experiment).")
+
+
+class Wandb(Section):
+    """Where `trackers: [wandb]` logs."""
+
+    project: str | None = Field(None, description="Default: run.name.")
+    mode: Literal["online", "offline"] | None = Field(
+        None, description="Default: online where logged in (WANDB_API_KEY or `wandb login`), else offline "
+        "(the run is kept under <run folder>/wandb/ for `wandb sync`).",
+    )  # fmt: skip
+
+
 class Logging(Section):
+    trackers: list[TrackerName] = Field(
+        default_factory=lambda: list(DEFAULT_TRACKERS),
+        description="Where rank 0 logs: tensorboard (<run folder>/tensorboard), csv (<run folder>/metrics.csv), "
+        "mlflow (pip install 'launcher[mlflow]'), wandb (pip install 'launcher[wandb]').",
+    )
+    mlflow: Mlflow = Field(default_factory=Mlflow)
+    wandb: Wandb = Field(default_factory=Wandb)
     tensorboard_dir: str | None = Field(None, description="Default: <run folder>/tensorboard.")
     every_n_steps: int = Field(10, ge=1)
     histograms: bool = Field(False, description="Weight and gradient histograms at the last step of every epoch.")

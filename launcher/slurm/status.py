@@ -16,6 +16,7 @@ from launcher.errors import UserError, is_error_line
 from launcher.rundir import RunDir
 from launcher.slurm.commands import show_job, slurm_command
 from launcher.slurm.records import COMMENT, Job, array_runs, recorded_job
+from launcher.tracking.readback import run_series
 from launcher.tracking.tensorboard import last_scalars
 
 log = logging.getLogger("launcher")
@@ -184,7 +185,7 @@ def describe(job: Job) -> list[str]:
             if job.run.recipe.exists()
             else None
         )
-        scalars = last_scalars(job.run.tensorboard(configured))
+        scalars = last_scalars(run_series(job.run.tensorboard(configured), job.run.metrics_csv))
         if scalars:
             step, values = scalars
             lines.append(f"last metrics (up to step {step}): " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))

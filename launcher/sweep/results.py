@@ -17,7 +17,7 @@ from launcher.rundir import RunDir
 from launcher.slurm import status
 from launcher.sweep.planning import Sweep
 from launcher.sweep.spec import Run
-from launcher.tracking.tensorboard import scalar_series
+from launcher.tracking.readback import run_series
 from launcher.training.pruning import read_pruned
 from launcher.training.summary import RunSummary, read_summary
 
@@ -125,13 +125,15 @@ def result_row(sweep: Sweep, run: Run, outcome: Outcome | None = None, before: R
 
 
 def _best(sweep: Sweep, folder: RunDir, summary: RunSummary | None) -> tuple[int | None, float | None]:
-    """(step, value) of the sweep's metric at its best: metrics.json's best where it is the sweep's, else TensorBoard's."""
+    """(step, value) of the sweep's metric at its best: metrics.json's best where it is the sweep's, else TensorBoard's (or metrics.csv's)."""
     kept = summary.best if summary else None
     followed = kept and (kept.mode or _mode_of(folder))
     if kept and kept.metric == sweep.metric and kept.value is not None and followed == sweep.mode:
         return kept.step, kept.value  # exact, where TensorBoard holds float32
     series = [
-        point for point in scalar_series(folder.tensorboard(None)).get(sweep.metric, []) if math.isfinite(point[1])
+        point
+        for point in run_series(folder.tensorboard(None), folder.metrics_csv).get(sweep.metric, [])
+        if math.isfinite(point[1])
     ]
     pick = max if sweep.mode == "max" else min
     return pick(series, key=lambda point: point[1]) if series else (None, None)

@@ -1,9 +1,10 @@
-"""`launch report`: PNG plots and an index.html of a run or a sweep, read from its TensorBoard events.
+"""`launch report`: PNG plots and an index.html of a run or a sweep, read from its TensorBoard events (or its metrics.csv).
 
 A run folder gives its training and validation curves. A sweep folder (with `sweep.json`, as
 `launch sweep` writes it) gives every run's curves overlaid and the final metric against each
 hyperparameter the sweep varied. The values come from the event files, read with TensorBoard's
-own reader (`logs.scalar_series`), and from each run's metrics.json.
+own reader (`tensorboard.scalar_series`), or from metrics.csv where a run logged no TensorBoard events
+(`logging.trackers` without tensorboard), and from each run's metrics.json.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from launcher.errors import UserError
 from launcher.search.spec import ImportanceFile
 from launcher.sweep.spec import PlottedRun, PlottedSweep
+from launcher.tracking.metrics_csv import csv_series
 from launcher.tracking.tensorboard import scalar_series
 from launcher.training.summary import read_summary
 
@@ -82,7 +84,7 @@ def run_report(run: Path) -> Report:
     if not series:
         raise UserError(
             f"report: nothing to plot in {run}: no TensorBoard scalars in {' or '.join(map(str, _event_folders(run)))} "
-            f"(looked for {EVENT_FILES}); pass a run folder, its event folder, or a sweep folder (with sweep.json)"
+            f"(looked for {EVENT_FILES}), no {run / 'metrics.csv'}; pass a run folder, its event folder, or a sweep folder (with sweep.json)"
         )
     name = (
         f"{run.resolve().parent.name}/{run.resolve().name}" if (run / "recipe.yaml").is_file() else run.resolve().name
@@ -243,11 +245,11 @@ def _event_folders(run: Path) -> list[Path]:
 
 
 def _run_series(run: Path) -> dict[str, Series]:
-    """The scalars of the first of the run's event folders that has event files; {} if none."""
+    """The scalars of the first of the run's event folders that has event files, else its metrics.csv's; {} if none."""
     for folder in _event_folders(run):
         if any(folder.glob(EVENT_FILES)):
             return {tag: points for tag, points in scalar_series(folder).items() if points}
-    return {}
+    return {tag: points for tag, points in csv_series(run / "metrics.csv").items() if points}
 
 
 def _sweep_spec(sweep: Path) -> PlottedSweep:

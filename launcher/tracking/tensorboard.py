@@ -1,14 +1,9 @@
-"""Rank 0's logger: TensorBoard scalars, histograms, images and hparams, and a tqdm bar; and reading the scalars back."""
+"""TensorBoard, rank 0's first tracker: scalars, histograms, images and hparams; and reading the scalars back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from tqdm import tqdm
-
-from launcher.tracking.loggers import T
 
 if TYPE_CHECKING:
     import torch
@@ -17,8 +12,8 @@ if TYPE_CHECKING:
 IMAGE_BATCH_DIMS = 4  # (batch, channels, height, width)
 
 
-class RunLogger:
-    """Rank 0's TensorBoard writer and progress bar.
+class TensorBoardTracker:
+    """Rank 0's TensorBoard writer (the Tracker that also takes histograms and image grids).
 
     `resume_step`: the step of the checkpoint a resumed run starts from. Events a crashed run
     logged after it are purged, so the curves continue without duplicate steps.
@@ -30,27 +25,13 @@ class RunLogger:
 
         purge = resume_step + 1 if resume_step is not None else None
         self.writer = SummaryWriter(str(tensorboard_dir), purge_step=purge)
-        self.bar: tqdm | None = None
 
-    def progress(self, batches: Iterable[T], total: int | None, done: int, description: str) -> Iterator[T]:
-        # disable=None: a bar on a terminal, nothing in a log file or CI.
-        self.bar = tqdm(
-            batches, total=total, initial=done, desc=description, disable=None, leave=False, dynamic_ncols=True
-        )
-        try:
-            yield from self.bar
-        finally:
-            self.bar.close()
-            self.bar = None
+    def run_id(self) -> str | None:
+        return None  # the event files are in the run folder, found again by a resumed run
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
-        if self.bar is not None and "train/loss" in values:
-            shown = {"loss": f"{values['train/loss']:.4f}", "lr": f"{values['train/lr']:.3g}"}
-            if "train/tokens_per_s" in values:
-                shown["tok/s"] = f"{values['train/tokens_per_s']:,.0f}"
-            self.bar.set_postfix(shown, refresh=False)
 
     def histograms(self, model: torch.nn.Module, step: int) -> None:
         for name, parameter in model.named_parameters():
@@ -66,7 +47,7 @@ class RunLogger:
             grid = torchvision.utils.make_grid(images[:64].detach().float().cpu(), normalize=True, scale_each=True)
             self.writer.add_image(tag, grid, step)
 
-    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+    def finish(self, hparams: dict[str, Any], metrics: dict[str, float], files: list[Path]) -> None:
         # Written into this run's own event file (SummaryWriter.add_hparams would make a subfolder);
         # the metrics are the val/* scalars already logged, so TensorBoard's HParams tab finds them.
         from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -91,9 +72,9 @@ def scalar_series(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in sorted(events.Tags()["scalars"])}
 
 
-def last_scalars(tensorboard_dir: Path) -> tuple[int, dict[str, float]] | None:
-    """The newest value of each scalar a run logged, and the newest step; None before anything was logged."""
-    latest = {tag: points[-1] for tag, points in scalar_series(tensorboard_dir).items() if points}
+def last_scalars(series: dict[str, list[tuple[int, float]]]) -> tuple[int, dict[str, float]] | None:
+    """The newest value of each series (scalar_series's, csv_series's), and the newest step; None before anything was logged."""
+    latest = {tag: points[-1] for tag, points in series.items() if points}
     if not latest:
         return None
     return max(step for step, _ in latest.values()), {tag: value for tag, (_, value) in latest.items()}

@@ -29,6 +29,7 @@ class Checkpoints:
             else OneFile(keep_last, asynchronous, runtime.is_main)
         )
         self.last_saved_step = self.best_saved_step = -1
+        self.tracker_runs: dict[str, str] = {}  # rank 0's MLflow and W&B run ids: a resumed run reopens them
 
     def due_mid_epoch(self, progress: Progress, batches_per_epoch: int | None) -> bool:
         # At the end of an epoch the save there covers this step (a stream's end is not known ahead).
@@ -62,6 +63,7 @@ class Checkpoints:
                     "rng": rng,
                     "data": asdict(s.data.info),
                     "recipe": self.recipe,
+                    "trackers": self.tracker_runs,
                 },
                 path,
             )

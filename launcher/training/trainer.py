@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -25,8 +24,8 @@ from launcher.distributed.watchdog import Watchdog
 from launcher.errors import UserError
 from launcher.models.build import count_parameters
 from launcher.rundir import RunDir
-from launcher.tracking.loggers import Logger, NullLogger
-from launcher.tracking.tensorboard import RunLogger
+from launcher.tracking.loggers import Logger, NullLogger, flat_params
+from launcher.tracking.run_logger import open_run_logger
 from launcher.training.batches import batch_size, first_tensor, to_device
 from launcher.training.checkpointing import Checkpoints
 from launcher.training.compilation import compile_cache, graphs_compiled
@@ -77,6 +76,7 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self.throughput: dict[str, float] = {}  # a language model's tokens/s in the last logged window
         self.resumed = False
+        self.tracker_runs: dict[str, str] = {}  # a resumed run's tracker runs (MLflow's, W&B's), reopened
         self.memory: list[Memory] | None = None  # each rank's, measured at this process's first step
         self.first_step_s: float | None = None  # this process's first step: compiling, warming up
         self.graphs_before = graphs_compiled() if recipe.train.compile is not None else (0, 0)
@@ -100,6 +100,7 @@ class Trainer:
         ranks, runtime = len(state["rng"]), self.runtime
         checkpoint.restore_rng_states(state["rng"][runtime.rank if ranks == runtime.world_size else 0])
         self.progress = Progress(**state["progress"])
+        self.tracker_runs = dict(state.get("trackers") or {})  # rank 0's (checkpoints before trackers: none)
         if isinstance(self.s.train_batches, StreamBatches):
             self._resume_stream(self.s.train_batches, state.get("loader"), ranks)
         elif ranks != runtime.world_size:
@@ -193,14 +194,7 @@ class Trainer:
     def fit(self) -> RunSummary:
         """Train to the end; the summary (also written to metrics.json). Raises TrainingStopped
         where `stop` asks to stop early, at a step all ranks agree on, with its checkpoint."""
-        logger: Logger = (
-            RunLogger(
-                self.run.tensorboard(self.recipe.logging.tensorboard_dir),
-                resume_step=self.progress.step if self.resumed else None,
-            )
-            if self.runtime.is_main
-            else NullLogger()
-        )
+        logger = self._open_logger()
         self._describe()
         watchdog = Watchdog(
             self.run.heartbeats,
@@ -218,13 +212,26 @@ class Trainer:
                 self.end_of_epoch(logger)
             self.checkpoints.close()
             summary = self.summary()
-            logger.hparams(_flat_hparams(self.recipe.to_dict()), self.metrics)
+            logger.finish(flat_params(self.recipe.to_dict()), self.metrics)
             return summary
         finally:
             profiler.close()
             watchdog.close()
             logger.close()
             self.checkpoints.close()  # stopped or failed: what was handed over still completes
+
+    def _open_logger(self) -> Logger:
+        """Rank 0's trackers (a resumed run's reopened), whose run ids each checkpoint keeps; the others' logger does nothing."""
+        if not self.runtime.is_main:
+            return NullLogger()
+        recipe = self.recipe
+        logger = open_run_logger(
+            recipe.logging, self.run, name=recipe.run.resolved_name, output=Path(recipe.run.output),
+            params=flat_params(recipe.to_dict()), resume_step=self.progress.step if self.resumed else None,
+            run_ids=self.tracker_runs,
+        )  # fmt: skip
+        self.checkpoints.tracker_runs = logger.run_ids()
+        return logger
 
     def _describe(self) -> None:
         s, cfg, world_size = self.s, self.recipe.train, self.runtime.world_size
@@ -511,17 +518,3 @@ WHOLE_NUMBERS_FROM = 1e4  # throughputs: no decimals
 
 def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" if abs(v) < WHOLE_NUMBERS_FROM else f"{k} {v:.0f}" for k, v in metrics.items())
-
-
-def _flat_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Recipe values as TensorBoard hparams: scalars as they are, anything else as text."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_hparams(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        elif value is not None:
-            flat[name] = json.dumps(value)
-    return flat
