@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, final_checkpoint, launch, run_dirs, session_members, start_launch
 
-from launcher.tracking.tensorboard import RunLogger
+from launcher.tracking.run_logger import RunLogger
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +45,13 @@ def test_resuming_a_complete_run_says_so_and_starts_no_worker(
 def test_a_signal_after_the_last_step_of_one_process_says_the_run_completed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    hparams = RunLogger.hparams
+    finish = RunLogger.finish
 
     def signalled_in_teardown(self, *args, **kwargs):  # after metrics.json, before the run returns
         os.kill(os.getpid(), signal.SIGTERM)  # a real signal, caught by the run's own handler
-        return hparams(self, *args, **kwargs)
+        return finish(self, *args, **kwargs)
 
-    monkeypatch.setattr(RunLogger, "hparams", signalled_in_teardown)
+    monkeypatch.setattr(RunLogger, "finish", signalled_in_teardown)
     assert launch(DIGITS, "--cpu", "train.epochs=1", f"run.output={tmp_path}") == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     assert "SIGTERM came after the run had completed: nothing is left to do" in err

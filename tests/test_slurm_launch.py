@@ -144,6 +144,32 @@ def test_a_preempted_job_resumes_to_the_same_weights(
 
 
 @pytest.mark.slow
+def test_a_requeued_job_keeps_one_mlflow_run_with_one_value_a_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no network from the jobs (sbatch passes the environment)
+    trackers = ("train.epochs=6", "logging.every_n_steps=1", "logging.trackers=[tensorboard,csv,mlflow]")
+    job_id, run = submitted(launch_on_slurm(DIGITS, *TWO_NODES, *trackers, f"run.output={tmp_path}", cwd=tmp_path))
+    log = run / "slurm" / f"{job_id}_0_log.out"
+    wait_for_line(log, "epoch 2/6")
+    subprocess.run(["scontrol", "requeue", job_id], check=True)  # SLURM requeues the job and sends SIGTERM
+    state = slurm_status.wait_until_ended(job_id, timeout_s=400)
+    text = log.read_text()
+    assert state["State"] == "COMPLETED" and slurm_status.restarts(job_id) == 1, text[-3000:]
+    assert re.search(r"stopped at step (\d+)", text) and "resumed from" in text
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("digits")
+    assert experiment is not None
+    (only,) = client.search_runs([experiment.experiment_id])  # the requeued job reopened it
+    assert only.info.run_id == final_checkpoint(run)["trackers"]["mlflow"] and only.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(only.info.run_id, "train/loss"))
+    assert steps == list(range(1, 67)) == [s for s, _ in scalars(run)["train/loss"]]  # 11 steps an epoch, once each
+
+
+@pytest.mark.slow
 def test_the_requeue_limit_stops_the_run_with_a_clear_message(tmp_path: Path) -> None:
     job_id, run = submitted(
         launch_on_slurm(DIGITS, *TWO_NODES, "slurm.max_requeues=0", f"run.output={tmp_path}", cwd=tmp_path)

@@ -26,7 +26,7 @@ class MlflowTracker:
     logged and has no call that removes one, so a step the crashed part logged after its last
     checkpoint is not logged again: the first value of each step stands, as in W&B, which drops
     a step below the run's current one. It is that of the same training from the same checkpoint
-    (bitwise on the CPU; the throughputs excepted), and each metric's history has one value per step.
+    (bitwise on the CPU; the throughputs and peak memory excepted), and each metric's history has one value per step.
     """
 
     def __init__(
