@@ -55,6 +55,7 @@ class WandbTracker:
         # A resumed run's config may differ (the trainer warns): W&B keeps the new values.
         self.run.config.update(params, allow_val_change=True)
         self.first_step = max(self.run.starting_step, -1 if earlier is None else earlier + 1)
+        self.finished = False
 
     def run_id(self) -> str | None:
         return str(self.run.id)
@@ -69,9 +70,10 @@ class WandbTracker:
                 kept = Path(self.run.dir) / path.name
                 shutil.copyfile(path, kept)
                 self.run.save(str(kept), base_path=self.run.dir, policy="now")
+        self.finished = True
 
     def close(self) -> None:
-        self.run.finish()
+        self.run.finish(exit_code=0 if self.finished else 1)  # stopped or failed: W&B marks it crashed
 
 
 def _offline_last_step(wandb_dir: Path, run_id: str) -> int | None:
