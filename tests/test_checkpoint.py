@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,28 @@ def test_a_step_checkpoint_of_the_best_step_is_a_second_name_for_best_pt(
     assert checkpoint.checksum_path(step).read_text().endswith("  step-00000010.pt\n")
     assert checkpoint.saved_steps(tmp_path) == [step]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_best_pt_saved_again_while_the_save_before_is_finishing_keeps_each_its_own_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two better evaluations in a row: the second best.pt is serialized while the first one's
+    # flush, checksum and rename are still under way in the writer's thread (held here).
+    go_on, hashing = threading.Event(), checkpoint_files._sha256
+
+    def held(path: Path, fsync: bool = False) -> str:
+        assert go_on.wait(timeout=60)
+        return hashing(path, fsync)
+
+    monkeypatch.setattr(checkpoint_files, "_sha256", held)
+    writer = checkpoint.Writer(keep_last=2)
+    best = tmp_path / checkpoint.BEST
+    writer.save({"w": torch.full((1000,), 1.0)}, best)
+    writer.save({"w": torch.full((1000,), 2.0)}, best)  # the first is still finishing
+    go_on.set()
+    writer.close()
+    assert torch.equal(checkpoint.load(best)["w"], torch.full((1000,), 2.0))  # its checksum checked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "best.pt.sha256"]
 
 
 def test_the_writer_raises_a_failed_write_at_the_next_save_with_its_path(tmp_path: Path) -> None:

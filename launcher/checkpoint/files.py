@@ -137,9 +137,14 @@ def _torch_save(state: dict[str, Any], file: Any) -> None:
         raise
 
 
+_SAVES = itertools.count()
+
+
 def _temporary(path: Path) -> Path:
-    """Where `path` is written before its rename: hidden, and this process's own."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Where `path` is written before its rename: hidden, this process's own and this save's own
+    (best.pt's next save is serialized while the one before may still be finishing under its
+    temporary name)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{next(_SAVES)}.tmp")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
