@@ -105,6 +105,7 @@ class StopRequests:
         self._last_check: float | None = None
         self._longest_gap = 0.0  # between two checks: steps, maybe with an evaluation and a checkpoint
         self._steps_to_check = self._next_steps_to_check = 1  # agreed by all ranks at the last check
+        self._steps_since_check = 0
 
     @contextlib.contextmanager
     def catching(self, signals: Sequence[signal.Signals] = tuple(SIGNALS)) -> Iterator[StopRequests]:
@@ -133,14 +134,22 @@ class StopRequests:
             log.warning("received %s: stopping at the end of this step, with a checkpoint", signal.Signals(signum).name)
         self.reasons.add(reason)
 
+    def check_at_next_step(self) -> None:
+        """Compare the flags after the next step, not at the next periodic check. Every rank calls
+        it at the same step: after an evaluation, where a search's pruner may have raised rank 0's
+        flag, so that a pruned run stops one step later rather than up to a second of steps later
+        (which may be the end of its training)."""
+        self._steps_to_check = 1
+
     def agreed(self) -> set[StopReason]:
         """Every rank calls this after each optimizer step: the reasons any rank has to stop now
         (empty: go on). The ranks compare them every few steps, all at the same steps."""
         now = self._last_progress = time.time()
         self._steps_to_check -= 1
+        self._steps_since_check += 1
         if self._steps_to_check > 0:
             return set()
-        steps = self._next_steps_to_check
+        steps, self._steps_since_check = self._steps_since_check, 0
         if self._last_check is not None:
             self._longest_gap = max(self._longest_gap, now - self._last_check)
             proposal = max(1.0, min(1000.0, CHECK_EVERY_S * steps / max(now - self._last_check, 1e-6)))

@@ -410,12 +410,10 @@ class Trainer:
             ):
                 progress.best, progress.best_step = self.metrics[best.resolved_metric], progress.step
                 self.checkpoints.save(s, progress, best=True)
-            if (
-                not last
-                and self.stop is not None
-                and self.pruning.should_stop(self.metrics, progress.epoch, progress.step)
-            ):
-                self.stop.reasons.add(PRUNED)  # rank 0's alone: the ranks agree on it after the next step
+            if not last and self.stop is not None:
+                if self.pruning.should_stop(self.metrics, progress.epoch, progress.step):
+                    self.stop.reasons.add(PRUNED)  # rank 0's alone: the ranks agree on it after the next step
+                self.stop.check_at_next_step()  # every rank, at this same step
         if self.checkpoints.due_at_epoch_end(progress, finished, last):
             self.checkpoints.save(s, progress)
 
