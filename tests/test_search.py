@@ -143,7 +143,9 @@ def test_an_interrupted_search_goes_on_without_running_a_finished_trial_again(tm
     process = start_launch(*command, cwd=tmp_path, env={**os.environ})
     folder = tmp_path / "digits" / "search-resumed"
     deadline = time.monotonic() + 300
-    while not list(folder.glob("trial-0001/checkpoints/step-*.pt")):  # trial 1 is part-way
+    # Trial 1 is part-way, with a complete checkpoint (its checksum written: the step file alone,
+    # renamed into place just before, does not count yet, and the trial would start again).
+    while not list(folder.glob("trial-0001/checkpoints/step-*.pt.sha256")):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)  # no clean stop: trial 1 stays RUNNING in the study
