@@ -54,7 +54,10 @@ def make_deterministic(enabled: bool = True) -> None:
     Set both ways: the runs of a sweep train one after another in one process."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA work
-    torch.use_deterministic_algorithms(enabled)
+    if enabled or torch.are_deterministic_algorithms_enabled():
+        # Not where it is off already (every run's start): the call imports torch._inductor,
+        # 1.2 s of a worker's start-up on torch 2.14 (measured).
+        torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = enabled
 
