@@ -64,7 +64,10 @@ def _run(command: str, args: argparse.Namespace) -> int:
     files = [o for o in args.overrides if Path(o).exists() or not is_override(o)] if command == "predict" else []
     if command == "predict" and not files and not args.prompt:
         raise UserError("launch predict: name at least one image, CSV or text file to predict, or give --prompt TEXT")
-    recipe = load_recipe(args.recipe, [o for o in args.overrides if o not in files], check=problems_in)
+    overrides = [o for o in args.overrides if o not in files]
+    recipe = load_recipe(
+        args.recipe, overrides, check=problems_in, check_in_workers=train.checks_in_workers(command, args)
+    )
     if command == "check" or getattr(args, "dry_run", False):
         return check.check(recipe)
     if command in ("eval", "predict"):

@@ -13,6 +13,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from launcher import checkpoint, rundir
 from launcher.cli.parser import SLURM_FLAGS
+from launcher.cli.recipe_checks import problems_in
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
 from launcher.config.yaml_io import read_yaml
@@ -76,6 +77,17 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
         raise
 
 
+def checks_in_workers(command: str, args: argparse.Namespace) -> bool:
+    """Whether this command trains in workers on this machine, which then run the recipe checks
+    that import the user's modules (not the SLURM paths: a job must not wait in the queue to fail;
+    not --dry-run, which builds here)."""
+    if command != "train" or args.slurm or args.srun or args.dry_run:
+        return False
+    placement = elastic.place(args.gpus, args.nproc, args.cpu, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
+                              rdzv_id=args.rdzv_id, max_restarts=args.max_restarts)  # fmt: skip
+    return not placement.single_process
+
+
 def completed_run(recipe: Recipe, run: RunDir, checkpoint_path: Path, source: str) -> str | None:
     """Where the checkpoint `--resume` found is the end of the run this recipe asks for (its
     train.epochs or train.max_steps done), what to tell the user instead of starting workers."""
@@ -106,7 +118,7 @@ def train_in(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: P
         log.info("%s: %s", tracker, command)
     if placement.single_process:
         return _train_in_this_process(recipe, run, resume_from, placement)
-    return _train_in_workers(recipe, run, resume_from, placement)
+    return _train_in_workers(recipe, run, resume_from, placement, source)
 
 
 def _train_in_this_process(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement) -> int:
@@ -129,7 +141,10 @@ def _train_in_this_process(recipe: Recipe, run: RunDir, resume_from: Path | None
     return 0
 
 
-def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement) -> int:
+def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, placement: Placement, source: str) -> int:
+    """Train in workers the elastic agent starts. The recipe checks beyond the schema run in each,
+    first thing: `launch` leaves them to the workers (they import the user's modules anyway), and
+    where it ran them itself (a sweep's runs), they find the modules imported already."""
 
     if placement.device_type == "cpu":
         log.info(
@@ -141,7 +156,7 @@ def _train_in_workers(recipe: Recipe, run: RunDir, resume_from: Path | None, pla
     try:
         results = elastic.run_workers(
             placement, run_id, recipe.distributed.timeout_s, worker, recipe.to_dict(), str(run.path),
-            str(resume_from) if resume_from else None, placement.device_type,
+            str(resume_from) if resume_from else None, placement.device_type, problems_in, source,
         )  # fmt: skip
     except elastic.WorkersFailed as failed:
         seen = last_seen(run.heartbeats)

@@ -78,11 +78,15 @@ def load_recipe(
     path: str | Path,
     overrides: typing.Sequence[str] = (),
     check: typing.Callable[[dict[str, Any]], list[Problem]] | None = None,
+    check_in_workers: bool = False,
 ) -> Recipe:
     """Read, override and validate a recipe; every problem is raised together as a RecipeError.
 
     `check` looks further than the schema (`launcher.cli.recipe_checks.problems_in`: do the names
-    resolve, do the arguments fit); its problems are reported with the schema's.
+    resolve, do the arguments fit); its problems are reported with the schema's. With
+    `check_in_workers`, `check` is left to the workers, which run it first thing (it imports the
+    user's modules, which they import anyway): unless the schema finds problems, where it runs
+    here too, so that every problem is listed at once.
     """
     path = Path(path)
     tree = read_yaml(path)
@@ -103,7 +107,7 @@ def load_recipe(
         recipe = Recipe.model_validate(tree)
     except ValidationError as error:
         problems = problems_from(error)
-    if check is not None:
+    if check is not None and (problems or not check_in_workers):
         problems += check(tree)
     if problems:
         raise RecipeError(str(path), in_recipe_order(problems))

@@ -1,7 +1,8 @@
 """One worker process of a multi-process run, as the elastic agent or SLURM starts it.
 
-It receives the resolved recipe as plain data (not a pile of environment variables), joins the
-process group, trains, and leaves the group in `finally`.
+It receives the resolved recipe as plain data (not a pile of environment variables), checks it
+where `launch` left the checks that import the user's modules to the workers, joins the process
+group, trains, and leaves the group in `finally`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from launcher import checkpoint
 from launcher.config import components
+from launcher.config.loading import in_recipe_order
+from launcher.config.problems import Problem, RecipeError
 from launcher.config.schema import Recipe
 from launcher.distributed import elastic, flight_recorder
 from launcher.distributed import process_group as distributed
@@ -29,13 +32,26 @@ from launcher.training.trainer import train
 log = logging.getLogger("launcher")
 
 
-def worker(recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str) -> RunSummary | None:
+class RecipeCheck(Protocol):
+    """The recipe checks beyond the schema (cli.recipe_checks.problems_in), on a recipe as data."""
+
+    def __call__(self, tree: dict[str, Any]) -> list[Problem]: ...
+
+
+def worker(
+    recipe_data: dict[str, Any], run_path: str, resume_from: str | None, device_type: str,
+    check: RecipeCheck | None = None, source: str = "recipe",
+) -> RunSummary | None:  # fmt: skip
     """The elastic agent's entry point: train as one of its workers; None where its search pruned
     the run (it ended as asked, with its checkpoint: a worker exiting non-zero is a failure to the
-    agent). A UserError (a recipe
-    problem found while building, say) reaches `launch` as its message and exit code, which it
-    prints as one process would: no traceback, no "rank N failed"."""
+    agent). `check`: the recipe checks `launch` left to the workers (config.loading.load_recipe's
+    check_in_workers), run before anything else; `source`, the recipe's file, names it in their
+    message. A UserError (a recipe problem found by them or while building, say) reaches `launch`
+    as its message and exit code, which it prints as one process would: no traceback, no "rank N
+    failed"; every rank finds the same problems, and `launch` prints them once."""
     try:
+        if check is not None and (problems := check(recipe_data)):
+            raise UserError(str(RecipeError(source, in_recipe_order(problems))))
         return _train_as_worker(recipe_data, run_path, resume_from, device_type)
     except UserError as error:
         elastic.report_user_error(error)
