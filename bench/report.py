@@ -190,7 +190,8 @@ def markdown(results: dict) -> str:
             )
             row.append(f"{cell['samples_per_s'][0] / bound:.2f}" if bound and contender != "single" else "")
             lines.append("| " + " | ".join(row) + " |")
-        lines += ["", *_repetitions_table(results, workload), *_pairs_lines(results["runs"], workload), ""]
+        lines += ["", *_repetitions_table(results, workload), *_pairs_lines(results["runs"], workload)]
+        lines += [*_startup_lines(results["runs"], workload), ""]
     if results.get("left_out"):
         lines += [f"Not run, past the suite's deadline: {', '.join(results['left_out'])}.", ""]
     for contender, why in (results.get("cannot") or {}).items():
@@ -269,6 +270,33 @@ def _pairs_lines(runs: list[dict], workload: str) -> list[str]:
                 f" ({_pairs(len(ratios))}: {each})"
             )
     return ["", "Paired step-time ratios, the median [min-max] over the repetitions:", "", *lines] if lines else []
+
+
+def startup_pairs(runs: list[dict], workload: str, contender: str = "launch") -> list[tuple[float, float]]:
+    """Each repetition's (first step's end after the plain script's, in s; wall time over the plain
+    script's), both timed from the command's start, in order."""
+
+    def by_rep(c: str) -> dict[int, dict]:
+        return {r["rep"]: r for r in runs if (r["workload"], r["contender"]) == (workload, c) and r.get("step_ms")}
+
+    mine, theirs = by_rep(contender), by_rep("plain")
+    return [
+        (mine[rep]["first_step_s"] - theirs[rep]["first_step_s"], mine[rep]["wall_s"] / theirs[rep]["wall_s"])
+        for rep in sorted(mine.keys() & theirs.keys())
+    ]
+
+
+def _startup_lines(runs: list[dict], workload: str) -> list[str]:
+    """launch's start-up against the plain script's, pair by pair: the first step and the wall time."""
+    if not (pairs := startup_pairs(runs, workload)):
+        return []
+    later, walls = [p[0] for p in pairs], [p[1] for p in pairs]
+    return [
+        "",
+        f"Start-up, paired ({_pairs(len(pairs))}): launch's first step ended {statistics.median(later):+.2f} s after the "
+        f"plain script's [{min(later):+.2f} to {max(later):+.2f}] (each: {', '.join(f'{x:+.2f}' for x in later)}); "
+        f"its wall time {statistics.median(walls):.3f}x the plain script's [{min(walls):.3f}-{max(walls):.3f}].",
+    ]
 
 
 def _pairs(count: int) -> str:

@@ -46,6 +46,7 @@ LM_CONTENDERS = ("plain", "launch", "single", "plain-reuse", *VARIANTS)
 # users of each get. On the others, on request.
 DEFAULT_CONTENDERS = {
     "w4": ("plain", "launch", "plain-reuse"),
+    "w5": ("plain", "launch"),  # start-up with user modules: launch against the plain torchrun script
     "*": ("plain", "launch", "lightning-bare", "lightning", "accelerate", "single"),
 }
 # What a contender cannot train, and why: left out where asked for, and the table says why. Delete an
@@ -236,7 +237,7 @@ def figures(notes: dict, started: float, ended: float, w: Workload, global_batch
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", default=None, help="comma-separated (default: w1,w2,w3,w4; with --gpu: g1)")
+    parser.add_argument("--workloads", default=None, help="comma-separated (default: w1,w2,w3,w4,w5; with --gpu: g1)")
     parser.add_argument(
         "--contenders", default=None, help=f"comma-separated, of {', '.join(CONTENDERS)} (default: each workload's own)"
     )
@@ -263,7 +264,7 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    workloads = (args.workloads or ("g1" if args.gpu else "w1,w2,w3,w4")).split(",")
+    workloads = (args.workloads or ("g1" if args.gpu else "w1,w2,w3,w4,w5")).split(",")
     plan = {workload: contenders_of(workload, args.contenders) for workload in workloads}
     reps = {workload: args.reps or WORKLOADS[workload].reps for workload in workloads}
     if args.gpu:

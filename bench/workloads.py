@@ -4,6 +4,8 @@ W1  digits_cnn  the launcher's small CNN on scikit-learn's digits (per-step over
 W2  mlp_10m     a 10.5M-parameter MLP on synthetic 1024-d features (gradient communication)
 W3  resnet18    torchvision's ResNet-18 on synthetic 32x32 images (convolutions dominate)
 W4  tiny_lm     the launcher's byte-level GPT (recipes/tiny_lm.yaml) on the standard library's source
+W5  startup     W1's training, 2 epochs, its data and model in a user module that imports scikit-learn
+                and a library taking 2 s (bench/startup/): the time to the first step and the wall time
 G1  resnet50    (GPU) torchvision's ResNet-50 on synthetic 224x224 images, bf16, channels_last
 G2  gpt         (GPU) W4's GPT, larger: width 512, 8 blocks, 512 tokens a block, bf16
 
@@ -74,6 +76,8 @@ WORKLOADS = {
         reps=5,
         fsdp_units=("TransformerBlock",),
     ),  # fmt: skip
+    # W1's data and model from the user's own module (bench/startup/user_code.py): start-up.
+    "w5": Workload("w5", batch_size=64, epochs=2, lr=0.003, loader_workers=0),
     "g1": Workload("g1", batch_size=64, epochs=1, lr=0.001, loader_workers=8, gpu=True, fsdp_units=("Bottleneck",)),
     # One epoch of 512-token blocks (3,942 of them: 123 steps on 1 GPU, 15 on 8): a short warmup.
     "g2": Workload(
@@ -92,8 +96,10 @@ WORKLOADS = {
 
 
 def model(name: str) -> nn.Module:
+    if name == "w5":
+        import bench.startup.user_code  # noqa: F401  (the user's module, as the plain script imports it)
     torch.manual_seed(SEED)
-    if name == "w1":
+    if name in ("w1", "w5"):
         from launcher.models.builtin import SmallCNN
 
         return SmallCNN(in_channels=1, num_classes=10, width=32)
@@ -130,7 +136,7 @@ def datasets(name: str) -> tuple[Dataset, Dataset]:
 
         return python_source(block_size=WORKLOADS[name].block_size or LM_BLOCK, val_blocks=256)
     generator = torch.Generator().manual_seed(SEED)
-    if name == "w1":
+    if name in ("w1", "w5"):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
