@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -74,12 +76,43 @@ def run_launch(
     *args: str | Path, cwd: Path, timeout: float | None = 300, python_on_path: bool = False, **kwargs
 ) -> subprocess.CompletedProcess[str]:
     """Run the `launch` command as a separate process to its end; its output is captured as text.
-    python_on_path: this interpreter's folder first on PATH (where a SLURM job runs `launch` itself)."""
+    python_on_path: this interpreter's folder first on PATH (where a SLURM job runs `launch` itself).
+    A run past `timeout` fails the test with what shows where it stood: its output, the stacks the
+    ranks' watchdogs wrote to their logs, and every process's stacks (py-spy); then its whole
+    process tree is killed, so that no hung worker is left behind."""
     if python_on_path:
         kwargs["env"] = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(
-        [*LAUNCH, *map(str, args)], check=False, capture_output=True, text=True, cwd=cwd, timeout=timeout, **kwargs
-    )
+    command = [*LAUNCH, *map(str, args)]
+    with subprocess.Popen(
+        command, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kwargs
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stacks = [where_processes_stand(process.pid), *rank_logs_under(cwd)]
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise AssertionError(
+                "\n".join([f"{shlex.join(command)} ran past {timeout} s", "--- stderr:", stderr[-4000:], *stacks])
+            ) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def where_processes_stand(session: int) -> str:
+    """Every Python stack of every live process of `session`, by py-spy (where installed)."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        return "--- py-spy is not installed: no process stacks"
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    dumps = []
+    for pid in session_members(session):
+        dump = subprocess.run([spy, "dump", "--pid", str(pid)], check=False, capture_output=True, text=True, timeout=60)
+        dumps.append(f"--- py-spy dump of {pid}:\n{dump.stdout[-6000:]}{dump.stderr[-500:]}")
+    return "\n".join(dumps)
+
+
+def rank_logs_under(folder: Path) -> list[str]:
+    """The end of each rank's log under `folder`: where a watchdog wrote the stacks of a stall."""
+    return [f"--- {log}:\n{log.read_text(errors='replace')[-6000:]}" for log in sorted(folder.rglob("log.rank*.txt"))]
 
 
 def start_launch(*args: str | Path, cwd: Path, **kwargs) -> subprocess.Popen[str]:
