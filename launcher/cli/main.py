@@ -15,6 +15,7 @@ from launcher.cli.parser import COMMANDS, JOB_COMMANDS, build_parser
 from launcher.config.loading import json_schema, load_recipe
 from launcher.config.overrides import is_override
 from launcher.config.problems import RecipeError
+from launcher.distributed import early_start
 from launcher.errors import RUN_FAILED, USAGE_ERROR, UserError
 from launcher.tracking import logs
 
@@ -24,9 +25,11 @@ log = logging.getLogger("launcher")
 def main(argv: Sequence[str] | None = None) -> int:
     """`launch ...`: the exit code is 0, 2 for input to change (a recipe, a flag), 1 for a run
     that failed, or 128 + the signal that stopped it."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    own_process, argv = argv is None, list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     args = build_parser(command).parse_intermixed_args(_bare_resume(argv))
+    if own_process and _trains_in_cpu_workers(command, args):
+        early_start.start_importing()  # the workers' imports, beside ours (distributed/early_start.py)
     if command == "schema":  # before importing torch: editors call this
         print(json.dumps(json_schema(), indent=2))
         return 0
@@ -49,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return RUN_FAILED
     finally:
         logs.close_text_log()
+
+
+def _trains_in_cpu_workers(command: str, args: argparse.Namespace) -> bool:
+    """From the flags alone (torch is not imported yet): this command starts CPU workers here."""
+    if command != "train" or args.slurm or args.srun or args.dry_run or args.gpus is not None:
+        return False
+    return args.nproc is not None and args.nproc > 1
 
 
 def _run(command: str, args: argparse.Namespace) -> int:

@@ -1,0 +1,95 @@
+"""`launch --nproc N` forks its workers from a forkserver that imported torch, torch._dynamo and
+the launcher while `launch` started (distributed/early_start.py): each worker reaches the user's
+code with them imported. `launch` called as a function (here, in the test process) spawns them,
+leaving the calling program's multiprocessing alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import launch, run_dirs, session_members, start_launch
+
+pytestmark = pytest.mark.slow
+
+# A user's dataset module that notes, as each process imports it, what that process had imported
+# already, who started it, and what it sees of the environment `launch` was given.
+NOTING_MODULE = """
+import json, os, pathlib, sys
+with open(f"/proc/{os.getppid()}/cmdline", "rb") as parent:
+    parent_command = parent.read().replace(b"\\0", b" ").decode()
+pathlib.Path(os.environ["NOTES"], str(os.getpid())).write_text(json.dumps({
+    "parent": parent_command,
+    "ppid": os.getppid(),
+    "preloaded": [m for m in ("torch", "torch._dynamo", "launcher.distributed.worker") if m in sys.modules],
+    "given": os.environ.get("GIVEN_TO_LAUNCH"),
+}))
+import torch
+from torch.utils.data import TensorDataset
+
+
+class Blobs(TensorDataset):
+    classes = ["a", "b", "c"]
+
+    def __init__(self, train: bool = True, size: int = 96):
+        g = torch.Generator().manual_seed(0 if train else 1)
+        super().__init__(torch.randn(size, 8, generator=g), torch.randint(0, 3, (size,), generator=g))
+"""
+RECIPE = """
+data:
+  dataset: {name: "noting_data:Blobs"}
+  num_workers: 0
+model: {name: mlp}
+train: {epochs: 1, batch_size: 16}
+run: {output: runs}
+"""
+
+
+def _notes(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.iterdir())]
+
+
+@pytest.fixture
+def user_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "noting_data.py").write_text(NOTING_MODULE)
+    (tmp_path / "notes").mkdir()
+    monkeypatch.setenv("NOTES", str(tmp_path / "notes"))
+    monkeypatch.setenv("GIVEN_TO_LAUNCH", "yes")
+    recipe = tmp_path / "user.yaml"
+    recipe.write_text(RECIPE)
+    return recipe
+
+
+def test_launch_forks_its_workers_with_torch_and_the_launcher_imported_and_leaves_no_server(
+    user_recipe: Path, tmp_path: Path
+) -> None:
+    process = start_launch(user_recipe, "--nproc", "2", cwd=tmp_path)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    (run,) = run_dirs(tmp_path / "runs", "user")
+    assert json.loads((run / "metrics.json").read_text())["final"]["step"] == 3  # 96 samples, 2 x 16 a step: trained
+    notes = _notes(tmp_path / "notes")
+    assert len(notes) == 2, notes  # the two workers import the user's module; `launch` does not
+    for note in notes:
+        assert "multiprocessing.forkserver" in note["parent"], note  # forked from the server
+        assert note["preloaded"] == ["torch", "torch._dynamo", "launcher.distributed.worker"], note
+        assert note["given"] == "yes"  # the environment `launch` was started with
+    deadline = time.monotonic() + 10  # the server ends once `launch` has: nothing of the run is left
+    while (left := session_members(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], [Path(f"/proc/{pid}/cmdline").read_text(errors="replace") for pid in left]
+
+
+def test_launch_called_as_a_function_spawns_its_workers(
+    user_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where the recipe's module is, and its output goes
+    assert launch(user_recipe, "--nproc", "2") == 0
+    notes = _notes(tmp_path / "notes")
+    assert len(notes) == 2, notes
+    for note in notes:
+        assert note["ppid"] == os.getpid(), note  # started by the agent in this process, not by a server
+        assert "torch._dynamo" not in note["preloaded"], note  # a fresh interpreter: DDP imports it later
