@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -148,6 +149,7 @@ def run_once(
     try:
         output, _ = process.communicate(timeout=timeout_s)
         ended = time.time()
+        _reap_the_rest(process)  # their CPU time counts as the run's, not as another process's
         machine = load.measure(ended - started)
         notes_file = scratch / f"{contender}-{workload}.json"
         # gloo's abort at interpreter exit (bench/README.md) comes after the last step and the last
@@ -171,6 +173,29 @@ def run_once(
             os.killpg(process.pid, signal.SIGKILL)  # the whole tree: workers left behind would skew the next runs
         process.wait()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _adopt_orphans() -> None:
+    """Make this process the one that orphans of its runs are handed to (Linux's child
+    subreaper), so that their CPU time is counted as the run's once reaped: `launch`'s forkserver,
+    the parent of its workers, ends after `launch` does."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _reap_the_rest(process: subprocess.Popen) -> None:
+    """Once the run has ended (its output closed): kill what is left of its process group, and
+    wait for every child this process was handed (see _adopt_orphans)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10  # one that left the group (a daemon of its own) is not waited for longer
+    with contextlib.suppress(ChildProcessError):
+        while time.monotonic() < deadline:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                time.sleep(0.01)
 
 
 class Load:
@@ -264,6 +289,7 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    _adopt_orphans()
     workloads = (args.workloads or ("g1" if args.gpu else "w1,w2,w3,w4,w5")).split(",")
     plan = {workload: contenders_of(workload, args.contenders) for workload in workloads}
     reps = {workload: args.reps or WORKLOADS[workload].reps for workload in workloads}
