@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
-from conftest import launch, run_dirs, session_members, start_launch
+from conftest import ROOT, launch, run_dirs, session_members, start_launch, wait_for_file_text
+
+from launcher import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +96,19 @@ def test_launch_called_as_a_function_spawns_its_workers(
     for note in notes:
         assert note["ppid"] == os.getpid(), note  # started by the agent in this process, not by a server
         assert "torch._dynamo" not in note["preloaded"], note  # a fresh interpreter: DDP imports it later
+
+
+def test_a_sigterm_to_the_whole_group_lets_the_workers_checkpoint_before_launch_returns(tmp_path: Path) -> None:
+    # As SLURM or `kill -TERM -PGID` signal a job: the forkserver too. It ignores the signal and
+    # ends with launch, so the agent sees its workers to their real end, not as gone at once.
+    process = start_launch(ROOT / "recipes" / "digits.yaml", "--nproc", "2", "train.epochs=100",
+                           "checkpoint.every_n_epochs=100", f"run.output={tmp_path}", cwd=tmp_path)  # fmt: skip
+    wait_for_file_text("digits/*/log.rank1.txt", "epoch 2/100", tmp_path)
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    (run,) = run_dirs(tmp_path, "digits")
+    saved = checkpoint.saved_steps(run / "checkpoints")  # complete (checksummed) when launch has returned
+    assert process.stdout is not None
+    output = process.stdout.read()
+    assert len(saved) == 1, output
+    assert output.index(f"stopped at step {int(saved[0].stem[5:])}") < output.index("stopped by SIGTERM"), output

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import os
+
+from launcher.distributed import forkserver_preload
 
 # What every CPU worker imports before the user's code: torch, the agent's wrapper around the
 # entry point, the entry point (the launcher's training), and torch._dynamo (DDP's constructor
 # imports it: about 1 s).
 PRELOAD = (
+    "launcher.distributed.forkserver_preload",  # first: the server's signals (see there)
     "torch",
     "torch._dynamo",
     "torch.distributed.elastic.multiprocessing.api",
@@ -42,7 +46,11 @@ def start_importing() -> None:
     if _Server.started or "forkserver" not in multiprocessing.get_all_start_methods():
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
-    multiprocessing.forkserver.ensure_running()
+    os.environ[forkserver_preload.SERVER_VARIABLE] = "1"  # for the server alone: it takes it out
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        del os.environ[forkserver_preload.SERVER_VARIABLE]
     _Server.started = True
 
 

@@ -19,7 +19,7 @@ from launcher.config import components
 from launcher.config.loading import in_recipe_order
 from launcher.config.problems import Problem, RecipeError
 from launcher.config.schema import Recipe
-from launcher.distributed import elastic, flight_recorder
+from launcher.distributed import elastic, flight_recorder, forkserver_preload
 from launcher.distributed import process_group as distributed
 from launcher.distributed.runtime import Runtime
 from launcher.errors import UserError
@@ -49,6 +49,7 @@ def worker(
     message. A UserError (a recipe problem found by them or while building, say) reaches `launch`
     as its message and exit code, which it prints as one process would: no traceback, no "rank N
     failed"; every rank finds the same problems, and `launch` prints them once."""
+    forkserver_preload.restore_signals()  # forked from launch's forkserver: launch's dispositions
     try:
         if check is not None and (problems := check(recipe_data)):
             raise UserError(str(RecipeError(source, in_recipe_order(problems))))
