@@ -49,10 +49,7 @@ def train(recipe: Recipe, args: argparse.Namespace) -> int:
     if given:
         hint = " (to join nodes yourself: --nnodes, torchrun's flag)" if args.nodes is not None else ""
         raise UserError(f"{', '.join(given)}: for --slurm runs only; add --slurm to submit the run{hint}")
-    placement = elastic.place(
-        args.gpus, args.nproc, args.cpu, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
-        rdzv_id=args.rdzv_id, max_restarts=args.max_restarts,
-    )  # fmt: skip
+    placement = placement_of(args)
     if recipe.sweep:
         log.info(
             "this recipe has a sweep: section; this is one run with the recipe's own values (launch sweep runs the grid)"
@@ -83,9 +80,15 @@ def checks_in_workers(command: str, args: argparse.Namespace) -> bool:
     not --dry-run, which builds here)."""
     if command != "train" or args.slurm or args.srun or args.dry_run:
         return False
-    placement = elastic.place(args.gpus, args.nproc, args.cpu, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
-                              rdzv_id=args.rdzv_id, max_restarts=args.max_restarts)  # fmt: skip
-    return not placement.single_process
+    return not placement_of(args).single_process
+
+
+def placement_of(args: argparse.Namespace) -> Placement:
+    """Where `launch RECIPE` trains, from its flags (elastic.place refuses what cannot be done here)."""
+    return elastic.place(
+        args.gpus, args.nproc, args.cpu, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id, max_restarts=args.max_restarts,
+    )  # fmt: skip
 
 
 def completed_run(recipe: Recipe, run: RunDir, checkpoint_path: Path, source: str) -> str | None:
