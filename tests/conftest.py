@@ -30,6 +30,22 @@ SMALL_LM = (
 )  # fmt: skip
 
 
+# A small labelled dataset (3 classes of 8 features), the text of a user's module: tests write it
+# into their folder after lines of their own (what the module notes as it is imported).
+BLOBS_DATASET = """
+import torch
+from torch.utils.data import TensorDataset
+
+
+class Blobs(TensorDataset):
+    classes = ["a", "b", "c"]
+
+    def __init__(self, train: bool = True, size: int = 96):
+        g = torch.Generator().manual_seed(0 if train else 1)
+        super().__init__(torch.randn(size, 8, generator=g), torch.randint(0, 3, (size,), generator=g))
+"""
+
+
 @pytest.fixture(autouse=True)
 def _repeatable() -> None:
     # Bitwise comparisons between runs need the same thread count in each run.

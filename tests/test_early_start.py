@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, launch, run_dirs, session_members, start_launch, wait_for_file_text
+from conftest import BLOBS_DATASET, ROOT, launch, run_dirs, session_members, start_launch, wait_for_file_text
 
 from launcher import checkpoint
 
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 # A user's dataset module that notes, as each process imports it, what that process had imported
 # already, who started it, and what it sees of the environment `launch` was given.
-NOTING_MODULE = """
+NOTING_MODULE = (
+    """
 import json, os, pathlib, sys
 with open(f"/proc/{os.getppid()}/cmdline", "rb") as parent:
     parent_command = parent.read().replace(b"\\0", b" ").decode()
@@ -30,17 +31,9 @@ pathlib.Path(os.environ["NOTES"], str(os.getpid())).write_text(json.dumps({
     "preloaded": [m for m in ("torch", "torch._dynamo", "launcher.distributed.worker") if m in sys.modules],
     "given": os.environ.get("GIVEN_TO_LAUNCH"),
 }))
-import torch
-from torch.utils.data import TensorDataset
-
-
-class Blobs(TensorDataset):
-    classes = ["a", "b", "c"]
-
-    def __init__(self, train: bool = True, size: int = 96):
-        g = torch.Generator().manual_seed(0 if train else 1)
-        super().__init__(torch.randn(size, 8, generator=g), torch.randint(0, 3, (size,), generator=g))
 """
+    + BLOBS_DATASET
+)
 RECIPE = """
 data:
   dataset: {name: "noting_data:Blobs"}

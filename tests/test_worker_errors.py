@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, run_launch, session_members, start_launch
+from conftest import BLOBS_DATASET, FIXTURES, run_launch, session_members, start_launch
 
 pytestmark = pytest.mark.slow
 
@@ -68,21 +68,14 @@ def test_one_process_names_no_rank_for_the_same_problem(tmp_path: Path) -> None:
 
 
 # A user's module that notes which processes import it, and takes a moment to (as scikit-learn does).
-NOTED_MODULE = """
+NOTED_MODULE = (
+    """
 import os, pathlib, time
 pathlib.Path(os.environ["IMPORTED_BY"], str(os.getpid())).touch()
 time.sleep(0.5)
-import torch
-from torch.utils.data import TensorDataset
-
-
-class Blobs(TensorDataset):
-    classes = ["a", "b", "c"]
-
-    def __init__(self, train: bool = True, size: int = 96):
-        g = torch.Generator().manual_seed(0 if train else 1)
-        super().__init__(torch.randn(size, 8, generator=g), torch.randint(0, 3, (size,), generator=g))
 """
+    + BLOBS_DATASET
+)
 BAD_RECIPE = """
 data:
   dataset: {name: "noted_data:Blobs", sise: 64}
