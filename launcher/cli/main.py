@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from launcher.cli.parser import COMMANDS, JOB_COMMANDS, build_parser
+from launcher.cli.parser import COMMANDS, JOB_COMMANDS, build_parser, trains_here
 from launcher.config.loading import json_schema, load_recipe
 from launcher.config.overrides import is_override
 from launcher.config.problems import RecipeError
@@ -56,9 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _trains_in_cpu_workers(command: str, args: argparse.Namespace) -> bool:
     """From the flags alone (torch is not imported yet): this command starts CPU workers here."""
-    if command != "train" or args.slurm or args.srun or args.dry_run or args.gpus is not None:
-        return False
-    return args.nproc is not None and args.nproc > 1
+    return trains_here(command, args) and args.gpus is None and args.nproc is not None and args.nproc > 1
 
 
 def _run(command: str, args: argparse.Namespace) -> int:

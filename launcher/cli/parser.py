@@ -45,6 +45,12 @@ COMMANDS = (
 JOB_COMMANDS = ("status", "logs", "cancel")
 
 
+def trains_here(command: str, args: argparse.Namespace) -> bool:
+    """From the flags alone: `launch RECIPE` trains on this machine (not submitted to SLURM, not
+    a SLURM job's task, not --dry-run, which only builds)."""
+    return command == "train" and not (args.slurm or args.srun or args.dry_run)
+
+
 def build_parser(command: str) -> argparse.ArgumentParser:
     """The parser of one command (`train` is the bare `launch RECIPE`)."""
     parser = argparse.ArgumentParser(

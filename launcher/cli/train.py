@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from launcher import checkpoint, rundir
-from launcher.cli.parser import SLURM_FLAGS
+from launcher.cli.parser import SLURM_FLAGS, trains_here
 from launcher.cli.recipe_checks import problems_in
 from launcher.config.loading import dump_recipe
 from launcher.config.schema import Recipe
@@ -78,9 +78,7 @@ def checks_in_workers(command: str, args: argparse.Namespace) -> bool:
     """Whether this command trains in workers on this machine, which then run the recipe checks
     that import the user's modules (not the SLURM paths: a job must not wait in the queue to fail;
     not --dry-run, which builds here)."""
-    if command != "train" or args.slurm or args.srun or args.dry_run:
-        return False
-    return not placement_of(args).single_process
+    return trains_here(command, args) and not placement_of(args).single_process
 
 
 def placement_of(args: argparse.Namespace) -> Placement:
