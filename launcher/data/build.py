@@ -286,9 +286,9 @@ def _classes_of(dataset: Dataset) -> list[str] | None:
     return None
 
 
-# Workers started by the elastic agent inherit its start method ("spawn", or "forkserver"): their loader workers would then start
-# a fresh Python and import torch every epoch (seen: 10 s an epoch instead of 0.6 s for digits on
-# 2 workers). On Linux, fork them, as a torchrun script's loaders do.
+# Workers started by the elastic agent inherit its start method ("spawn", or "forkserver"): their
+# loader workers would then start a fresh Python and import torch every epoch (seen: 10 s an epoch
+# instead of 0.6 s for digits on 2 workers). On Linux, fork them, as a torchrun script's loaders do.
 MIN_SAMPLES_TO_HOLD_OUT = 2  # one to train on, one to validate
 
 
