@@ -45,6 +45,16 @@ class Blobs(TensorDataset):
         super().__init__(torch.randn(size, 8, generator=g), torch.randint(0, 3, (size,), generator=g))
 """
 
+# A recipe training a user's dataset (`module:attr`, put in with %) for one short epoch.
+USER_DATASET_RECIPE = """
+data:
+  dataset: {name: "%s"}
+  num_workers: 0
+model: {name: mlp}
+train: {epochs: 1, batch_size: 16}
+run: {output: runs}
+"""
+
 
 @pytest.fixture(autouse=True)
 def _repeatable() -> None:
@@ -116,9 +126,9 @@ def run_launch(
 
 def where_processes_stand(session: int) -> str:
     """Every Python stack of every live process of `session`, by py-spy (where installed)."""
-    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=Path(sys.executable).parent)
+    if spy is None:
         return "--- py-spy is not installed: no process stacks"
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     dumps = []
     for pid in session_members(session):
         dump = subprocess.run([spy, "dump", "--pid", str(pid)], check=False, capture_output=True, text=True, timeout=60)

@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BLOBS_DATASET, ROOT, launch, run_dirs, session_members, start_launch, wait_for_file_text
+from conftest import (
+    BLOBS_DATASET,
+    ROOT,
+    USER_DATASET_RECIPE,
+    launch,
+    run_dirs,
+    session_members,
+    start_launch,
+    wait_for_file_text,
+)
 
 from launcher import checkpoint
 
@@ -34,14 +43,6 @@ pathlib.Path(os.environ["NOTES"], str(os.getpid())).write_text(json.dumps({
 """
     + BLOBS_DATASET
 )
-RECIPE = """
-data:
-  dataset: {name: "noting_data:Blobs"}
-  num_workers: 0
-model: {name: mlp}
-train: {epochs: 1, batch_size: 16}
-run: {output: runs}
-"""
 
 
 def _notes(folder: Path) -> list[dict]:
@@ -55,7 +56,7 @@ def user_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NOTES", str(tmp_path / "notes"))
     monkeypatch.setenv("GIVEN_TO_LAUNCH", "yes")
     recipe = tmp_path / "user.yaml"
-    recipe.write_text(RECIPE)
+    recipe.write_text(USER_DATASET_RECIPE % "noting_data:Blobs")
     return recipe
 
 

@@ -11,24 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BLOBS_DATASET, FIXTURES, run_launch, session_members, start_launch
+from conftest import BLOBS_DATASET, FIXTURES, USER_DATASET_RECIPE, run_launch, session_members, start_launch
 
 pytestmark = pytest.mark.slow
-
-RECIPE = """
-data:
-  dataset: {name: "user_data:%s"}
-  num_workers: 0
-model: {name: mlp}
-train: {epochs: 1, batch_size: 16}
-run: {output: runs}
-"""
 
 
 def launch_with_user_data(tmp_path: Path, dataset: str, *flags: str) -> subprocess.CompletedProcess[str]:
     shutil.copy(FIXTURES / "user_data.py", tmp_path / "user_data.py")
     recipe = tmp_path / "user.yaml"
-    recipe.write_text(RECIPE % dataset)
+    recipe.write_text(USER_DATASET_RECIPE % f"user_data:{dataset}")
     return run_launch(recipe, *flags, cwd=tmp_path)
 
 
